@@ -1,0 +1,41 @@
+//! The one decision every failure needs: try again later, or give up now.
+//!
+//! Every error that can reach the queue says which [`ErrorClass`] it is, so the
+//! worker routes it without knowing where it came from: transient failures go
+//! through the retry tiers, permanent ones straight to the dead-letter queue.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Whether a failed job may succeed if it is tried again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// Timeouts, 5xx, 429, broker or store hiccups: retry after a delay.
+    Transient,
+    /// Malformed input, invalid symbol or range, 4xx other than 429, data
+    /// that fails validation: retrying cannot help, dead-letter at once.
+    Permanent,
+}
+
+impl ErrorClass {
+    /// The lowercase name used in headers, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Implemented by every error type that can decide a job's fate.
+pub trait Classify {
+    /// The class of this error.
+    fn class(&self) -> ErrorClass;
+}

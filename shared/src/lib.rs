@@ -1,0 +1,12 @@
+//! signal9's shared library: everything the producer, the worker and the
+//! tests have in common.
+//!
+//! - [`alpaca`]: the Alpaca client, its wire models and typed query pieces;
+//! - [`validate`]: what counts as real data and what is rejected;
+//! - [`store`]: the `Store` trait and its embedded SQLite implementation;
+//! - [`error`]: the transient/permanent split every failure carries.
+
+pub mod alpaca;
+pub mod error;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,406 @@
+//! The behaviour every [`Store`] backend must show, as reusable checks.
+//!
+//! Each check takes a fresh, initialised store and panics with a message on
+//! a breach. [`store_contract_tests!`](crate::store_contract_tests) turns them
+//! into one `#[tokio::test]` each for a backend:
+//!
+//! ```ignore
+//! signal9_shared::store_contract_tests!(async { SqliteStore::open(path).unwrap() });
+//! ```
+
+// Checks panic on a breach by design, like the tests that call them.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::{AssetChange, AssetFilter, RunStatus, SeriesKey, Store};
+use crate::alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_763_614_800, 0).unwrap_or_default() // 2025-11-20T05:00:00Z
+}
+
+/// A plausible asset with a deterministic id built from `n`.
+pub fn sample_asset(n: u32, symbol: &str) -> Asset {
+    Asset {
+        id: format!("00000000-0000-4000-8000-{n:012}"),
+        class: if symbol.contains('/') {
+            AssetClass::Crypto
+        } else {
+            AssetClass::UsEquity
+        },
+        exchange: if symbol.contains('/') {
+            "CRYPTO".into()
+        } else {
+            "NASDAQ".into()
+        },
+        symbol: Symbol::parse(symbol).unwrap_or_else(|e| panic!("sample symbol: {e}")),
+        name: Some(format!("Sample {symbol} Ünïcode")),
+        status: AssetStatus::Active,
+        tradable: true,
+        marginable: true,
+        shortable: false,
+        easy_to_borrow: None,
+        fractionable: true,
+        maintenance_margin_requirement: Some(30.0),
+        margin_requirement_long: Some("30".into()),
+        margin_requirement_short: None,
+        attributes: vec!["has_options".into()],
+        min_order_size: None,
+        min_trade_increment: None,
+        price_increment: None,
+        borrow_status: None,
+        cusip: None,
+    }
+}
+
+/// A valid bar at `t0 + day` days.
+pub fn sample_bar(day: i64, price: f64) -> Bar {
+    Bar {
+        time: t0() + Duration::days(day),
+        open: price,
+        high: price + 1.0,
+        low: price - 0.5,
+        close: price + 0.5,
+        volume: if day % 3 == 0 { 0.0 } else { 1000.0 + day as f64 },
+        trade_count: 10,
+        vwap: price + 0.25,
+    }
+}
+
+fn series(symbol: &str, timeframe: Timeframe) -> SeriesKey {
+    SeriesKey {
+        symbol: Symbol::parse(symbol).unwrap_or_else(|e| panic!("{e}")),
+        timeframe,
+        adjustment: Adjustment::raw(),
+        feed: Some(Feed::Iex),
+    }
+}
+
+/// New, unchanged and updated assets are told apart; the same symbol under
+/// two ids is two assets.
+pub async fn assets_upsert_and_classify_changes(store: &dyn Store) {
+    let a = sample_asset(1, "AAPL");
+    let b = sample_asset(2, "BRK.B");
+    let old_ticker = Asset {
+        status: AssetStatus::Inactive,
+        ..sample_asset(3, "AAPL")
+    };
+    let writes = store
+        .upsert_assets(&[a.clone(), b.clone(), old_ticker.clone()], t0())
+        .await
+        .unwrap();
+    assert!(writes.iter().all(|w| w.change == AssetChange::New), "{writes:?}");
+
+    let writes = store
+        .upsert_assets(&[a.clone(), b.clone()], t0() + Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(writes.iter().all(|w| w.change == AssetChange::Unchanged), "{writes:?}");
+    let stored = store.get_asset(&a.id).await.unwrap().expect("stored");
+    assert_eq!(stored.updated_at, t0(), "an unchanged asset is not rewritten");
+
+    let flipped = Asset {
+        status: AssetStatus::Inactive,
+        tradable: false,
+        ..a.clone()
+    };
+    let at = t0() + Duration::days(1);
+    let writes = store.upsert_assets(std::slice::from_ref(&flipped), at).await.unwrap();
+    assert_eq!(
+        writes[0].change,
+        AssetChange::Updated {
+            status: Some((AssetStatus::Active, AssetStatus::Inactive)),
+            tradable: Some((true, false)),
+            relisted: false
+        }
+    );
+    let stored = store.get_asset(&a.id).await.unwrap().expect("stored");
+    assert_eq!(stored.asset, flipped);
+    assert_eq!(stored.previous_status, Some(AssetStatus::Active));
+    assert_eq!(stored.previous_tradable, Some(true));
+    assert_eq!(stored.status_changed_at, Some(at));
+    assert_eq!(stored.first_seen, t0());
+
+    let by_symbol = store.assets_by_symbol(&a.symbol).await.unwrap();
+    assert_eq!(by_symbol.len(), 2, "a recycled ticker keeps both ids");
+    assert!(store
+        .get_asset("00000000-0000-4000-8000-999999999999")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Listing filters by class and status and hides delisted assets unless asked.
+pub async fn assets_list_filters(store: &dyn Store) {
+    let equity = sample_asset(10, "MSFT");
+    let crypto = sample_asset(11, "BTC/USD");
+    let inactive = Asset {
+        status: AssetStatus::Inactive,
+        ..sample_asset(12, "ZZZ")
+    };
+    store
+        .upsert_assets(&[equity.clone(), crypto.clone(), inactive.clone()], t0())
+        .await
+        .unwrap();
+
+    let all = store.list_assets(&AssetFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let symbols: Vec<&str> = all.iter().map(|s| s.asset.symbol.as_str()).collect();
+    assert_eq!(symbols, vec!["BTC/USD", "MSFT", "ZZZ"], "ordered by symbol");
+
+    let crypto_only = store
+        .list_assets(&AssetFilter {
+            class: Some(AssetClass::Crypto),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(crypto_only.len(), 1);
+    assert_eq!(crypto_only[0].asset, crypto);
+    let active = store
+        .list_assets(&AssetFilter {
+            status: Some(AssetStatus::Active),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 2);
+}
+
+/// Delisting marks, never deletes; a delisted asset seen again is relisted.
+pub async fn assets_delist_and_relist(store: &dyn Store) {
+    let a = sample_asset(20, "GONE");
+    store.upsert_assets(std::slice::from_ref(&a), t0()).await.unwrap();
+    let at = t0() + Duration::days(2);
+    assert_eq!(store.mark_delisted(std::slice::from_ref(&a.id), at).await.unwrap(), 1);
+    assert_eq!(
+        store.mark_delisted(std::slice::from_ref(&a.id), at).await.unwrap(),
+        0,
+        "delisting twice changes nothing"
+    );
+    assert_eq!(
+        store
+            .mark_delisted(&["00000000-0000-4000-8000-777777777777".into()], at)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let stored = store.get_asset(&a.id).await.unwrap().expect("delisted assets are kept");
+    assert_eq!(stored.delisted_at, Some(at));
+    assert!(store.list_assets(&AssetFilter::default()).await.unwrap().is_empty());
+    let with_delisted = store
+        .list_assets(&AssetFilter {
+            include_delisted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(with_delisted.len(), 1);
+
+    let writes = store
+        .upsert_assets(std::slice::from_ref(&a), at + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        writes[0].change,
+        AssetChange::Updated {
+            status: None,
+            tradable: None,
+            relisted: true
+        }
+    );
+    assert_eq!(store.get_asset(&a.id).await.unwrap().expect("kept").delisted_at, None);
+}
+
+/// Writing the same bars twice leaves one copy; later values win.
+pub async fn bars_upsert_is_idempotent(store: &dyn Store) {
+    let key = series("AAPL", Timeframe::DAY);
+    let bars: Vec<Bar> = (0..10).map(|d| sample_bar(d, 100.0 + d as f64)).collect();
+    assert_eq!(store.upsert_bars(&key, &bars).await.unwrap(), 10);
+    store.upsert_bars(&key, &bars).await.unwrap();
+    let (start, end) = (t0(), t0() + Duration::days(30));
+    assert_eq!(
+        store.bars(&key, start, end).await.unwrap(),
+        bars,
+        "one copy of each bar, in time order, exact values"
+    );
+
+    let revised = sample_bar(4, 200.0);
+    store.upsert_bars(&key, &[revised]).await.unwrap();
+    let stored = store.bars(&key, start, end).await.unwrap();
+    assert_eq!(stored.len(), 10);
+    assert_eq!(stored[4], revised, "the last write wins");
+}
+
+/// Bars of different timeframes, adjustments, feeds and symbols never collide.
+pub async fn bars_series_never_collide(store: &dyn Store) {
+    let daily = series("AAPL", Timeframe::DAY);
+    let hourly = series("AAPL", Timeframe::HOUR);
+    let split = SeriesKey {
+        adjustment: "split".parse().unwrap_or_default(),
+        ..daily.clone()
+    };
+    let sip = SeriesKey {
+        feed: Some(Feed::Sip),
+        ..daily.clone()
+    };
+    let other = series("AAPL.W", Timeframe::DAY);
+    for (i, key) in [&daily, &hourly, &split, &sip, &other].into_iter().enumerate() {
+        store
+            .upsert_bars(key, &[sample_bar(0, 10.0 * (i + 1) as f64)])
+            .await
+            .unwrap();
+    }
+    for (i, key) in [&daily, &hourly, &split, &sip, &other].into_iter().enumerate() {
+        let got = store.bars(key, t0(), t0()).await.unwrap();
+        assert_eq!(got.len(), 1, "{key}");
+        assert_eq!(got[0].open, 10.0 * (i + 1) as f64, "{key} kept its own bar");
+    }
+}
+
+/// Range reads are inclusive at both ends.
+pub async fn bars_range_is_inclusive(store: &dyn Store) {
+    let key = series("BTC/USD", Timeframe::DAY);
+    let bars: Vec<Bar> = (0..5).map(|d| sample_bar(d, 50.0)).collect();
+    store.upsert_bars(&key, &bars).await.unwrap();
+    let got = store.bars(&key, bars[1].time, bars[3].time).await.unwrap();
+    assert_eq!(got, bars[1..=3].to_vec());
+    assert!(store
+        .bars(&key, t0() + Duration::days(100), t0() + Duration::days(200))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Recorded ranges merge; `covers` is true only inside one merged range.
+pub async fn coverage_merges_ranges(store: &dyn Store) {
+    let key = series("MSFT", Timeframe::DAY);
+    let day = |d: i64| t0() + Duration::days(d);
+    assert!(!store.covers(&key, day(0), day(1)).await.unwrap());
+    store.add_coverage(&key, day(0), day(5)).await.unwrap();
+    store.add_coverage(&key, day(10), day(15)).await.unwrap();
+    assert!(store.covers(&key, day(1), day(4)).await.unwrap());
+    assert!(store.covers(&key, day(0), day(5)).await.unwrap());
+    assert!(
+        !store.covers(&key, day(4), day(11)).await.unwrap(),
+        "a gap is not covered"
+    );
+    store.add_coverage(&key, day(5), day(10)).await.unwrap();
+    assert!(
+        store.covers(&key, day(0), day(15)).await.unwrap(),
+        "touching ranges merge"
+    );
+    assert!(!store.covers(&key, day(0), day(16)).await.unwrap());
+    assert!(
+        !store
+            .covers(&series("MSFT", Timeframe::HOUR), day(1), day(2))
+            .await
+            .unwrap(),
+        "coverage is per series"
+    );
+}
+
+/// Runs: created once, pages counted once each, reconcile claimed once.
+pub async fn sync_runs_count_pages_once(store: &dyn Store) {
+    assert!(store.create_run("2026-11-23", 3, t0()).await.unwrap());
+    assert!(
+        !store.create_run("2026-11-23", 99, t0()).await.unwrap(),
+        "a second create changes nothing"
+    );
+    let p = store
+        .record_page("2026-11-23", "us_equity", &json!({"seen": 10}))
+        .await
+        .unwrap();
+    assert_eq!((p.pages_done, p.pages_total), (1, 3));
+    let p = store
+        .record_page("2026-11-23", "us_equity", &json!({"seen": 10}))
+        .await
+        .unwrap();
+    assert_eq!(p.pages_done, 1, "recording a page twice counts once");
+    store
+        .record_page("2026-11-23", "crypto", &json!({"seen": 2}))
+        .await
+        .unwrap();
+    let p = store
+        .record_page("2026-11-23", "us_option", &json!({"seen": 0}))
+        .await
+        .unwrap();
+    assert!(p.is_complete());
+    assert!(store.record_page("no-such-run", "x", &json!({})).await.is_err());
+    let pages = store.page_results("2026-11-23").await.unwrap();
+    assert_eq!(pages.len(), 3);
+    assert!(pages.contains(&("crypto".to_string(), json!({"seen": 2}))));
+
+    assert!(store.claim_reconcile("2026-11-23").await.unwrap());
+    assert!(
+        !store.claim_reconcile("2026-11-23").await.unwrap(),
+        "reconcile is claimed once"
+    );
+
+    let run = store.get_run("2026-11-23").await.unwrap().expect("run");
+    assert_eq!(
+        (run.status, run.pages_done, run.pages_total),
+        (RunStatus::Running, 3, 3)
+    );
+    store
+        .finish_run(
+            "2026-11-23",
+            RunStatus::Completed,
+            &json!({"new": 5}),
+            t0() + Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    let run = store.get_run("2026-11-23").await.unwrap().expect("run");
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.result, Some(json!({"new": 5})));
+    assert_eq!(run.finished_at, Some(t0() + Duration::hours(1)));
+
+    store
+        .create_run("2026-11-24", 1, t0() + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_run().await.unwrap().expect("latest").run_id, "2026-11-24");
+    assert!(store.get_run("nope").await.unwrap().is_none());
+    assert!(store
+        .finish_run("nope", RunStatus::Failed, &json!({}), t0())
+        .await
+        .is_err());
+}
+
+/// Concurrent claims of one reconcile: exactly one wins.
+pub async fn reconcile_claim_is_exclusive_under_concurrency(store: &dyn Store) {
+    store.create_run("race", 1, t0()).await.unwrap();
+    // Claims start together; SQLite runs them on several blocking threads.
+    let claims: Vec<bool> = futures::future::join_all((0..16).map(|_| store.claim_reconcile("race")))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
+}
+
+/// Generates one `#[tokio::test]` per contract check for a backend. The
+/// argument is an expression evaluating to a future of a fresh store.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@each $make;
+            assets_upsert_and_classify_changes, assets_list_filters, assets_delist_and_relist,
+            bars_upsert_is_idempotent, bars_series_never_collide, bars_range_is_inclusive,
+            coverage_merges_ranges, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency);
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store = $make.await;
+                $crate::store::Store::init(&store).await.expect("init");
+                $crate::store::contract::$name(&store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,288 @@
+//! Where assets, bars and sync runs are kept.
+//!
+//! [`Store`] is the contract; [`sqlite::SqliteStore`] is the embedded default
+//! (one file, WAL). Every write is an idempotent upsert, so a redelivered job
+//! changes nothing. The same [`contract`] suite runs against every backend.
+
+pub mod contract;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
+use crate::error::{Classify, ErrorClass};
+
+pub use sqlite::SqliteStore;
+
+/// One bar series: bars of one symbol at one timeframe, adjustment and feed.
+/// Bars of different timeframes never share a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesKey {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// The bar length.
+    pub timeframe: Timeframe,
+    /// The corporate-action adjustment the prices carry.
+    pub adjustment: Adjustment,
+    /// The feed the bars came from; `None` is the API's default feed.
+    pub feed: Option<Feed>,
+}
+
+impl fmt::Display for SeriesKey {
+    /// `AAPL|1Day|raw|iex`: the partition key of a series.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let feed = self.feed.map_or("default", Feed::as_str);
+        write!(f, "{}|{}|{}|{}", self.symbol, self.timeframe, self.adjustment, feed)
+    }
+}
+
+/// An asset as the store keeps it: the API's record plus our bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAsset {
+    /// The API's record as last seen.
+    pub asset: Asset,
+    /// When signal9 first stored it.
+    pub first_seen: DateTime<Utc>,
+    /// When its record last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Set when a sync stopped seeing it; never deleted.
+    pub delisted_at: Option<DateTime<Utc>>,
+    /// The status before the last status change.
+    pub previous_status: Option<AssetStatus>,
+    /// The tradable flag before the last change of it.
+    pub previous_tradable: Option<bool>,
+    /// When status or tradable last changed.
+    pub status_changed_at: Option<DateTime<Utc>>,
+}
+
+/// What an upsert did to one asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "change")]
+pub enum AssetChange {
+    /// Not known before.
+    New,
+    /// Known, and some field differs (or it was delisted and is back).
+    Updated {
+        /// `Some((before, after))` when the status changed.
+        status: Option<(AssetStatus, AssetStatus)>,
+        /// `Some((before, after))` when the tradable flag changed.
+        tradable: Option<(bool, bool)>,
+        /// True when a delisted asset was seen again.
+        relisted: bool,
+    },
+    /// Exactly as stored; nothing was written.
+    Unchanged,
+}
+
+/// The outcome of an upsert for one asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetWrite {
+    /// The asset's id.
+    pub id: String,
+    /// What changed.
+    pub change: AssetChange,
+}
+
+/// Which assets [`Store::list_assets`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssetFilter {
+    /// Only this class.
+    pub class: Option<AssetClass>,
+    /// Only this status.
+    pub status: Option<AssetStatus>,
+    /// Include assets marked delisted.
+    pub include_delisted: bool,
+}
+
+/// The state of a sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Pages are being listed.
+    Running,
+    /// All pages done; reconciled and closed.
+    Completed,
+    /// The delisting guard refused to reconcile.
+    Suspect,
+    /// Given up.
+    Failed,
+}
+
+impl RunStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Suspect => "suspect",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Suspect,
+            RunStatus::Failed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A sync run's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRun {
+    /// The run id (the UTC date for scheduled runs).
+    pub run_id: String,
+    /// When it was created.
+    pub started_at: DateTime<Utc>,
+    /// How many pages the run has.
+    pub pages_total: u32,
+    /// How many distinct pages are recorded done.
+    pub pages_done: u32,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// When it was closed.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The run's result, once closed.
+    pub result: Option<serde_json::Value>,
+}
+
+/// Progress of a run after a page was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Distinct pages done.
+    pub pages_done: u32,
+    /// Pages in the run.
+    pub pages_total: u32,
+}
+
+impl RunProgress {
+    /// True once every page is done.
+    pub fn is_complete(self) -> bool {
+        self.pages_done >= self.pages_total
+    }
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (busy, I/O, connection): worth a retry.
+    #[error("store backend failed: {0}")]
+    Backend(String),
+    /// Stored data could not be read back; a retry will not help.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// A reference to something that is not stored.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Backend(_) => ErrorClass::Transient,
+            StoreError::Corrupt(_) | StoreError::NotFound(_) => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// The contract every backend meets. All writes are idempotent upserts.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Creates tables and indexes if they do not exist. Safe to call again.
+    async fn init(&self) -> Result<(), StoreError>;
+
+    /// Upserts assets (identity = `id`), writing only those that changed, and
+    /// says what happened to each. A delisted asset seen again is relisted.
+    async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError>;
+
+    /// One asset by id.
+    async fn get_asset(&self, id: &str) -> Result<Option<StoredAsset>, StoreError>;
+
+    /// Every stored asset with this symbol (a recycled ticker has several).
+    async fn assets_by_symbol(&self, symbol: &Symbol) -> Result<Vec<StoredAsset>, StoreError>;
+
+    /// Assets matching the filter, ordered by symbol then id.
+    async fn list_assets(&self, filter: &AssetFilter) -> Result<Vec<StoredAsset>, StoreError>;
+
+    /// Marks assets delisted at `at` (never deletes them or their bars).
+    /// Returns how many were not delisted before.
+    async fn mark_delisted(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// Upserts bars of one series (key = series + bar time). Returns how many
+    /// bars were written.
+    async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError>;
+
+    /// The series' bars with `start <= t <= end`, ordered by time.
+    async fn bars(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<Bar>, StoreError>;
+
+    /// Records that the inclusive range `[start, end]` of a series is stored
+    /// in full (every bar the API has for it). Overlapping ranges merge.
+    async fn add_coverage(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// True when one recorded range holds all of `[start, end]`.
+    async fn covers(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Creates a run if it does not exist. Returns false (changing nothing)
+    /// when it already exists.
+    async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Records one page of a run as done with its result; recording the same
+    /// page again changes nothing.
+    async fn record_page(
+        &self,
+        run_id: &str,
+        page_id: &str,
+        result: &serde_json::Value,
+    ) -> Result<RunProgress, StoreError>;
+
+    /// The results of every recorded page of a run.
+    async fn page_results(&self, run_id: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+
+    /// Claims the run's reconcile. Exactly one caller ever gets `true`.
+    async fn claim_reconcile(&self, run_id: &str) -> Result<bool, StoreError>;
+
+    /// Closes a run with its final status and result.
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        result: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// One run.
+    async fn get_run(&self, run_id: &str) -> Result<Option<SyncRun>, StoreError>;
+
+    /// The most recently started run.
+    async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError>;
+}
+
+/// Compares a stored asset with a fresh one from the API.
+pub fn classify_change(stored: Option<&StoredAsset>, fresh: &Asset) -> AssetChange {
+    let Some(stored) = stored else {
+        return AssetChange::New;
+    };
+    let relisted = stored.delisted_at.is_some();
+    if stored.asset == *fresh && !relisted {
+        return AssetChange::Unchanged;
+    }
+    let status = (stored.asset.status != fresh.status).then_some((stored.asset.status, fresh.status));
+    let tradable = (stored.asset.tradable != fresh.tradable).then_some((stored.asset.tradable, fresh.tradable));
+    AssetChange::Updated {
+        status,
+        tradable,
+        relisted,
+    }
+}

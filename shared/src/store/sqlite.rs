@@ -1,0 +1,606 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! SQLite calls block, so each runs on tokio's blocking pool behind a mutex
+//! that is never held across an `.await`. Several processes may share the
+//! file: WAL lets readers run beside the writer, and a busy timeout makes a
+//! second writer wait instead of failing.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{
+    classify_change, AssetChange, AssetFilter, AssetWrite, RunProgress, RunStatus, SeriesKey, Store, StoreError,
+    StoredAsset, SyncRun,
+};
+use crate::alpaca::{Asset, AssetStatus, Bar, Symbol};
+
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    class TEXT NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    delisted_at TEXT,
+    previous_status TEXT,
+    previous_tradable INTEGER,
+    status_changed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS assets_by_symbol ON assets(symbol);
+CREATE TABLE IF NOT EXISTS bars (
+    series TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    o REAL NOT NULL, h REAL NOT NULL, l REAL NOT NULL, c REAL NOT NULL,
+    v REAL NOT NULL, n INTEGER NOT NULL, vw REAL NOT NULL,
+    PRIMARY KEY (series, t)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS coverage (
+    series TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    PRIMARY KEY (series, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sync_runs (
+    run_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    pages_total INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reconcile_claimed INTEGER NOT NULL DEFAULT 0,
+    finished_at TEXT,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS sync_pages (
+    run_id TEXT NOT NULL,
+    page_id TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (run_id, page_id)
+) WITHOUT ROWID;
+";
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the file and its parent folder, and the schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("cannot create folder {}: {e}", parent.display())))?;
+        }
+        let conn =
+            Connection::open(&path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The file behind this store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs blocking SQLite work on the blocking pool.
+    async fn with<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("connection mutex poisoned".into()))?;
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn backend(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn ts(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+fn parse_opt_ts(text: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    text.as_deref().map(parse_ts).transpose()
+}
+
+const ASSET_COLUMNS: &str =
+    "body, first_seen, updated_at, delisted_at, previous_status, previous_tradable, status_changed_at";
+
+type AssetRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+);
+
+fn read_asset_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AssetRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn decode_asset(row: AssetRow) -> Result<StoredAsset, StoreError> {
+    let (body, first_seen, updated_at, delisted_at, previous_status, previous_tradable, status_changed_at) = row;
+    let asset: Asset = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("asset body: {e}")))?;
+    let previous_status = previous_status
+        .map(|s| s.parse::<AssetStatus>().map_err(StoreError::Corrupt))
+        .transpose()?;
+    Ok(StoredAsset {
+        asset,
+        first_seen: parse_ts(&first_seen)?,
+        updated_at: parse_ts(&updated_at)?,
+        delisted_at: parse_opt_ts(delisted_at)?,
+        previous_status,
+        previous_tradable,
+        status_changed_at: parse_opt_ts(status_changed_at)?,
+    })
+}
+
+fn query_assets(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<StoredAsset>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(backend)?;
+    let rows = stmt.query_map(args, read_asset_row).map_err(backend)?;
+    rows.map(|r| r.map_err(backend).and_then(decode_asset)).collect()
+}
+
+fn get_asset_tx(conn: &Connection, id: &str) -> Result<Option<StoredAsset>, StoreError> {
+    let sql = format!("SELECT {ASSET_COLUMNS} FROM assets WHERE id = ?1");
+    let row = conn
+        .query_row(&sql, params![id], read_asset_row)
+        .optional()
+        .map_err(backend)?;
+    row.map(decode_asset).transpose()
+}
+
+fn progress(conn: &Connection, run_id: &str) -> Result<RunProgress, StoreError> {
+    let total: Option<u32> = conn
+        .query_row(
+            "SELECT pages_total FROM sync_runs WHERE run_id = ?1",
+            params![run_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let total = total.ok_or_else(|| StoreError::NotFound(format!("sync run {run_id:?}")))?;
+    let done: u32 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sync_pages WHERE run_id = ?1",
+            params![run_id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    Ok(RunProgress {
+        pages_done: done,
+        pages_total: total,
+    })
+}
+
+/// run_id, started_at, pages_total, status, finished_at, result, pages_done.
+type RunRow = (String, String, u32, String, Option<String>, Option<String>, u32);
+
+fn read_run(conn: &Connection, where_clause: &str, arg: Option<&str>) -> Result<Option<SyncRun>, StoreError> {
+    let sql = format!(
+        "SELECT run_id, started_at, pages_total, status, finished_at, result,
+                (SELECT COUNT(*) FROM sync_pages p WHERE p.run_id = r.run_id)
+         FROM sync_runs r {where_clause}"
+    );
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RunRow> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ))
+    };
+    let row = match arg {
+        Some(arg) => conn.query_row(&sql, params![arg], map),
+        None => conn.query_row(&sql, [], map),
+    }
+    .optional()
+    .map_err(backend)?;
+    let Some((run_id, started_at, pages_total, status, finished_at, result, pages_done)) = row else {
+        return Ok(None);
+    };
+    let status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status {status:?}")))?;
+    let result = result
+        .map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("run result: {e}"))))
+        .transpose()?;
+    Ok(Some(SyncRun {
+        run_id,
+        started_at: parse_ts(&started_at)?,
+        pages_total,
+        pages_done,
+        status,
+        finished_at: parse_opt_ts(finished_at)?,
+        result,
+    }))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn init(&self) -> Result<(), StoreError> {
+        self.with(|conn| conn.execute_batch(SCHEMA).map_err(backend)).await
+    }
+
+    async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError> {
+        let assets = assets.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let mut writes = Vec::with_capacity(assets.len());
+            for asset in &assets {
+                let stored = get_asset_tx(&tx, &asset.id)?;
+                let change = classify_change(stored.as_ref(), asset);
+                let body = serde_json::to_string(asset).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                match (&change, &stored) {
+                    (AssetChange::New, _) => {
+                        tx.execute(
+                            "INSERT INTO assets (id, symbol, class, status, body, first_seen, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                            params![asset.id, asset.symbol.as_str(), asset.class.as_str(), asset.status.as_str(), body, ts(at)],
+                        )
+                        .map_err(backend)?;
+                    }
+                    (AssetChange::Updated { status, tradable, .. }, Some(stored)) => {
+                        let changed = status.is_some() || tradable.is_some();
+                        let previous_status = if changed { Some(stored.asset.status) } else { stored.previous_status };
+                        let previous_tradable = if changed { Some(stored.asset.tradable) } else { stored.previous_tradable };
+                        let changed_at = if changed { Some(at) } else { stored.status_changed_at };
+                        tx.execute(
+                            "UPDATE assets SET symbol = ?2, class = ?3, status = ?4, body = ?5, updated_at = ?6,
+                                    delisted_at = NULL, previous_status = ?7, previous_tradable = ?8, status_changed_at = ?9
+                             WHERE id = ?1",
+                            params![
+                                asset.id,
+                                asset.symbol.as_str(),
+                                asset.class.as_str(),
+                                asset.status.as_str(),
+                                body,
+                                ts(at),
+                                previous_status.map(AssetStatus::as_str),
+                                previous_tradable,
+                                changed_at.map(ts),
+                            ],
+                        )
+                        .map_err(backend)?;
+                    }
+                    _ => {}
+                }
+                writes.push(AssetWrite { id: asset.id.clone(), change });
+            }
+            tx.commit().map_err(backend)?;
+            Ok(writes)
+        })
+        .await
+    }
+
+    async fn get_asset(&self, id: &str) -> Result<Option<StoredAsset>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| get_asset_tx(conn, &id)).await
+    }
+
+    async fn assets_by_symbol(&self, symbol: &Symbol) -> Result<Vec<StoredAsset>, StoreError> {
+        let symbol = symbol.to_string();
+        self.with(move |conn| {
+            let sql = format!("SELECT {ASSET_COLUMNS} FROM assets WHERE symbol = ?1 ORDER BY id");
+            query_assets(conn, &sql, params![symbol])
+        })
+        .await
+    }
+
+    async fn list_assets(&self, filter: &AssetFilter) -> Result<Vec<StoredAsset>, StoreError> {
+        let filter = filter.clone();
+        self.with(move |conn| {
+            let sql = format!(
+                "SELECT {ASSET_COLUMNS} FROM assets
+                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 OR delisted_at IS NULL)
+                 ORDER BY symbol, id"
+            );
+            let class = filter.class.map(|c| c.as_str());
+            let status = filter.status.map(AssetStatus::as_str);
+            query_assets(conn, &sql, params![class, status, filter.include_delisted])
+        })
+        .await
+    }
+
+    async fn mark_delisted(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError> {
+        let ids = ids.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let mut changed = 0;
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "UPDATE assets SET delisted_at = ?2, updated_at = ?2 WHERE id = ?1 AND delisted_at IS NULL",
+                    )
+                    .map_err(backend)?;
+                for id in &ids {
+                    changed += stmt.execute(params![id, ts(at)]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError> {
+        let key = series.to_string();
+        let bars = bars.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "INSERT INTO bars (series, t, o, h, l, c, v, n, vw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT (series, t) DO UPDATE SET o = excluded.o, h = excluded.h, l = excluded.l,
+                             c = excluded.c, v = excluded.v, n = excluded.n, vw = excluded.vw",
+                    )
+                    .map_err(backend)?;
+                for bar in &bars {
+                    let n = i64::try_from(bar.trade_count).unwrap_or(i64::MAX);
+                    stmt.execute(params![
+                        key,
+                        bar.time.timestamp_millis(),
+                        bar.open,
+                        bar.high,
+                        bar.low,
+                        bar.close,
+                        bar.volume,
+                        n,
+                        bar.vwap
+                    ])
+                    .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(bars.len())
+        })
+        .await
+    }
+
+    async fn bars(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<Bar>, StoreError> {
+        let key = series.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT t, o, h, l, c, v, n, vw FROM bars WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![key, start.timestamp_millis(), end.timestamp_millis()], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get(7)?,
+                    ))
+                })
+                .map_err(backend)?;
+            rows.map(|row| {
+                let (t, open, high, low, close, volume, n, vwap) = row.map_err(backend)?;
+                let time =
+                    DateTime::from_timestamp_millis(t).ok_or_else(|| StoreError::Corrupt(format!("bar time {t}")))?;
+                Ok(Bar {
+                    time,
+                    open,
+                    high,
+                    low,
+                    close,
+                    volume,
+                    trade_count: u64::try_from(n).unwrap_or(0),
+                    vwap,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn add_coverage(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let key = series.to_string();
+        let (mut lo, mut hi) = (start.timestamp_millis(), end.timestamp_millis());
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            {
+                // Every recorded range that overlaps or touches the new one merges into it.
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT start_ms, end_ms FROM coverage WHERE series = ?1 AND start_ms <= ?3 AND end_ms >= ?2",
+                    )
+                    .map_err(backend)?;
+                let overlapping: Vec<(i64, i64)> = stmt
+                    .query_map(params![key, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                for (s, e) in overlapping {
+                    lo = lo.min(s);
+                    hi = hi.max(e);
+                    tx.execute(
+                        "DELETE FROM coverage WHERE series = ?1 AND start_ms = ?2",
+                        params![key, s],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO coverage (series, start_ms, end_ms) VALUES (?1, ?2, ?3)",
+                params![key, lo, hi],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn covers(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<bool, StoreError> {
+        let key = series.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM coverage WHERE series = ?1 AND start_ms <= ?2 AND end_ms >= ?3)",
+                params![key, start.timestamp_millis(), end.timestamp_millis()],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let run_id = run_id.to_owned();
+        self.with(move |conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT INTO sync_runs (run_id, started_at, pages_total, status) VALUES (?1, ?2, ?3, 'running')
+                     ON CONFLICT (run_id) DO NOTHING",
+                    params![run_id, ts(at), pages_total],
+                )
+                .map_err(backend)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn record_page(
+        &self,
+        run_id: &str,
+        page_id: &str,
+        result: &serde_json::Value,
+    ) -> Result<RunProgress, StoreError> {
+        let (run_id, page_id, result) = (run_id.to_owned(), page_id.to_owned(), result.to_string());
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            progress(&tx, &run_id)?;
+            tx.execute(
+                "INSERT INTO sync_pages (run_id, page_id, result) VALUES (?1, ?2, ?3) ON CONFLICT (run_id, page_id) DO NOTHING",
+                params![run_id, page_id, result],
+            )
+            .map_err(backend)?;
+            let done = progress(&tx, &run_id)?;
+            tx.commit().map_err(backend)?;
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn page_results(&self, run_id: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT page_id, result FROM sync_pages WHERE run_id = ?1 ORDER BY page_id")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![run_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(backend)?;
+            rows.map(|row| {
+                let (page, result) = row.map_err(backend)?;
+                let value =
+                    serde_json::from_str(&result).map_err(|e| StoreError::Corrupt(format!("page result: {e}")))?;
+                Ok((page, value))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn claim_reconcile(&self, run_id: &str) -> Result<bool, StoreError> {
+        let run_id = run_id.to_owned();
+        self.with(move |conn| {
+            // One UPDATE decides: only the caller that flips 0 → 1 sees a changed row.
+            let changed = conn
+                .execute(
+                    "UPDATE sync_runs SET reconcile_claimed = 1 WHERE run_id = ?1 AND reconcile_claimed = 0",
+                    params![run_id],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        result: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (run_id, result) = (run_id.to_owned(), result.to_string());
+        self.with(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE sync_runs SET status = ?2, result = ?3, finished_at = ?4 WHERE run_id = ?1",
+                    params![run_id, status.as_str(), result, ts(at)],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("sync run {run_id:?}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<SyncRun>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.with(move |conn| read_run(conn, "WHERE run_id = ?1", Some(&run_id)))
+            .await
+    }
+
+    async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError> {
+        self.with(|conn| read_run(conn, "ORDER BY started_at DESC, run_id DESC LIMIT 1", None))
+            .await
+    }
+}
