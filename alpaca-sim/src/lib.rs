@@ -1,1 +1,15 @@
-//! x
+//! `alpaca-sim`: a faithful simulator of the Alpaca API surface signal9 uses.
+//!
+//! It serves the trading API's asset listing and lookup, the market-data
+//! API's stock and crypto bars (multi- and single-symbol, paginated), checks
+//! credentials, enforces a sliding-window rate limit per key with the real
+//! headers and 429 body, injects faults on demand, and counts what it saw.
+//! Its data is a pure function of `--seed`, `--assets` and `--now`, so tests
+//! can compute the ground truth they compare against.
+
+pub mod bars;
+pub mod calendar;
+pub mod server;
+pub mod universe;
+
+pub use server::{spawn, Faults, RunningSim, Sim, SimConfig};
