@@ -1,0 +1,149 @@
+//! `signal9-producer ingest-direct`: the whole daily ingestion in this one
+//! process, with no queue: list every asset class, store the valid assets,
+//! then fetch and store the recent daily bars of every active, tradable
+//! US equity, coalesced into multi-symbol requests.
+//!
+//! Its budget is an in-process window, so it must be the only process
+//! calling the API with that key. The worker pool replaces it for anything
+//! bigger than one machine.
+
+use anyhow::{Context, Result};
+use chrono::{Duration, DurationRound, Utc};
+use clap::Args;
+use std::sync::Arc;
+use std::time::Instant;
+
+use signal9_shared::alpaca::{
+    Adjustment, AlpacaClient, Api, AssetClass, AssetQuery, AssetStatus, Feed, ProcessWindow, Timeframe,
+};
+use signal9_shared::config::{AlpacaSettings, StoreSettings};
+use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
+use signal9_shared::store::AssetFilter;
+
+/// Settings of `ingest-direct`.
+#[derive(Debug, Args)]
+pub struct DirectArgs {
+    #[command(flatten)]
+    alpaca: AlpacaSettings,
+    #[command(flatten)]
+    store: StoreSettings,
+    /// Trading API budget: calls per window.
+    #[arg(long, env = "SIGNAL9_TRADING_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    trading_limit: u32,
+    /// Trading API budget: window in seconds.
+    #[arg(long, env = "SIGNAL9_TRADING_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    trading_window_secs: u64,
+    /// Market-data API budget: calls per window.
+    #[arg(long, env = "SIGNAL9_DATA_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    data_limit: u32,
+    /// Market-data API budget: window in seconds.
+    #[arg(long, env = "SIGNAL9_DATA_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    data_window_secs: u64,
+    /// Daily bars of this many past days (ending at today's 00:00 UTC).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=3650))]
+    days: i64,
+    /// Symbols per multi-symbol bars request.
+    #[arg(long, default_value_t = ingest::DEFAULT_SYMBOLS_PER_CALL, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    symbols_per_call: usize,
+    /// Market-data feed.
+    #[arg(long, default_value = "iex")]
+    feed: Feed,
+}
+
+/// Runs the direct ingest and prints what it did.
+pub async fn run(args: DirectArgs) -> Result<()> {
+    let started = Instant::now();
+    let store = args.store.open().await.context("opening the store")?;
+    let gate = Arc::new(ProcessWindow::new(
+        (
+            args.trading_limit,
+            std::time::Duration::from_secs(args.trading_window_secs),
+        ),
+        (args.data_limit, std::time::Duration::from_secs(args.data_window_secs)),
+    ));
+    let client = AlpacaClient::new(&args.alpaca.client_config(), args.alpaca.credentials()?, gate.clone())?;
+    let now = Utc::now();
+
+    println!("== Assets ==");
+    for class in [AssetClass::UsEquity, AssetClass::Crypto] {
+        let query = AssetQuery {
+            class: Some(class),
+            ..AssetQuery::default()
+        };
+        let report = ingest::sync_slice(&client, store.as_ref(), &query, now)
+            .await
+            .with_context(|| format!("listing {class}"))?;
+        println!(
+            "{:<10} listed {:>6}  new {:>6}  updated {:>5}  unchanged {:>6}  status changes {:>4}  rejected {:>3}",
+            class.as_str(),
+            report.listed,
+            report.new,
+            report.updated,
+            report.unchanged,
+            report.status_changes.len(),
+            report.rejected.len()
+        );
+        for rejection in report.rejected.iter().take(5) {
+            println!("           rejected: {rejection}");
+        }
+    }
+
+    let filter = AssetFilter {
+        class: Some(AssetClass::UsEquity),
+        status: Some(AssetStatus::Active),
+        include_delisted: false,
+    };
+    let mut symbols: Vec<_> = store
+        .list_assets(&filter)
+        .await?
+        .into_iter()
+        .filter(|a| a.asset.tradable)
+        .map(|a| a.asset.symbol)
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    let end = now.duration_trunc(Duration::days(1)).unwrap_or(now) - Duration::seconds(1);
+    let start = end + Duration::seconds(1) - Duration::days(args.days);
+    let request = BarsRequest {
+        symbols,
+        timeframe: Timeframe::DAY,
+        start,
+        end,
+        adjustment: Adjustment::raw(),
+        feed: Some(args.feed),
+    };
+    let report = ingest::fetch_bars(&client, store.as_ref(), &request, args.symbols_per_call, now).await?;
+
+    let (mut stored, mut cached, mut bars, mut rejected) = (0, 0, 0, Vec::new());
+    for (symbol, outcome) in &report.outcomes {
+        match outcome {
+            SymbolOutcome::Stored { bars: n } => {
+                stored += 1;
+                bars += n;
+            }
+            SymbolOutcome::Cached { .. } => cached += 1,
+            SymbolOutcome::Rejected(r) => rejected.push(format!("{symbol}: {r}")),
+        }
+    }
+    println!("== Daily bars {} .. {} ==", start.date_naive(), end.date_naive());
+    println!(
+        "symbols {:>6}  fetched {:>6}  from store {:>6}  bars written {:>7}  rejected {:>3}",
+        report.outcomes.len(),
+        stored,
+        cached,
+        bars,
+        rejected.len()
+    );
+    for line in rejected.iter().take(5) {
+        println!("           rejected: {line}");
+    }
+    println!("== Totals ==");
+    println!(
+        "API calls: trading {}, market data {}  |  store: {}  |  {:.1} s",
+        gate.calls(Api::Trading),
+        gate.calls(Api::Data),
+        args.store.sqlite_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

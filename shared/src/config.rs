@@ -1,0 +1,123 @@
+//! Settings shared by the binaries: every one is a CLI flag and the
+//! same-named environment variable (clap `env`), with a default that works
+//! on a developer's machine. The Alpaca names follow the official SDKs.
+
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::alpaca::{ClientConfig, Credentials};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Where Alpaca lives and which key to use.
+#[derive(Clone, Args)]
+pub struct AlpacaSettings {
+    /// Alpaca key id for local work (Secrets Manager is preferred in production).
+    #[arg(long = "alpaca-key-id", env = "APCA_API_KEY_ID", hide_env_values = true)]
+    pub key_id: Option<String>,
+    /// Alpaca secret key for local work.
+    #[arg(long = "alpaca-secret-key", env = "APCA_API_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Trading API base URL (assets).
+    #[arg(
+        long = "alpaca-base-url",
+        env = "APCA_API_BASE_URL",
+        default_value = "https://paper-api.alpaca.markets"
+    )]
+    pub base_url: String,
+    /// Market-data API base URL (bars). `APCA_DATA_BASE_URL` (the JS SDK's name) is read too.
+    #[arg(long = "alpaca-data-url", env = "APCA_API_DATA_URL")]
+    pub data_url: Option<String>,
+    /// Timeout of one Alpaca request, in seconds.
+    #[arg(long = "alpaca-timeout-secs", env = "SIGNAL9_ALPACA_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for AlpacaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlpacaSettings")
+            .field("key_id", &self.key_id.as_ref().map(|_| "<redacted>"))
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("data_url", &self.data_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+/// A setting that is missing or malformed, named as the user set it.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct SettingError {
+    /// The flag and variable.
+    pub name: &'static str,
+    /// What is wrong and what is expected.
+    pub problem: String,
+}
+
+impl AlpacaSettings {
+    /// The client configuration these settings describe.
+    pub fn client_config(&self) -> ClientConfig {
+        let data_url = self
+            .data_url
+            .clone()
+            .or_else(|| std::env::var("APCA_DATA_BASE_URL").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "https://data.alpaca.markets".into());
+        ClientConfig {
+            trading_url: self.base_url.clone(),
+            data_url,
+            timeout: Duration::from_secs(self.timeout_secs),
+        }
+    }
+
+    /// The key pair from the environment or flags.
+    pub fn credentials(&self) -> Result<Credentials, SettingError> {
+        match (&self.key_id, &self.secret_key) {
+            (Some(key), Some(secret)) if !key.is_empty() && !secret.is_empty() => Ok(Credentials::new(key, secret)),
+            _ => Err(SettingError {
+                name: "APCA_API_KEY_ID / APCA_API_SECRET_KEY (--alpaca-key-id / --alpaca-secret-key)",
+                problem: "both must be set to a non-empty Alpaca key pair".into(),
+            }),
+        }
+    }
+}
+
+/// Which store backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Embedded SQLite file (the default).
+    Sqlite,
+    /// Amazon DynamoDB.
+    Dynamodb,
+}
+
+/// Store selection.
+#[derive(Debug, Clone, Args)]
+pub struct StoreSettings {
+    /// Store backend.
+    #[arg(long = "store", env = "SIGNAL9_STORE", value_enum, default_value = "sqlite")]
+    pub kind: StoreKind,
+    /// The embedded store's file.
+    #[arg(
+        long = "sqlite-path",
+        env = "SIGNAL9_SQLITE_PATH",
+        default_value = "./data/signal9.db"
+    )]
+    pub sqlite_path: PathBuf,
+}
+
+impl StoreSettings {
+    /// Opens the selected store and makes sure its schema exists.
+    pub async fn open(&self) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+        match self.kind {
+            StoreKind::Sqlite => {
+                let store = SqliteStore::open(&self.sqlite_path)?;
+                store.init().await?;
+                Ok(std::sync::Arc::new(store))
+            }
+            StoreKind::Dynamodb => Err(StoreError::Backend(
+                "SIGNAL9_STORE=dynamodb: the DynamoDB backend is not part of this build yet; use sqlite".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The two units of ingestion work, shared by every caller (the worker's
+//! handlers and the direct ingest): list and store one slice of the asset
+//! universe; fetch, validate and store the bars of a set of symbols.
+//!
+//! Both are idempotent: running them twice leaves the store as running
+//! them once, and a closed range the store already holds costs no call.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use crate::alpaca::{
+    Adjustment, AlpacaClient, AlpacaError, AssetQuery, AssetStatus, BarsQuery, Feed, Symbol, Timeframe,
+};
+use crate::error::{Classify, ErrorClass};
+use crate::store::{AssetChange, SeriesKey, Store, StoreError};
+use crate::validate::{self, AssetRejection, BarRejection, Duplicates};
+
+/// The most symbols in one multi-symbol request by default: long symbol
+/// lists are refused by common proxies, and the API documents no maximum.
+pub const DEFAULT_SYMBOLS_PER_CALL: usize = 200;
+
+/// A failure of a whole ingestion step (not of one asset or symbol).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The API call failed.
+    #[error(transparent)]
+    Alpaca(#[from] AlpacaError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Classify for IngestError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            IngestError::Alpaca(e) => e.class(),
+            IngestError::Store(e) => e.class(),
+        }
+    }
+}
+
+/// A status or tradable change found by a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusChange {
+    /// Asset id.
+    pub id: String,
+    /// Ticker.
+    pub symbol: String,
+    /// `(before, after)` when the status changed.
+    pub status: Option<(AssetStatus, AssetStatus)>,
+    /// `(before, after)` when the tradable flag changed.
+    pub tradable: Option<(bool, bool)>,
+}
+
+/// What listing one slice did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SliceReport {
+    /// Elements the API returned.
+    pub listed: usize,
+    /// Assets not known before.
+    pub new: usize,
+    /// Known assets whose record changed.
+    pub updated: usize,
+    /// Known assets exactly as stored.
+    pub unchanged: usize,
+    /// Status and tradable changes among the updated.
+    pub status_changes: Vec<StatusChange>,
+    /// Elements refused by validation, with reasons.
+    #[serde(skip)]
+    pub rejected: Vec<AssetRejection>,
+    /// Ids of every valid asset seen.
+    #[serde(skip)]
+    pub seen_ids: Vec<String>,
+}
+
+/// Lists one slice (one API call), validates each asset (a bad one is
+/// reported, never fatal), and upserts the valid ones.
+pub async fn sync_slice(
+    client: &AlpacaClient,
+    store: &dyn Store,
+    query: &AssetQuery,
+    at: DateTime<Utc>,
+) -> Result<SliceReport, IngestError> {
+    let listing = client.list_assets(query).await?;
+    let mut report = SliceReport {
+        listed: listing.body.len(),
+        ..SliceReport::default()
+    };
+    let mut valid = Vec::with_capacity(listing.body.len());
+    for raw in &listing.body {
+        match validate::asset(raw) {
+            Ok(asset) => valid.push(asset),
+            Err(rejection) => report.rejected.push(rejection),
+        }
+    }
+    let symbols: BTreeMap<String, String> = valid.iter().map(|a| (a.id.clone(), a.symbol.to_string())).collect();
+    for write in store.upsert_assets(&valid, at).await? {
+        match write.change {
+            AssetChange::New => report.new += 1,
+            AssetChange::Unchanged => report.unchanged += 1,
+            AssetChange::Updated { status, tradable, .. } => {
+                report.updated += 1;
+                if status.is_some() || tradable.is_some() {
+                    let symbol = symbols.get(&write.id).cloned().unwrap_or_default();
+                    report.status_changes.push(StatusChange {
+                        id: write.id.clone(),
+                        symbol,
+                        status,
+                        tradable,
+                    });
+                }
+            }
+        }
+        report.seen_ids.push(write.id);
+    }
+    Ok(report)
+}
+
+/// A bar request for one or more symbols over an inclusive range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarsRequest {
+    /// The symbols (all stocks or all crypto pairs).
+    pub symbols: Vec<Symbol>,
+    /// Bar length.
+    pub timeframe: Timeframe,
+    /// Inclusive start.
+    pub start: DateTime<Utc>,
+    /// Inclusive end.
+    pub end: DateTime<Utc>,
+    /// Adjustment.
+    pub adjustment: Adjustment,
+    /// Feed (API default when `None`).
+    pub feed: Option<Feed>,
+}
+
+impl BarsRequest {
+    /// The series key of one of the request's symbols.
+    pub fn series(&self, symbol: &Symbol) -> SeriesKey {
+        SeriesKey {
+            symbol: symbol.clone(),
+            timeframe: self.timeframe,
+            adjustment: self.adjustment.clone(),
+            feed: self.feed,
+        }
+    }
+}
+
+/// What became of one symbol of a bar request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SymbolOutcome {
+    /// Fetched, validated and stored.
+    Stored {
+        /// Bars written.
+        bars: usize,
+    },
+    /// A closed range the store held in full: answered with no call.
+    Cached {
+        /// Bars in the store for the range.
+        bars: usize,
+    },
+    /// The API's bars failed validation; nothing was stored.
+    Rejected(BarRejection),
+}
+
+/// What a bar request did.
+#[derive(Debug, Clone, Default)]
+pub struct BarsReport {
+    /// One outcome per requested symbol.
+    pub outcomes: BTreeMap<Symbol, SymbolOutcome>,
+    /// API calls spent.
+    pub calls: u32,
+}
+
+/// Fetches, validates and stores bars, coalescing symbols into multi-symbol
+/// requests of at most `per_call` symbols. A closed range (ending before
+/// `now`) that the store already covers is answered from the store; a
+/// stored closed range is recorded as covered.
+pub async fn fetch_bars(
+    client: &AlpacaClient,
+    store: &dyn Store,
+    request: &BarsRequest,
+    per_call: usize,
+    now: DateTime<Utc>,
+) -> Result<BarsReport, IngestError> {
+    let closed = request.end < now;
+    let mut report = BarsReport::default();
+    let mut to_fetch = Vec::new();
+    for symbol in &request.symbols {
+        let series = request.series(symbol);
+        if closed && store.covers(&series, request.start, request.end).await? {
+            let bars = store.bars(&series, request.start, request.end).await?.len();
+            report.outcomes.insert(symbol.clone(), SymbolOutcome::Cached { bars });
+        } else {
+            to_fetch.push(symbol.clone());
+        }
+    }
+    for chunk in to_fetch.chunks(per_call.max(1)) {
+        let query = BarsQuery {
+            symbols: chunk.to_vec(),
+            timeframe: request.timeframe,
+            start: request.start,
+            end: request.end,
+            adjustment: request.adjustment.clone(),
+            feed: request.feed,
+            limit: Some(crate::alpaca::query::MAX_LIMIT),
+        };
+        let mut fetched = client.fetch_bars(&query).await?;
+        report.calls += fetched.calls;
+        for symbol in chunk {
+            let bars = fetched.bars.remove(symbol.as_str()).unwrap_or_default();
+            let duplicates = if symbol.is_crypto_pair() {
+                Duplicates::LastWins
+            } else {
+                Duplicates::Reject
+            };
+            let outcome = match validate::bars(bars, request.start, request.end, duplicates) {
+                Ok(valid) => {
+                    let series = request.series(symbol);
+                    let written = store.upsert_bars(&series, &valid).await?;
+                    if closed {
+                        store.add_coverage(&series, request.start, request.end).await?;
+                    }
+                    SymbolOutcome::Stored { bars: written }
+                }
+                Err(rejection) => SymbolOutcome::Rejected(rejection),
+            };
+            report.outcomes.insert(symbol.clone(), outcome);
+        }
+    }
+    Ok(report)
+}
