@@ -379,7 +379,8 @@ async fn serve(sim: &Sim, api: Api, template: &'static str, uri: &Uri, headers: 
     if let Some(until) = forced_429 {
         lock(&sim.stats).apis.entry(api).or_default().rate_limited += 1;
         let body = trading_error(StatusCode::TOO_MANY_REQUESTS, 42910000, "rate limit exceeded");
-        let headers = rate_headers(sim.config.limit, 0, unix_secs(until));
+        // The forced window answers like the real API even when the sim's own limit is off.
+        let headers = rate_headers(sim.config.limit.max(1), 0, unix_secs(until));
         return with_headers((body.status, Json(body.body)).into_response(), headers);
     }
     let rate = match admit(sim, api) {

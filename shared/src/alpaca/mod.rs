@@ -6,6 +6,7 @@ pub mod model;
 pub mod query;
 pub mod symbol;
 pub mod timeframe;
+pub mod window;
 
 pub use client::{
     AlpacaClient, Api, ApiResponse, AssetQuery, BarsFetch, CallOutcome, ClientConfig, Credentials, Gate, RateLimit,
@@ -16,3 +17,4 @@ pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPa
 pub use query::{Adjustment, BarsQuery, Feed};
 pub use symbol::Symbol;
 pub use timeframe::{Timeframe, TimeframeUnit};
+pub use window::ProcessWindow;
