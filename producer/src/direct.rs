@@ -13,10 +13,8 @@ use clap::Args;
 use std::sync::Arc;
 use std::time::Instant;
 
-use signal9_shared::alpaca::{
-    Adjustment, AlpacaClient, Api, AssetClass, AssetQuery, AssetStatus, Feed, ProcessWindow, Timeframe,
-};
-use signal9_shared::config::{AlpacaSettings, StoreSettings};
+use signal9_shared::alpaca::{Adjustment, AlpacaClient, Api, AssetClass, AssetQuery, AssetStatus, Feed, Timeframe};
+use signal9_shared::config::{AlpacaSettings, BudgetSettings, StoreSettings};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::store::AssetFilter;
 
@@ -27,18 +25,8 @@ pub struct DirectArgs {
     alpaca: AlpacaSettings,
     #[command(flatten)]
     store: StoreSettings,
-    /// Trading API budget: calls per window.
-    #[arg(long, env = "SIGNAL9_TRADING_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
-    trading_limit: u32,
-    /// Trading API budget: window in seconds.
-    #[arg(long, env = "SIGNAL9_TRADING_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    trading_window_secs: u64,
-    /// Market-data API budget: calls per window.
-    #[arg(long, env = "SIGNAL9_DATA_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
-    data_limit: u32,
-    /// Market-data API budget: window in seconds.
-    #[arg(long, env = "SIGNAL9_DATA_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    data_window_secs: u64,
+    #[command(flatten)]
+    budget: BudgetSettings,
     /// Daily bars of this many past days (ending at today's 00:00 UTC).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=3650))]
     days: i64,
@@ -54,13 +42,7 @@ pub struct DirectArgs {
 pub async fn run(args: DirectArgs) -> Result<()> {
     let started = Instant::now();
     let store = args.store.open().await.context("opening the store")?;
-    let gate = Arc::new(ProcessWindow::new(
-        (
-            args.trading_limit,
-            std::time::Duration::from_secs(args.trading_window_secs),
-        ),
-        (args.data_limit, std::time::Duration::from_secs(args.data_window_secs)),
-    ));
+    let gate = Arc::new(args.budget.process_window());
     let client = AlpacaClient::new(&args.alpaca.client_config(), args.alpaca.credentials()?, gate.clone())?;
     let now = Utc::now();
 

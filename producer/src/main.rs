@@ -3,6 +3,8 @@
 //! the library's parts together.
 
 mod direct;
+mod dlq;
+mod publish;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +18,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Enqueue fetch-bars jobs, one per symbol (publisher confirms; --wait for outcomes).
+    FetchBars(publish::FetchBarsArgs),
+    /// Enqueue status-check jobs, one per symbol.
+    StatusCheck(publish::StatusCheckArgs),
+    /// Inspect, replay or purge the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Ingest assets and recent daily bars in this one process, without the
     /// queue (a single process must own the API key's budget while it runs).
     IngestDirect(direct::DirectArgs),
@@ -29,6 +38,9 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::FetchBars(args) => publish::fetch_bars(args).await,
+        Command::StatusCheck(args) => publish::status_check(args).await,
+        Command::Dlq(command) => dlq::run(command).await,
         Command::IngestDirect(args) => direct::run(args).await,
     };
     match result {

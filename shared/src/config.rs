@@ -121,3 +121,89 @@ impl StoreSettings {
         }
     }
 }
+
+/// A list of retry delays, parsed from `5s,30s,2m,10m`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryTiers(pub Vec<Duration>);
+
+fn parse_retry_tiers(text: &str) -> Result<RetryTiers, String> {
+    crate::broker::parse_tiers(text).map(RetryTiers)
+}
+
+/// A namespace: 1-64 characters of a-z, 0-9, `-` and `_`.
+pub fn parse_namespace(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("expected 1-64 characters of a-z, 0-9, '-' and '_'".into())
+    }
+}
+
+/// Where RabbitMQ is and which topology to use.
+#[derive(Clone, Args)]
+pub struct BrokerSettings {
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "SIGNAL9_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Prefix of every queue, exchange and Redis key.
+    #[arg(long, env = "SIGNAL9_NAMESPACE", default_value = "signal9", value_parser = parse_namespace)]
+    pub namespace: String,
+    /// Retry delays, in order; after the last, a job is dead-lettered.
+    #[arg(long, env = "SIGNAL9_RETRY_TIERS", default_value = "5s,30s,2m,10m", value_parser = parse_retry_tiers)]
+    pub retry_tiers: RetryTiers,
+}
+
+impl std::fmt::Debug for BrokerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("BrokerSettings")
+            .field("amqp_url", &"<redacted>")
+            .field("namespace", &self.namespace)
+            .field("retry_tiers", &self.retry_tiers)
+            .finish()
+    }
+}
+
+impl BrokerSettings {
+    /// The topology these settings name.
+    pub fn topology(&self) -> crate::broker::Topology {
+        crate::broker::Topology::new(self.namespace.clone(), self.retry_tiers.0.clone())
+    }
+}
+
+/// The two API budgets.
+#[derive(Debug, Clone, Args)]
+pub struct BudgetSettings {
+    /// Trading API budget: calls per window.
+    #[arg(long, env = "SIGNAL9_TRADING_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub trading_limit: u32,
+    /// Trading API budget: window in seconds.
+    #[arg(long, env = "SIGNAL9_TRADING_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub trading_window_secs: u64,
+    /// Market-data API budget: calls per window.
+    #[arg(long, env = "SIGNAL9_DATA_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub data_limit: u32,
+    /// Market-data API budget: window in seconds.
+    #[arg(long, env = "SIGNAL9_DATA_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub data_window_secs: u64,
+}
+
+impl BudgetSettings {
+    /// An in-process window with these budgets.
+    pub fn process_window(&self) -> crate::alpaca::ProcessWindow {
+        crate::alpaca::ProcessWindow::new(
+            (self.trading_limit, Duration::from_secs(self.trading_window_secs)),
+            (self.data_limit, Duration::from_secs(self.data_window_secs)),
+        )
+    }
+}

@@ -2,15 +2,19 @@
 //! tests have in common.
 //!
 //! - [`alpaca`]: the Alpaca client, its wire models and typed query pieces;
+//! - [`broker`]: the RabbitMQ topology, confirms and headers;
 //! - [`validate`]: what counts as real data and what is rejected;
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation;
 //! - [`config`]: the settings every binary reads from flags and environment;
 //! - [`ingest`]: the units of work: sync one slice of assets, fetch one set of bars;
+//! - [`job`]: the job envelope and its checks;
 //! - [`error`]: the transient/permanent split every failure carries.
 
 pub mod alpaca;
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod job;
 pub mod store;
 pub mod validate;

@@ -1,8 +1,49 @@
-//! `signal9-worker`: consumes jobs from RabbitMQ, calls Alpaca under the
-//! global budget, and writes results. The queue consumer is not built yet;
-//! until it is, this binary says so and exits non-zero rather than pretend.
+//! `signal9-worker`: parses settings, wires signals to a graceful stop, and
+//! runs the worker library.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("signal9-worker: the queue consumer is not part of this build yet; use `signal9-producer ingest-direct`");
-    std::process::ExitCode::FAILURE
+use clap::Parser;
+use tokio::sync::watch;
+
+/// Consumes signal9 jobs from RabbitMQ, calls Alpaca within the API budget,
+/// validates and stores the results, and retries or dead-letters failures.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    settings: signal9_worker::settings::WorkerSettings,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    match signal9_worker::run(cli.settings, stopped).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

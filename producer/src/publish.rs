@@ -1,0 +1,323 @@
+//! `fetch-bars` and `status-check`: publish one job per symbol with
+//! publisher confirms, and optionally wait for every job's outcome.
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::Args;
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
+use signal9_shared::broker::{self, set_str, Publisher, HEADER_ROUTING_KEY};
+use signal9_shared::config::BrokerSettings;
+use signal9_shared::job::{FetchBars, Job, Payload, Priority, StatusCheck};
+
+/// Options every publishing command shares.
+#[derive(Debug, Args)]
+pub struct PublishOptions {
+    #[command(flatten)]
+    broker: BrokerSettings,
+    /// `bulk` (default) or `interactive` (served ahead of any bulk backlog).
+    #[arg(long, default_value = "bulk", value_parser = parse_priority)]
+    priority: Priority,
+    /// Wait for every job's outcome and print it; exit non-zero if any job was dead-lettered or did not answer.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    wait_timeout_secs: u64,
+}
+
+fn parse_priority(text: &str) -> Result<Priority, String> {
+    match text {
+        "bulk" => Ok(Priority::Bulk),
+        "interactive" => Ok(Priority::Interactive),
+        _ => Err("expected bulk or interactive".into()),
+    }
+}
+
+/// `fetch-bars`: bars of one or more symbols over an inclusive range.
+#[derive(Debug, Args)]
+pub struct FetchBarsArgs {
+    /// Comma-separated symbols (case is ignored): AAPL,BRK.B,BTC/USD.
+    #[arg(long, value_delimiter = ',', required_unless_present = "symbols_file")]
+    symbols: Vec<String>,
+    /// A file with one symbol per line (blank lines and `#` comments skipped).
+    #[arg(long)]
+    symbols_file: Option<PathBuf>,
+    /// Bar length: 1-59Min, 1-23Hour, 1Day, 1Week, 1/2/3/4/6/12Month (or T/H/D/W/M).
+    #[arg(long)]
+    timeframe: Timeframe,
+    /// Inclusive start: RFC 3339, or a date (its 00:00 UTC).
+    #[arg(long, value_parser = parse_start)]
+    start: DateTime<Utc>,
+    /// Inclusive end: RFC 3339, or a date (its 23:59:59 UTC).
+    #[arg(long, value_parser = parse_end)]
+    end: DateTime<Utc>,
+    /// raw, split, dividend, spin-off, all, or a comma combination (stocks only).
+    #[arg(long, default_value = "raw")]
+    adjustment: Adjustment,
+    /// sip, iex, otc or boats (stocks only; the API's default when absent).
+    #[arg(long)]
+    feed: Option<Feed>,
+    #[command(flatten)]
+    options: PublishOptions,
+}
+
+/// `status-check`: one job per symbol.
+#[derive(Debug, Args)]
+pub struct StatusCheckArgs {
+    /// Symbols to check.
+    #[arg(required = true)]
+    symbols: Vec<String>,
+    #[command(flatten)]
+    options: PublishOptions,
+}
+
+fn parse_start(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(text, false)
+}
+
+fn parse_end(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(text, true)
+}
+
+fn parse_time(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| "expected RFC 3339 (2026-11-20T00:00:00Z) or a date (2026-11-20)".to_string())?;
+    let time = if end_of_day {
+        date.and_hms_opt(23, 59, 59)
+    } else {
+        date.and_hms_opt(0, 0, 0)
+    };
+    time.map(|t| t.and_utc()).ok_or_else(|| "invalid date".into())
+}
+
+fn parse_symbols(list: &[String], file: Option<&PathBuf>) -> Result<Vec<Symbol>> {
+    let mut raw: Vec<String> = list.to_vec();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        raw.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim().to_owned())
+                .filter(|l| !l.is_empty()),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut symbols = Vec::new();
+    for item in raw {
+        let symbol = Symbol::parse(&item.trim().to_ascii_uppercase()).map_err(anyhow::Error::from)?;
+        if seen.insert(symbol.clone()) {
+            symbols.push(symbol);
+        }
+    }
+    if symbols.is_empty() {
+        bail!("no symbols given");
+    }
+    Ok(symbols)
+}
+
+/// Publishes fetch-bars jobs.
+pub async fn fetch_bars(args: FetchBarsArgs) -> Result<()> {
+    if args.end < args.start {
+        bail!("--end {} is before --start {}", args.end, args.start);
+    }
+    let symbols = parse_symbols(&args.symbols, args.symbols_file.as_ref())?;
+    let jobs: Vec<Job> = symbols
+        .into_iter()
+        .map(|symbol| {
+            let crypto = symbol.is_crypto_pair();
+            let payload = FetchBars {
+                symbol,
+                timeframe: args.timeframe,
+                start: args.start,
+                end: args.end,
+                adjustment: if crypto {
+                    Adjustment::raw()
+                } else {
+                    args.adjustment.clone()
+                },
+                feed: if crypto { None } else { args.feed },
+            };
+            Job::new(
+                uuid::Uuid::new_v4().to_string(),
+                Payload::FetchBars(payload),
+                args.options.priority,
+                None,
+            )
+        })
+        .collect();
+    publish_jobs(&args.options, jobs).await
+}
+
+/// Publishes status-check jobs.
+pub async fn status_check(args: StatusCheckArgs) -> Result<()> {
+    let symbols = parse_symbols(&args.symbols, None)?;
+    let jobs = symbols
+        .into_iter()
+        .map(|symbol| {
+            Job::new(
+                uuid::Uuid::new_v4().to_string(),
+                Payload::StatusCheck(StatusCheck { symbol }),
+                args.options.priority,
+                None,
+            )
+        })
+        .collect();
+    publish_jobs(&args.options, jobs).await
+}
+
+/// The properties of a job message.
+pub fn job_properties(job: &Job, reply_to: Option<&str>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    set_str(&mut headers, HEADER_ROUTING_KEY, &job.routing_key());
+    let mut properties = BasicProperties::default()
+        .with_message_id(job.id.as_str().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if let Some(queue) = reply_to {
+        properties = properties
+            .with_reply_to(queue.into())
+            .with_correlation_id(job.id.as_str().into());
+    }
+    properties
+}
+
+async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()> {
+    let connection = broker::connect(&options.broker.amqp_url, "signal9-producer")
+        .await
+        .context("connecting to RabbitMQ")?;
+    let publisher = Publisher::open(&connection).await?;
+    let topology = options.broker.topology();
+    topology
+        .declare(publisher.channel())
+        .await
+        .context("declaring the topology")?;
+
+    let mut replies = None;
+    if options.wait {
+        let channel = connection.create_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        replies = Some((channel, queue.name().to_string(), consumer));
+    }
+    let reply_to = replies.as_ref().map(|(_, name, _)| name.clone());
+
+    // Publish everything, then collect the confirms: one round trip per batch, not per job.
+    let exchange = topology.jobs_exchange();
+    let mut confirms = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let confirm = publisher
+            .channel()
+            .basic_publish(
+                exchange.as_str().into(),
+                job.routing_key().as_str().into(),
+                BasicPublishOptions::default(),
+                &job.to_bytes(),
+                job_properties(job, reply_to.as_deref()),
+            )
+            .await;
+        confirms.push(confirm);
+    }
+    let mut unconfirmed = Vec::new();
+    for (job, confirm) in jobs.iter().zip(confirms) {
+        let ok = match confirm {
+            Ok(pending) => matches!(pending.await, Ok(c) if c.is_ack()),
+            Err(_) => false,
+        };
+        if !ok {
+            unconfirmed.push(format!(
+                "{} ({})",
+                job.id,
+                job.payload.symbol().map(ToString::to_string).unwrap_or_default()
+            ));
+        }
+    }
+    println!(
+        "published {} of {} jobs to {} (confirmed by the broker)",
+        jobs.len() - unconfirmed.len(),
+        jobs.len(),
+        exchange
+    );
+    if !unconfirmed.is_empty() {
+        bail!(
+            "the broker did not confirm {} jobs: {}",
+            unconfirmed.len(),
+            unconfirmed.join(", ")
+        );
+    }
+    let Some((_channel, _, mut consumer)) = replies else {
+        return Ok(());
+    };
+
+    let mut waiting: BTreeMap<String, String> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.id.clone(),
+                j.payload.symbol().map(ToString::to_string).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let (mut succeeded, mut failed) = (0usize, Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(options.wait_timeout_secs);
+    while !waiting.is_empty() {
+        let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+        let Ok(Some(Ok(delivery))) = next else { break };
+        let Ok(reply) = serde_json::from_slice::<serde_json::Value>(&delivery.data) else {
+            continue;
+        };
+        let id = reply["id"].as_str().unwrap_or_default().to_owned();
+        let Some(symbol) = waiting.remove(&id) else { continue };
+        if reply["status"] == "succeeded" {
+            succeeded += 1;
+        } else {
+            failed.push(format!(
+                "{symbol} ({id}): {} {}",
+                reply["error_class"].as_str().unwrap_or("?"),
+                reply["error"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    println!(
+        "succeeded {succeeded}, dead-lettered {}, no answer {}",
+        failed.len(),
+        waiting.len()
+    );
+    for line in failed.iter().take(20) {
+        println!("  dead-lettered: {line}");
+    }
+    if !failed.is_empty() || !waiting.is_empty() {
+        bail!("{} jobs did not succeed", failed.len() + waiting.len());
+    }
+    Ok(())
+}

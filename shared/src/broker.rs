@@ -1,0 +1,442 @@
+//! RabbitMQ: the topology, its names, publishing with confirms, and the
+//! headers signal9 keeps on its messages.
+//!
+//! Every process declares the whole topology at start; declaring is
+//! idempotent, so a second start changes nothing. Names carry a namespace
+//! prefix (`SIGNAL9_NAMESPACE`), which is also how tests keep apart.
+//!
+//! - `{ns}.jobs` (direct) routes each kind to a quorum queue `{ns}.{kind}`,
+//!   and `{kind}.interactive` to `{ns}.{kind}.interactive`, which workers
+//!   serve first, so a request never waits behind a bulk backlog.
+//! - Each retry tier is a fanout exchange and a queue `{ns}.retry.{delay}`
+//!   whose messages expire after the delay and are dead-lettered back to
+//!   `{ns}.jobs` with their original routing key.
+//! - `{ns}.dead` (fanout) → `{ns}.dead-letter`, a classic queue so that
+//!   operators can browse it without wearing out delivery counts.
+//! - `{ns}.events` (topic) carries events for the downstream pipeline.
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::time::Duration;
+
+use crate::error::{Classify, ErrorClass};
+use crate::job::{routing_key, JobKind, Priority};
+
+/// Header: how many times the job has failed so far (our own count; the
+/// broker's `x-death` is not reliable across versions).
+pub const HEADER_ATTEMPT: &str = "x-signal9-attempt";
+/// Header: `transient` or `permanent`.
+pub const HEADER_ERROR_CLASS: &str = "x-signal9-error-class";
+/// Header: the last error message.
+pub const HEADER_LAST_ERROR: &str = "x-signal9-last-error";
+/// Header: RFC 3339 time of the first failure.
+pub const HEADER_FIRST_FAILURE: &str = "x-signal9-first-failure";
+/// Header: RFC 3339 time of the last failure.
+pub const HEADER_LAST_FAILURE: &str = "x-signal9-last-failure";
+/// Header: how many times an operator replayed the job.
+pub const HEADER_REPLAYS: &str = "x-signal9-replays";
+/// Header: the routing key the job was published with.
+pub const HEADER_ROUTING_KEY: &str = "x-signal9-routing-key";
+
+/// Redeliveries a quorum queue allows before it dead-letters a message
+/// that keeps killing workers (a poison message).
+pub const DELIVERY_LIMIT: i64 = 10;
+
+/// Default retry delays.
+pub const DEFAULT_RETRY_TIERS: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
+
+/// A broker failure: connection, channel or confirm. Always transient.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A protocol or connection error from the client library.
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker refused a published message (nack).
+    #[error("broker did not confirm a message to {exchange:?} with routing key {routing_key:?}")]
+    NotConfirmed {
+        /// The exchange.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+    },
+}
+
+impl Classify for BrokerError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+/// Renders a delay as a queue-name label: `5s`, `2m`, `1h`.
+pub fn delay_label(delay: Duration) -> String {
+    let secs = delay.as_secs();
+    if secs >= 3600 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs >= 60 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else if delay.subsec_millis() == 0 {
+        format!("{secs}s")
+    } else {
+        format!("{}ms", delay.as_millis())
+    }
+}
+
+/// Parses `5s,30s,2m,10m` (units `ms`, `s`, `m`, `h`).
+pub fn parse_tiers(text: &str) -> Result<Vec<Duration>, String> {
+    let tiers: Result<Vec<Duration>, String> = text
+        .split(',')
+        .map(str::trim)
+        .map(|part| {
+            let split = part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len());
+            let (digits, unit) = part.split_at(split);
+            let n: u64 = digits
+                .parse()
+                .map_err(|_| format!("{part:?} is not a number with a unit"))?;
+            let delay = match unit {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n * 60),
+                "h" => Duration::from_secs(n * 3600),
+                _ => return Err(format!("{part:?}: unit must be ms, s, m or h")),
+            };
+            if delay.is_zero() {
+                return Err(format!("{part:?}: a delay must be positive"));
+            }
+            Ok(delay)
+        })
+        .collect();
+    let tiers = tiers?;
+    if tiers.is_empty() || tiers.len() > 10 {
+        return Err("give 1 to 10 retry delays, e.g. 5s,30s,2m,10m".into());
+    }
+    Ok(tiers)
+}
+
+/// The names of one namespace's topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    namespace: String,
+    retry_tiers: Vec<Duration>,
+}
+
+impl Topology {
+    /// A topology under `namespace` with the given retry delays.
+    pub fn new(namespace: impl Into<String>, retry_tiers: Vec<Duration>) -> Self {
+        Topology {
+            namespace: namespace.into(),
+            retry_tiers,
+        }
+    }
+
+    /// The namespace prefix.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The retry delays, in order.
+    pub fn retry_tiers(&self) -> &[Duration] {
+        &self.retry_tiers
+    }
+
+    /// `{ns}.jobs`.
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.namespace)
+    }
+
+    /// `{ns}.dead`.
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.namespace)
+    }
+
+    /// `{ns}.dead-letter`.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead-letter", self.namespace)
+    }
+
+    /// `{ns}.events`.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.namespace)
+    }
+
+    /// The queue of a kind at a priority: `{ns}.fetch-bars` or `{ns}.fetch-bars.interactive`.
+    pub fn job_queue(&self, kind: JobKind, priority: Priority) -> String {
+        format!("{}.{}", self.namespace, routing_key(kind, priority))
+    }
+
+    /// The exchange (and queue) of retry tier `index`: `{ns}.retry.30s`.
+    pub fn retry_exchange(&self, index: usize) -> Option<String> {
+        self.retry_tiers
+            .get(index)
+            .map(|d| format!("{}.retry.{}", self.namespace, delay_label(*d)))
+    }
+
+    /// Declares everything. Safe to call from every process at every start.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.jobs_exchange().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_exchange().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.events_exchange().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+
+        channel
+            .queue_declare(self.dead_letter_queue().into(), durable_queue, FieldTable::default())
+            .await?;
+        self.bind(channel, &self.dead_letter_queue(), &self.dead_exchange(), "")
+            .await?;
+
+        for kind in JobKind::ALL {
+            for priority in [Priority::Bulk, Priority::Interactive] {
+                let queue = self.job_queue(kind, priority);
+                let mut args = FieldTable::default();
+                args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+                args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+                args.insert(
+                    "x-dead-letter-exchange".into(),
+                    AMQPValue::LongString(self.dead_exchange().as_str().into()),
+                );
+                channel
+                    .queue_declare(queue.as_str().into(), durable_queue, args)
+                    .await?;
+                self.bind(channel, &queue, &self.jobs_exchange(), &routing_key(kind, priority))
+                    .await?;
+            }
+        }
+
+        for index in 0..self.retry_tiers.len() {
+            let (Some(name), Some(delay)) = (self.retry_exchange(index), self.retry_tiers.get(index)) else {
+                continue;
+            };
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Fanout,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+            let mut args = FieldTable::default();
+            let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+            // No dead-letter routing key: an expired message keeps the key
+            // it was published with, which is the job's original one.
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.jobs_exchange().as_str().into()),
+            );
+            channel.queue_declare(name.as_str().into(), durable_queue, args).await?;
+            self.bind(channel, &name, &name, "").await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every queue and exchange of the namespace (tests clean up with it).
+    pub async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let mut queues = vec![self.dead_letter_queue()];
+        for kind in JobKind::ALL {
+            for priority in [Priority::Bulk, Priority::Interactive] {
+                queues.push(self.job_queue(kind, priority));
+            }
+        }
+        let tiers: Vec<String> = (0..self.retry_tiers.len())
+            .filter_map(|i| self.retry_exchange(i))
+            .collect();
+        queues.extend(tiers.iter().cloned());
+        for queue in queues {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        let mut exchanges = vec![self.jobs_exchange(), self.dead_exchange(), self.events_exchange()];
+        exchanges.extend(tiers);
+        for exchange in exchanges {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn bind(&self, channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Connects to RabbitMQ, naming the connection after the process.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(url, properties).await?)
+}
+
+/// A channel in confirm mode: every publish waits for the broker's ack.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `connection`.
+    pub async fn open(connection: &Connection) -> Result<Self, BrokerError> {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher { channel })
+    }
+
+    /// The underlying channel (for declares and reads).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes one persistent message and waits until the broker confirms it.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let properties = properties.with_delivery_mode(2);
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(BrokerError::NotConfirmed {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads a header as a string (any string-like AMQP value).
+pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(&ShortString::from(name))? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads a header as an unsigned number (any integer AMQP value).
+pub fn header_u32(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
+    let value = headers?.inner().get(&ShortString::from(name))?;
+    let n: i64 = match value {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}
+
+/// Renders any header value for people: strings as text, numbers as numbers.
+pub fn header_display(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sets a string header.
+pub fn set_str(headers: &mut FieldTable, name: &str, value: &str) {
+    headers.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+}
+
+/// Sets a numeric header.
+pub fn set_u32(headers: &mut FieldTable, name: &str, value: u32) {
+    headers.insert(name.into(), AMQPValue::LongLongInt(i64::from(value)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_parse_and_label() {
+        let tiers = parse_tiers("5s,30s,2m,10m").unwrap();
+        assert_eq!(tiers, DEFAULT_RETRY_TIERS.to_vec());
+        assert_eq!(
+            tiers.iter().map(|d| delay_label(*d)).collect::<Vec<_>>(),
+            ["5s", "30s", "2m", "10m"]
+        );
+        assert_eq!(delay_label(Duration::from_millis(1500)), "1500ms");
+        for bad in ["", "5", "0s", "5x", "1s,,2s"] {
+            assert!(parse_tiers(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_carry_the_namespace() {
+        let t = Topology::new("t1", DEFAULT_RETRY_TIERS.to_vec());
+        assert_eq!(t.job_queue(JobKind::FetchBars, Priority::Bulk), "t1.fetch-bars");
+        assert_eq!(
+            t.job_queue(JobKind::FetchBars, Priority::Interactive),
+            "t1.fetch-bars.interactive"
+        );
+        assert_eq!(t.retry_exchange(1).as_deref(), Some("t1.retry.30s"));
+        assert_eq!(t.retry_exchange(4), None);
+        assert_eq!(t.dead_letter_queue(), "t1.dead-letter");
+    }
+}

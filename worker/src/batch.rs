@@ -1,0 +1,113 @@
+//! Coalescing: fetch-bars jobs that could share one multi-symbol request
+//! (same timeframe, range, adjustment, feed, market and priority) wait a
+//! moment for each other, then go as one batch. Each job in a batch still
+//! succeeds, retries or dead-letters on its own.
+
+use chrono::{DateTime, Utc};
+use lapin::message::Delivery;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use signal9_shared::alpaca::{Adjustment, Feed, Timeframe};
+use signal9_shared::job::{FetchBars, Job, Priority};
+
+/// A parsed job and the delivery it came in.
+#[derive(Debug)]
+pub struct Pending {
+    /// The job.
+    pub job: Job,
+    /// Its delivery, to ack or republish.
+    pub delivery: Delivery,
+}
+
+/// What compatible jobs share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    timeframe: Timeframe,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    adjustment: Adjustment,
+    feed: Option<Feed>,
+    crypto: bool,
+    /// Interactive and bulk jobs never share a batch.
+    pub priority: Priority,
+}
+
+impl BatchKey {
+    /// The key of a fetch-bars job.
+    pub fn of(payload: &FetchBars, priority: Priority) -> Self {
+        BatchKey {
+            timeframe: payload.timeframe,
+            start: payload.start,
+            end: payload.end,
+            adjustment: payload.adjustment.clone(),
+            feed: payload.feed,
+            crypto: payload.symbol.is_crypto_pair(),
+            priority,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    opened: Instant,
+    items: Vec<Pending>,
+}
+
+/// Groups waiting jobs by key until a group is full or has waited long enough.
+#[derive(Debug)]
+pub struct Batcher {
+    groups: HashMap<BatchKey, Group>,
+    max: usize,
+    wait: Duration,
+}
+
+impl Batcher {
+    /// Batches of at most `max` jobs, none waiting longer than `wait`.
+    pub fn new(max: usize, wait: Duration) -> Self {
+        Batcher {
+            groups: HashMap::new(),
+            max: max.max(1),
+            wait,
+        }
+    }
+
+    /// Adds a job; returns its group if that made the group full.
+    pub fn add(&mut self, key: BatchKey, item: Pending) -> Option<(BatchKey, Vec<Pending>)> {
+        let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
+            opened: Instant::now(),
+            items: Vec::new(),
+        });
+        group.items.push(item);
+        // Interactive jobs go at once: their latency matters more than the
+        // call that waiting for company might save.
+        if group.items.len() >= self.max || self.wait.is_zero() || key.priority == Priority::Interactive {
+            return self.groups.remove(&key).map(|g| (key, g.items));
+        }
+        None
+    }
+
+    /// When the oldest group is due, if any group is waiting.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.groups.values().map(|g| g.opened + self.wait).min()
+    }
+
+    /// Removes and returns every group that has waited long enough.
+    pub fn due(&mut self, now: Instant) -> Vec<(BatchKey, Vec<Pending>)> {
+        let keys: Vec<BatchKey> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.opened + self.wait <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.groups.remove(&k).map(|g| (k, g.items)))
+            .collect()
+    }
+
+    /// Removes every waiting job (for shutdown).
+    pub fn drain(&mut self) -> Vec<Pending> {
+        self.groups.drain().flat_map(|(_, g)| g.items).collect()
+    }
+}

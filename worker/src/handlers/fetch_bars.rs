@@ -1,0 +1,70 @@
+//! `fetch-bars`: one multi-symbol request for a batch of compatible jobs;
+//! each job's symbol is validated and stored on its own.
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
+use signal9_shared::job::Payload;
+
+use super::Context;
+use crate::batch::Pending;
+use crate::outcome::Failure;
+
+/// Runs a batch; returns one result per job, in the batch's order.
+pub async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>> {
+    let payloads: Vec<_> = batch
+        .iter()
+        .filter_map(|p| match &p.job.payload {
+            Payload::FetchBars(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = payloads.first() else {
+        return batch
+            .iter()
+            .map(|_| Err(Failure::permanent("not a fetch-bars job")))
+            .collect();
+    };
+    let mut symbols: Vec<_> = payloads.iter().map(|p| p.symbol.clone()).collect();
+    symbols.sort();
+    symbols.dedup();
+    let request = BarsRequest {
+        symbols,
+        timeframe: first.timeframe,
+        start: first.start,
+        end: first.end,
+        adjustment: first.adjustment.clone(),
+        feed: first.feed,
+    };
+    let report = match ingest::fetch_bars(
+        &ctx.client,
+        ctx.store.as_ref(),
+        &request,
+        ctx.symbols_per_call,
+        Utc::now(),
+    )
+    .await
+    {
+        Ok(report) => report,
+        Err(error) => return batch.iter().map(|_| Err(Failure::from_error(&error))).collect(),
+    };
+    batch
+        .iter()
+        .map(|pending| {
+            let Payload::FetchBars(p) = &pending.job.payload else {
+                return Err(Failure::permanent("not a fetch-bars job"));
+            };
+            match report.outcomes.get(&p.symbol) {
+                Some(SymbolOutcome::Stored { bars }) => {
+                    Ok(json!({"symbol": p.symbol, "bars": bars, "source": "api", "calls": report.calls}))
+                }
+                Some(SymbolOutcome::Cached { bars }) => {
+                    Ok(json!({"symbol": p.symbol, "bars": bars, "source": "store"}))
+                }
+                Some(SymbolOutcome::Rejected(rejection)) => Err(Failure::from_error(rejection)),
+                None => Err(Failure::permanent("the batch produced no outcome for this symbol")),
+            }
+        })
+        .collect()
+}

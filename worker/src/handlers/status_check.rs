@@ -1,0 +1,30 @@
+//! `status-check`: one asset lookup, validated and upserted.
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use signal9_shared::job::StatusCheck;
+use signal9_shared::store::AssetChange;
+use signal9_shared::validate;
+
+use super::Context;
+use crate::outcome::Failure;
+
+/// Looks the asset up (one call) and stores it.
+pub async fn run(ctx: &Context, job: &StatusCheck) -> Result<Value, Failure> {
+    let response = ctx
+        .client
+        .get_asset(job.symbol.as_str())
+        .await
+        .map_err(|e| Failure::from_error(&e))?;
+    let asset = validate::asset(&response.body).map_err(|e| Failure::from_error(&e))?;
+    let writes = ctx
+        .store
+        .upsert_assets(std::slice::from_ref(&asset), Utc::now())
+        .await
+        .map_err(|e| Failure::from_error(&e))?;
+    let change = writes.first().map(|w| w.change).unwrap_or(AssetChange::Unchanged);
+    Ok(
+        json!({"symbol": asset.symbol, "id": asset.id, "status": asset.status, "tradable": asset.tradable, "change": change}),
+    )
+}

@@ -1,0 +1,331 @@
+//! signal9's worker: consumes jobs from RabbitMQ, runs their handlers, and
+//! acks, retries or dead-letters each one.
+//!
+//! In-flight work is bounded twice: each queue's prefetch (`basic_qos`)
+//! bounds the messages held, and a semaphore per priority lane bounds the
+//! jobs (or coalesced batches) running at once. Interactive queues are read
+//! first and have their own lane, so a request never waits behind a bulk
+//! backlog. The worker reconnects with capped, jittered back-off when the
+//! broker goes away, and on shutdown stops consuming, lets in-flight jobs
+//! finish within a deadline and hands everything else back to the queue.
+
+pub mod batch;
+pub mod handlers;
+pub mod outcome;
+pub mod settings;
+
+use anyhow::{Context as _, Result};
+use futures::stream::{select_all, BoxStream, StreamExt};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Connection;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn, Instrument};
+
+use signal9_shared::alpaca::AlpacaClient;
+use signal9_shared::broker::{self, Publisher, Topology};
+use signal9_shared::job::{Job, JobKind, Payload, Priority};
+
+use batch::{BatchKey, Batcher, Pending};
+use handlers::Context;
+use outcome::Failure;
+use settings::WorkerSettings;
+
+/// Everything a session needs, built once per process.
+#[derive(Debug, Clone)]
+struct Shared {
+    settings: WorkerSettings,
+    topology: Topology,
+    ctx: Context,
+}
+
+/// Runs the worker until `shutdown` turns true. Returns after a graceful stop.
+pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let store = settings.store.open().await.context("opening the store")?;
+    let gate = Arc::new(settings.budget.process_window());
+    let client = AlpacaClient::new(&settings.alpaca.client_config(), settings.alpaca.credentials()?, gate)?;
+    let ctx = Context {
+        client,
+        store,
+        symbols_per_call: usize::from(settings.coalesce_max),
+    };
+    let shared = Shared {
+        topology: settings.broker.topology(),
+        settings,
+        ctx,
+    };
+
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = tokio::time::Instant::now();
+        match session(&shared, &mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(error) => warn!(error = %format!("{error:#}"), "Broker session ended; reconnecting"),
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(250);
+        }
+        // Capped, jittered exponential back-off.
+        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+type Incoming = (Priority, Result<lapin::message::Delivery, lapin::Error>);
+
+async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
+    let settings = &shared.settings;
+    let connection = broker::connect(&settings.broker.amqp_url, "signal9-worker").await?;
+    let publisher = Publisher::open(&connection).await?;
+    shared
+        .topology
+        .declare(publisher.channel())
+        .await
+        .context("declaring the topology")?;
+
+    let concurrency = usize::from(settings.concurrency);
+    let coalesce = usize::from(settings.coalesce_max);
+    let mut consumers = Vec::new();
+    let mut interactive: Vec<BoxStream<'static, Incoming>> = Vec::new();
+    let mut bulk: Vec<BoxStream<'static, Incoming>> = Vec::new();
+    for kind in JobKind::ALL {
+        for priority in [Priority::Interactive, Priority::Bulk] {
+            let channel = connection.create_channel().await?;
+            // Prefetch: a lane runs `concurrency` jobs at once; a fetch-bars
+            // batch holds up to `coalesce_max` messages, so that queue may
+            // hold `concurrency × coalesce_max` unacked messages.
+            let prefetch = if kind == JobKind::FetchBars {
+                concurrency * coalesce
+            } else {
+                concurrency
+            };
+            channel
+                .basic_qos(u16::try_from(prefetch).unwrap_or(u16::MAX), BasicQosOptions::default())
+                .await?;
+            let queue = shared.topology.job_queue(kind, priority);
+            let tag = format!("signal9-worker-{}-{}", queue, uuid::Uuid::new_v4());
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let stream = consumer.map(move |d| (priority, d)).boxed();
+            match priority {
+                Priority::Interactive => interactive.push(stream),
+                Priority::Bulk => bulk.push(stream),
+            }
+            consumers.push((channel, tag));
+        }
+    }
+    let mut interactive = select_all(interactive);
+    let mut bulk = select_all(bulk);
+    info!(namespace = %shared.topology.namespace(), concurrency, coalesce, "Worker consuming");
+
+    let lanes = Lanes {
+        bulk: Arc::new(Semaphore::new(concurrency)),
+        interactive: Arc::new(Semaphore::new(concurrency)),
+    };
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut batcher = Batcher::new(coalesce, Duration::from_millis(settings.coalesce_wait_ms));
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+
+    let outcome: Result<()> = loop {
+        let deadline = batcher.next_deadline().unwrap_or_else(far);
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break Ok(()),
+            Some(item) = interactive.next() => {
+                if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
+            }
+            Some(item) = bulk.next() => {
+                if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                for (key, items) in batcher.due(tokio::time::Instant::now()) {
+                    spawn_batch(shared, &publisher, &lanes, &mut tasks, key, items);
+                }
+            }
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(error) = joined {
+                    warn!(%error, "A job task panicked; its message returns to the queue");
+                }
+            }
+            else => break Err(anyhow::anyhow!("every consumer ended")),
+        }
+    };
+    if let Err(error) = outcome {
+        tasks.abort_all();
+        return Err(error);
+    }
+    drain(shared, &connection, consumers, &mut batcher, &mut tasks).await;
+    Ok(())
+}
+
+/// Graceful stop: no new deliveries, waiting jobs back to the queue, running
+/// jobs given until the deadline.
+async fn drain(
+    shared: &Shared,
+    connection: &Connection,
+    consumers: Vec<(lapin::Channel, String)>,
+    batcher: &mut Batcher,
+    tasks: &mut JoinSet<()>,
+) {
+    info!(
+        in_flight = tasks.len(),
+        "Shutting down: consumers cancelled, finishing in-flight jobs"
+    );
+    for (channel, tag) in &consumers {
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+    }
+    for pending in batcher.drain() {
+        let _ = pending
+            .delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await;
+    }
+    let deadline = Duration::from_secs(shared.settings.shutdown_secs);
+    if tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!(
+            left = tasks.len(),
+            "Shutdown deadline passed; unfinished jobs return to the queue"
+        );
+        tasks.abort_all();
+    }
+    // Closing the connection returns every unacked message to its queue.
+    let _ = connection.close(200, "worker shutdown".into()).await;
+    info!("Worker stopped");
+}
+
+#[derive(Debug, Clone)]
+struct Lanes {
+    bulk: Arc<Semaphore>,
+    interactive: Arc<Semaphore>,
+}
+
+impl Lanes {
+    fn of(&self, priority: Priority) -> Arc<Semaphore> {
+        match priority {
+            Priority::Bulk => Arc::clone(&self.bulk),
+            Priority::Interactive => Arc::clone(&self.interactive),
+        }
+    }
+}
+
+fn dispatch(
+    shared: &Shared,
+    publisher: &Publisher,
+    lanes: &Lanes,
+    tasks: &mut JoinSet<()>,
+    batcher: &mut Batcher,
+    (priority, delivery): Incoming,
+) -> Result<()> {
+    let delivery = delivery.context("delivery failed")?;
+    let job = match Job::parse(&delivery.data) {
+        Ok(job) => job,
+        Err(error) => {
+            // A poison message: dead-letter it at once with the reason.
+            let (publisher, topology) = (publisher.clone(), shared.topology.clone());
+            tasks.spawn(async move {
+                warn!(routing_key = %delivery.routing_key, error = %error, "Malformed job dead-lettered");
+                if let Err(e) =
+                    outcome::fail(&publisher, &topology, &delivery, None, &Failure::from_error(&error)).await
+                {
+                    warn!(error = %e, "Could not dead-letter a malformed job; it returns to the queue");
+                }
+            });
+            return Ok(());
+        }
+    };
+    match &job.payload {
+        Payload::FetchBars(payload) => {
+            let key = BatchKey::of(payload, priority);
+            if let Some((key, items)) = batcher.add(key, Pending { job, delivery }) {
+                spawn_batch(shared, publisher, lanes, tasks, key, items);
+            }
+        }
+        _ => {
+            let (shared, publisher, lane) = (shared.clone(), publisher.clone(), lanes.of(priority));
+            tasks.spawn(async move {
+                let Ok(_permit) = lane.acquire_owned().await else {
+                    return;
+                };
+                let pending = Pending { job, delivery };
+                let result = match &pending.job.payload {
+                    Payload::StatusCheck(p) => handlers::status_check::run(&shared.ctx, p).await,
+                    Payload::SyncPage(p) => handlers::sync_page::run(&shared.ctx, &pending.job, p).await,
+                    Payload::FetchBars(_) => Err(Failure::permanent("fetch-bars jobs go through the batcher")),
+                };
+                finish(&shared, &publisher, pending, result).await;
+            });
+        }
+    }
+    Ok(())
+}
+
+fn spawn_batch(
+    shared: &Shared,
+    publisher: &Publisher,
+    lanes: &Lanes,
+    tasks: &mut JoinSet<()>,
+    key: BatchKey,
+    items: Vec<Pending>,
+) {
+    let (shared, publisher, lane) = (shared.clone(), publisher.clone(), lanes.of(key.priority));
+    tasks.spawn(
+        async move {
+            let Ok(_permit) = lane.acquire_owned().await else {
+                return;
+            };
+            let results = handlers::fetch_bars::run(&shared.ctx, &items).await;
+            for (pending, result) in items.into_iter().zip(results) {
+                finish(&shared, &publisher, pending, result).await;
+            }
+        }
+        .instrument(tracing::info_span!("batch")),
+    );
+}
+
+async fn finish(shared: &Shared, publisher: &Publisher, pending: Pending, result: Result<serde_json::Value, Failure>) {
+    let job = &pending.job;
+    let kind = job.payload.kind();
+    let symbol = job.payload.symbol().map(ToString::to_string).unwrap_or_default();
+    let attempt = outcome::attempts(&pending.delivery);
+    let span = tracing::info_span!("job", job_id = %job.id, %kind, %symbol, attempt, run_id = job.run_id.as_deref().unwrap_or(""));
+    async {
+        match result {
+            Ok(detail) => match outcome::succeed(publisher, &pending.delivery, &job.id, detail).await {
+                Ok(()) => info!("Job succeeded"),
+                Err(error) => {
+                    warn!(%error, "Could not ack a finished job; it will be redelivered (writes are idempotent)")
+                }
+            },
+            Err(failure) => {
+                match outcome::fail(publisher, &shared.topology, &pending.delivery, Some(&job.id), &failure).await {
+                    Ok(route) => warn!(error_class = %failure.class, error = %failure.message, ?route, "Job failed"),
+                    Err(error) => warn!(%error, "Could not route a failed job; it will be redelivered"),
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}

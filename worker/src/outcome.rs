@@ -1,0 +1,159 @@
+//! How a finished job leaves the queue: acked on success (after the store
+//! write), or republished to a retry tier or the dead-letter exchange with
+//! its failure recorded in headers, and then acked. The republish is
+//! confirmed before the ack, so a crash in between duplicates a job (which
+//! is idempotent) and never loses one.
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use serde_json::{json, Value};
+
+use signal9_shared::broker::{
+    header_str, header_u32, set_str, set_u32, BrokerError, Publisher, Topology, HEADER_ATTEMPT, HEADER_ERROR_CLASS,
+    HEADER_FIRST_FAILURE, HEADER_LAST_ERROR, HEADER_LAST_FAILURE, HEADER_ROUTING_KEY,
+};
+use signal9_shared::error::ErrorClass;
+
+/// Why a job failed, as the queue needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Retry or give up.
+    pub class: ErrorClass,
+    /// What went wrong, for the dead letter and the logs.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure from any classified error.
+    pub fn from_error<E: signal9_shared::error::Classify + std::fmt::Display>(error: &E) -> Self {
+        Failure {
+            class: error.class(),
+            message: error.to_string(),
+        }
+    }
+
+    /// A permanent failure.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Failure {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a failed job went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To retry tier `n` (0-based).
+    Retry(usize),
+    /// To the dead-letter queue.
+    Dead,
+}
+
+/// Decides a failed job's route from its class and the attempts so far.
+pub fn route(class: ErrorClass, attempt: u32, tiers: usize) -> Route {
+    match class {
+        ErrorClass::Permanent => Route::Dead,
+        ErrorClass::Transient if (attempt as usize) < tiers => Route::Retry(attempt as usize),
+        ErrorClass::Transient => Route::Dead,
+    }
+}
+
+/// The failures a job has had so far, from our own header.
+pub fn attempts(delivery: &Delivery) -> u32 {
+    header_u32(delivery.properties.headers().as_ref(), HEADER_ATTEMPT).unwrap_or(0)
+}
+
+/// Acks a succeeded job and sends its reply, if it asked for one.
+pub async fn succeed(
+    publisher: &Publisher,
+    delivery: &Delivery,
+    job_id: &str,
+    detail: Value,
+) -> Result<(), BrokerError> {
+    reply(
+        publisher,
+        delivery,
+        json!({"id": job_id, "status": "succeeded", "detail": detail}),
+    )
+    .await?;
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+/// Sends a failed job to its next tier or to the dead-letter queue, then acks it.
+pub async fn fail(
+    publisher: &Publisher,
+    topology: &Topology,
+    delivery: &Delivery,
+    job_id: Option<&str>,
+    failure: &Failure,
+) -> Result<Route, BrokerError> {
+    let attempt = attempts(delivery) + 1;
+    let next = route(failure.class, attempt - 1, topology.retry_tiers().len());
+    let now = Utc::now().to_rfc3339();
+    let old = delivery.properties.headers().clone();
+    let mut headers: FieldTable = old.clone().unwrap_or_default();
+    let original_key =
+        header_str(old.as_ref(), HEADER_ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+    set_u32(&mut headers, HEADER_ATTEMPT, attempt);
+    set_str(&mut headers, HEADER_ERROR_CLASS, failure.class.as_str());
+    set_str(&mut headers, HEADER_LAST_ERROR, &cut(&failure.message));
+    set_str(&mut headers, HEADER_LAST_FAILURE, &now);
+    set_str(&mut headers, HEADER_ROUTING_KEY, &original_key);
+    if header_str(old.as_ref(), HEADER_FIRST_FAILURE).is_none() {
+        set_str(&mut headers, HEADER_FIRST_FAILURE, &now);
+    }
+    let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
+    let exchange = match next {
+        Route::Retry(tier) => topology
+            .retry_exchange(tier)
+            .unwrap_or_else(|| topology.dead_exchange()),
+        Route::Dead => topology.dead_exchange(),
+    };
+    publisher
+        .publish(&exchange, &original_key, &delivery.data, properties)
+        .await?;
+    if next == Route::Dead {
+        let id = job_id
+            .map(str::to_owned)
+            .or_else(|| delivery.properties.message_id().as_ref().map(|m| m.to_string()));
+        let body = json!({"id": id, "status": "dead-lettered", "error_class": failure.class.as_str(), "error": cut(&failure.message)});
+        reply(publisher, delivery, body).await?;
+    }
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(next)
+}
+
+async fn reply(publisher: &Publisher, delivery: &Delivery, body: Value) -> Result<(), BrokerError> {
+    let Some(reply_to) = delivery.properties.reply_to().as_ref() else {
+        return Ok(());
+    };
+    let mut properties = BasicProperties::default().with_content_type("application/json".into());
+    if let Some(correlation) = delivery.properties.correlation_id() {
+        properties = properties.with_correlation_id(correlation.clone());
+    }
+    publisher
+        .publish("", reply_to.as_str(), body.to_string().as_bytes(), properties)
+        .await
+}
+
+fn cut(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_climb_the_tiers_then_die() {
+        assert_eq!(route(ErrorClass::Transient, 0, 4), Route::Retry(0));
+        assert_eq!(route(ErrorClass::Transient, 3, 4), Route::Retry(3));
+        assert_eq!(route(ErrorClass::Transient, 4, 4), Route::Dead);
+        assert_eq!(route(ErrorClass::Permanent, 0, 4), Route::Dead);
+    }
+}

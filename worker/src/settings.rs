@@ -1,0 +1,34 @@
+//! The worker's settings: flags and the same-named environment variables.
+
+use clap::Args;
+
+use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
+
+/// Everything a worker needs to know.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerSettings {
+    /// RabbitMQ and the topology.
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    /// Jobs (or coalesced batches) worked on at once, per priority lane.
+    #[arg(long, env = "SIGNAL9_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Most fetch-bars jobs coalesced into one multi-symbol request.
+    #[arg(long, env = "SIGNAL9_COALESCE_MAX", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub coalesce_max: u16,
+    /// How long a fetch-bars job may wait for compatible jobs to join it, in milliseconds.
+    #[arg(long, env = "SIGNAL9_COALESCE_WAIT_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub coalesce_wait_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish, in seconds.
+    #[arg(long, env = "SIGNAL9_SHUTDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_secs: u64,
+    /// The API budgets (held per process until the Redis budget lands).
+    #[command(flatten)]
+    pub budget: BudgetSettings,
+    /// Alpaca endpoints and key.
+    #[command(flatten)]
+    pub alpaca: AlpacaSettings,
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreSettings,
+}
