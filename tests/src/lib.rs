@@ -86,3 +86,209 @@ impl Drop for SimProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A test's private corner of the shared services: its own namespace (so
+/// queues never mix with another test's), store file and simulator.
+#[derive(Debug)]
+pub struct Stack {
+    /// The RabbitMQ/Redis namespace.
+    pub namespace: String,
+    /// The simulator.
+    pub sim: SimProcess,
+    /// Temporary folder holding the store.
+    pub dir: tempfile::TempDir,
+    /// Retry tiers given to every process.
+    pub retry_tiers: String,
+    workers: Vec<Child>,
+}
+
+/// RabbitMQ URL of the local broker.
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl Stack {
+    /// Starts a simulator with `sim_args` and prepares a namespace.
+    pub fn start(sim_args: &[&str]) -> anyhow::Result<Self> {
+        let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Ok(Stack {
+            namespace,
+            sim: SimProcess::start(sim_args)?,
+            dir: tempfile::tempdir()?,
+            retry_tiers: "1s,2s".into(),
+            workers: Vec::new(),
+        })
+    }
+
+    /// The store file every process of this stack uses.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.dir.path().join("signal9.db")
+    }
+
+    /// The environment every signal9 process of this stack gets.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let base = self.sim.base_url();
+        [
+            ("APCA_API_KEY_ID", "sim-key".to_string()),
+            ("APCA_API_SECRET_KEY", "sim-secret".to_string()),
+            ("APCA_API_BASE_URL", base.clone()),
+            ("APCA_API_DATA_URL", base),
+            ("SIGNAL9_AMQP_URL", AMQP_URL.to_string()),
+            ("SIGNAL9_NAMESPACE", self.namespace.clone()),
+            ("SIGNAL9_SQLITE_PATH", self.sqlite_path().display().to_string()),
+            ("SIGNAL9_RETRY_TIERS", self.retry_tiers.clone()),
+            ("RUST_LOG", "warn".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Starts a worker process with extra flags; returns its index.
+    pub fn start_worker(&mut self, args: &[&str]) -> anyhow::Result<usize> {
+        let log = std::fs::File::create(self.dir.path().join(format!("worker-{}.log", self.workers.len())))?;
+        let child = Command::new(bin_dir().join("signal9-worker"))
+            .args(args)
+            .envs(self.env())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.workers.push(child);
+        Ok(self.workers.len() - 1)
+    }
+
+    /// The worker process at `index`.
+    pub fn worker(&mut self, index: usize) -> &mut Child {
+        &mut self.workers[index]
+    }
+
+    /// Sends a signal to worker `index`.
+    pub fn signal_worker(&self, index: usize, signal: &str) -> anyhow::Result<()> {
+        let pid = self.workers[index].id().to_string();
+        let status = Command::new("kill").args([signal, pid.as_str()]).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+        Ok(())
+    }
+
+    /// A producer command, run to completion.
+    pub async fn producer(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(tokio::process::Command::new(bin_dir().join("signal9-producer"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .await?)
+    }
+
+    /// A producer command started in the background.
+    pub fn producer_spawn(&self, args: &[&str]) -> anyhow::Result<tokio::process::Child> {
+        Ok(tokio::process::Command::new(bin_dir().join("signal9-producer"))
+            .args(args)
+            .envs(self.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?)
+    }
+
+    /// The topology of this stack.
+    pub fn topology(&self) -> signal9_shared::broker::Topology {
+        let tiers = signal9_shared::broker::parse_tiers(&self.retry_tiers).unwrap_or_default();
+        signal9_shared::broker::Topology::new(self.namespace.clone(), tiers)
+    }
+
+    /// The simulator's stats.
+    pub async fn sim_stats(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::get(format!("{}/_sim/stats", self.sim.base_url()))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Replaces the simulator's faults.
+    pub async fn set_faults(&self, faults: serde_json::Value) -> anyhow::Result<()> {
+        let r = reqwest::Client::new()
+            .put(format!("{}/_sim/faults", self.sim.base_url()))
+            .json(&faults)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "faults refused: {}", r.status());
+        Ok(())
+    }
+
+    /// The worker logs, for failure messages.
+    pub fn worker_logs(&self) -> String {
+        (0..self.workers.len())
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    /// Deletes the namespace's queues and exchanges.
+    pub async fn cleanup(&mut self) {
+        for child in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Ok(connection) = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = self.topology().delete(&channel).await;
+            }
+            let _ = connection.close(200, "cleanup".into()).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Messages waiting in a queue (0 if it does not exist).
+pub async fn queue_depth(queue: &str) -> anyhow::Result<u32> {
+    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let depth = match channel
+        .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
+        .await
+    {
+        Ok(q) => q.message_count(),
+        Err(_) => 0,
+    };
+    let _ = connection.close(200, "depth".into()).await;
+    Ok(depth)
+}
+
+/// Waits until `check` is true, polling, for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// The first `n` active, tradable US-equity symbols of the simulator's
+/// universe for `seed` and `assets`, sorted.
+pub fn active_symbols(seed: u64, assets: usize, n: usize) -> Vec<String> {
+    let mut symbols: Vec<String> = alpaca_sim::universe::generate(seed, assets)
+        .into_iter()
+        .filter(|a| a.class == "us_equity" && a.active && a.tradable)
+        .map(|a| a.symbol)
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    symbols.truncate(n);
+    symbols
+}
