@@ -5,6 +5,7 @@
 mod direct;
 mod dlq;
 mod publish;
+mod sync;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start (or resume) a run of the asset sync: one sync-page job per slice.
+    Sync(sync::SyncArgs),
     /// Enqueue fetch-bars jobs, one per symbol (publisher confirms; --wait for outcomes).
     FetchBars(publish::FetchBarsArgs),
     /// Enqueue status-check jobs, one per symbol.
@@ -38,6 +41,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Sync(args) => sync::run(args).await,
         Command::FetchBars(args) => publish::fetch_bars(args).await,
         Command::StatusCheck(args) => publish::status_check(args).await,
         Command::Dlq(command) => dlq::run(command).await,

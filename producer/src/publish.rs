@@ -12,10 +12,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
+use signal9_shared::alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Symbol, Timeframe};
 use signal9_shared::broker::{self, set_str, Publisher, HEADER_ROUTING_KEY};
-use signal9_shared::config::BrokerSettings;
+use signal9_shared::config::{BrokerSettings, StoreSettings};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority, StatusCheck};
+use signal9_shared::store::AssetFilter;
 
 /// Options every publishing command shares.
 #[derive(Debug, Args)]
@@ -45,8 +46,13 @@ fn parse_priority(text: &str) -> Result<Priority, String> {
 #[derive(Debug, Args)]
 pub struct FetchBarsArgs {
     /// Comma-separated symbols (case is ignored): AAPL,BRK.B,BTC/USD.
-    #[arg(long, value_delimiter = ',', required_unless_present = "symbols_file")]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["symbols_file", "all_active"])]
     symbols: Vec<String>,
+    /// Every active, tradable US equity in the store (after a sync).
+    #[arg(long)]
+    all_active: bool,
+    #[command(flatten)]
+    store: StoreSettings,
     /// A file with one symbol per line (blank lines and `#` comments skipped).
     #[arg(long)]
     symbols_file: Option<PathBuf>,
@@ -130,7 +136,33 @@ pub async fn fetch_bars(args: FetchBarsArgs) -> Result<()> {
     if args.end < args.start {
         bail!("--end {} is before --start {}", args.end, args.start);
     }
-    let symbols = parse_symbols(&args.symbols, args.symbols_file.as_ref())?;
+    let mut symbols = if args.symbols.is_empty() && args.symbols_file.is_none() {
+        Vec::new()
+    } else {
+        parse_symbols(&args.symbols, args.symbols_file.as_ref())?
+    };
+    if args.all_active {
+        let store = args.store.open().await.context("opening the store")?;
+        let filter = AssetFilter {
+            class: Some(AssetClass::UsEquity),
+            status: Some(AssetStatus::Active),
+            include_delisted: false,
+        };
+        let mut active: Vec<Symbol> = store
+            .list_assets(&filter)
+            .await?
+            .into_iter()
+            .filter(|a| a.asset.tradable)
+            .map(|a| a.asset.symbol)
+            .collect();
+        active.sort();
+        active.dedup();
+        active.retain(|s| !symbols.contains(s));
+        symbols.extend(active);
+        if symbols.is_empty() {
+            bail!("the store holds no active, tradable US equity; run `signal9-producer sync` first");
+        }
+    }
     let jobs: Vec<Job> = symbols
         .into_iter()
         .map(|symbol| {
@@ -192,7 +224,8 @@ pub fn job_properties(job: &Job, reply_to: Option<&str>) -> BasicProperties {
     properties
 }
 
-async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()> {
+/// Publishes jobs with confirms and, with `--wait`, prints their outcomes.
+pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()> {
     let connection = broker::connect(&options.broker.amqp_url, "signal9-producer")
         .await
         .context("connecting to RabbitMQ")?;
@@ -300,6 +333,17 @@ async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()> {
         let Some(symbol) = waiting.remove(&id) else { continue };
         if reply["status"] == "succeeded" {
             succeeded += 1;
+            if let Some(listed) = reply["detail"]["listed"].as_u64() {
+                let d = &reply["detail"];
+                println!(
+                    "  {id}: listed {listed}, new {}, updated {}, unchanged {}, status changes {}, rejected {}",
+                    d["new"],
+                    d["updated"],
+                    d["unchanged"],
+                    d["status_changes"].as_array().map_or(0, Vec::len),
+                    d["rejected"]
+                );
+            }
         } else {
             failed.push(format!(
                 "{symbol} ({id}): {} {}",

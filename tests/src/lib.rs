@@ -15,11 +15,13 @@ pub const SIM_NOW: &str = "2026-11-24T00:00:00Z";
 /// The folder the workspace's binaries are built into.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default()
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    // Tests run from target/<profile>/deps; binaries from target/<profile>.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(PathBuf::from).unwrap_or(dir)
+    } else {
+        dir
+    }
 }
 
 /// A client for a simulator at `base`, with the simulator's default key and

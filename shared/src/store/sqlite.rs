@@ -116,6 +116,15 @@ impl SqliteStore {
     }
 }
 
+/// Starts a write transaction that takes the write lock at once. A deferred
+/// one that reads first and writes later cannot wait for another process's
+/// lock (SQLite answers "database is locked" at once to avoid a deadlock);
+/// an immediate one waits up to the busy timeout.
+fn write_tx(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)
+}
+
 fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
@@ -266,7 +275,7 @@ impl Store for SqliteStore {
     async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError> {
         let assets = assets.to_vec();
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
+            let tx = write_tx(conn)?;
             let mut writes = Vec::with_capacity(assets.len());
             for asset in &assets {
                 let stored = get_asset_tx(&tx, &asset.id)?;
@@ -346,7 +355,7 @@ impl Store for SqliteStore {
     async fn mark_delisted(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError> {
         let ids = ids.to_vec();
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
+            let tx = write_tx(conn)?;
             let mut changed = 0;
             {
                 let mut stmt = tx
@@ -368,7 +377,7 @@ impl Store for SqliteStore {
         let key = series.to_string();
         let bars = bars.to_vec();
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
+            let tx = write_tx(conn)?;
             {
                 let mut stmt = tx
                     .prepare(
@@ -450,7 +459,7 @@ impl Store for SqliteStore {
         let key = series.to_string();
         let (mut lo, mut hi) = (start.timestamp_millis(), end.timestamp_millis());
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
+            let tx = write_tx(conn)?;
             {
                 // Every recorded range that overlaps or touches the new one merges into it.
                 let mut stmt = tx
@@ -519,7 +528,7 @@ impl Store for SqliteStore {
     ) -> Result<RunProgress, StoreError> {
         let (run_id, page_id, result) = (run_id.to_owned(), page_id.to_owned(), result.to_string());
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
+            let tx = write_tx(conn)?;
             progress(&tx, &run_id)?;
             tx.execute(
                 "INSERT INTO sync_pages (run_id, page_id, result) VALUES (?1, ?2, ?3) ON CONFLICT (run_id, page_id) DO NOTHING",
