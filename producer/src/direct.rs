@@ -3,9 +3,7 @@
 //! then fetch and store the recent daily bars of every active, tradable
 //! US equity, coalesced into multi-symbol requests.
 //!
-//! Its budget is an in-process window, so it must be the only process
-//! calling the API with that key. The worker pool replaces it for anything
-//! bigger than one machine.
+//! Its calls go through the same Redis budget and breakers as the workers'.
 
 use anyhow::{Context, Result};
 use chrono::{Duration, DurationRound, Utc};
@@ -13,8 +11,8 @@ use clap::Args;
 use std::sync::Arc;
 use std::time::Instant;
 
-use signal9_shared::alpaca::{Adjustment, AlpacaClient, Api, AssetClass, AssetQuery, AssetStatus, Feed, Timeframe};
-use signal9_shared::config::{AlpacaSettings, BudgetSettings, StoreSettings};
+use signal9_shared::alpaca::{Adjustment, AlpacaClient, AssetClass, AssetQuery, AssetStatus, Feed, Timeframe};
+use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::store::AssetFilter;
 
@@ -27,6 +25,9 @@ pub struct DirectArgs {
     store: StoreSettings,
     #[command(flatten)]
     budget: BudgetSettings,
+    /// The namespace (of the budget's Redis keys); the queue settings are unused here.
+    #[command(flatten)]
+    broker: BrokerSettings,
     /// Daily bars of this many past days (ending at today's 00:00 UTC).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=3650))]
     days: i64,
@@ -42,7 +43,11 @@ pub struct DirectArgs {
 pub async fn run(args: DirectArgs) -> Result<()> {
     let started = Instant::now();
     let store = args.store.open().await.context("opening the store")?;
-    let gate = Arc::new(args.budget.process_window());
+    let gate = Arc::new(
+        args.budget
+            .guard(&args.broker.namespace)
+            .context("building the API budget")?,
+    );
     let client = AlpacaClient::new(&args.alpaca.client_config(), args.alpaca.credentials()?, gate.clone())?;
     let now = Utc::now();
 
@@ -121,9 +126,9 @@ pub async fn run(args: DirectArgs) -> Result<()> {
     }
     println!("== Totals ==");
     println!(
-        "API calls: trading {}, market data {}  |  store: {}  |  {:.1} s",
-        gate.calls(Api::Trading),
-        gate.calls(Api::Data),
+        "API calls: {} listing, {} bars  |  store: {}  |  {:.1} s",
+        2,
+        report.calls,
         args.store.sqlite_path.display(),
         started.elapsed().as_secs_f64()
     );

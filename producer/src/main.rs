@@ -29,7 +29,7 @@ enum Command {
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
     /// Ingest assets and recent daily bars in this one process, without the
-    /// queue (a single process must own the API key's budget while it runs).
+    /// queue (under the same Redis budget as the workers).
     IngestDirect(direct::DirectArgs),
 }
 

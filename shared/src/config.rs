@@ -181,29 +181,90 @@ impl BrokerSettings {
     }
 }
 
-/// The two API budgets.
-#[derive(Debug, Clone, Args)]
+/// The two API budgets (shared by every process through Redis) and the
+/// circuit breakers.
+#[derive(Clone, Args)]
 pub struct BudgetSettings {
+    /// Redis, where the budgets live.
+    #[arg(
+        long,
+        env = "SIGNAL9_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
     /// Trading API budget: calls per window.
     #[arg(long, env = "SIGNAL9_TRADING_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub trading_limit: u32,
-    /// Trading API budget: window in seconds.
-    #[arg(long, env = "SIGNAL9_TRADING_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub trading_window_secs: u64,
+    /// Trading API budget: window in seconds (fractions allowed).
+    #[arg(long, env = "SIGNAL9_TRADING_WINDOW_SECS", default_value_t = 60.0, value_parser = positive_secs)]
+    pub trading_window_secs: f64,
     /// Market-data API budget: calls per window.
     #[arg(long, env = "SIGNAL9_DATA_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub data_limit: u32,
-    /// Market-data API budget: window in seconds.
-    #[arg(long, env = "SIGNAL9_DATA_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub data_window_secs: u64,
+    /// Market-data API budget: window in seconds (fractions allowed).
+    #[arg(long, env = "SIGNAL9_DATA_WINDOW_SECS", default_value_t = 60.0, value_parser = positive_secs)]
+    pub data_window_secs: f64,
+    /// Safety margin added to each window, in milliseconds, so that jitter
+    /// between taking a token and the request reaching the API cannot push
+    /// the API's own window over the limit.
+    #[arg(long, env = "SIGNAL9_BUDGET_MARGIN_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub margin_ms: u64,
+    /// Longest a call waits for a token (or an open breaker) before its job
+    /// goes back through a delay queue, in seconds; not counted as an attempt.
+    #[arg(long, env = "SIGNAL9_BUDGET_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait_secs: u64,
+    /// Consecutive API failures (no answer, 5xx) that open an API's circuit breaker.
+    #[arg(long, env = "SIGNAL9_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub breaker_failures: u32,
+    /// First back-off of an open breaker, in whole seconds (2 or more); doubles up to 60 s, each wait jittered.
+    #[arg(long, env = "SIGNAL9_BREAKER_BACKOFF_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub breaker_backoff_secs: u64,
+}
+
+impl std::fmt::Debug for BudgetSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetSettings")
+            .field("redis_url", &"<redacted>")
+            .field("trading", &(self.trading_limit, self.trading_window_secs))
+            .field("data", &(self.data_limit, self.data_window_secs))
+            .field("margin_ms", &self.margin_ms)
+            .field("wait_secs", &self.wait_secs)
+            .finish()
+    }
+}
+
+fn positive_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err("expected a number of seconds above 0 (fractions allowed), at most 86400".into()),
+    }
 }
 
 impl BudgetSettings {
-    /// An in-process window with these budgets.
-    pub fn process_window(&self) -> crate::alpaca::ProcessWindow {
-        crate::alpaca::ProcessWindow::new(
-            (self.trading_limit, Duration::from_secs(self.trading_window_secs)),
-            (self.data_limit, Duration::from_secs(self.data_window_secs)),
-        )
+    /// The gate every Alpaca call of this process goes through: the budgets
+    /// in Redis under `namespace`, and a breaker per API.
+    pub fn guard(&self, namespace: &str) -> Result<crate::guard::ApiGuard, crate::limiter::LimiterError> {
+        let pool = crate::limiter::redis_pool(&self.redis_url)?;
+        let margin = Duration::from_millis(self.margin_ms);
+        let size = |limit, secs: f64| crate::limiter::BudgetSize {
+            limit,
+            window: Duration::from_secs_f64(secs),
+            margin,
+        };
+        let backoff = Duration::from_secs(self.breaker_backoff_secs);
+        let breaker = crate::breaker::BreakerPolicy {
+            failures: self.breaker_failures,
+            backoff,
+            max_backoff: backoff.max(Duration::from_secs(60)),
+        };
+        Ok(crate::guard::ApiGuard::new(
+            pool,
+            namespace,
+            size(self.trading_limit, self.trading_window_secs),
+            size(self.data_limit, self.data_window_secs),
+            breaker,
+            Duration::from_secs(self.wait_secs),
+        ))
     }
 }

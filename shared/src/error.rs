@@ -38,4 +38,10 @@ impl fmt::Display for ErrorClass {
 pub trait Classify {
     /// The class of this error.
     fn class(&self) -> ErrorClass;
+
+    /// True when the job was not tried at all (the budget or the breaker
+    /// held it back): it is delayed without counting an attempt.
+    fn defers(&self) -> bool {
+        false
+    }
 }

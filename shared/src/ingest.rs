@@ -32,6 +32,10 @@ pub enum IngestError {
 }
 
 impl Classify for IngestError {
+    fn defers(&self) -> bool {
+        matches!(self, IngestError::Alpaca(e) if e.defers())
+    }
+
     fn class(&self) -> ErrorClass {
         match self {
             IngestError::Alpaca(e) => e.class(),

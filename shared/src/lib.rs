@@ -3,6 +3,8 @@
 //!
 //! - [`alpaca`]: the Alpaca client, its wire models and typed query pieces;
 //! - [`broker`]: the RabbitMQ topology, confirms and headers;
+//! - [`limiter`], [`breaker`], [`guard`]: the global API budget in Redis, the
+//!   circuit breaker per API, and the gate that puts both before every call;
 //! - [`validate`]: what counts as real data and what is rejected;
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation;
 //! - [`config`]: the settings every binary reads from flags and environment;
@@ -11,10 +13,13 @@
 //! - [`error`]: the transient/permanent split every failure carries.
 
 pub mod alpaca;
+pub mod breaker;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod ingest;
 pub mod job;
+pub mod limiter;
 pub mod store;
 pub mod validate;

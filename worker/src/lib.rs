@@ -46,7 +46,12 @@ struct Shared {
 /// Runs the worker until `shutdown` turns true. Returns after a graceful stop.
 pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let store = settings.store.open().await.context("opening the store")?;
-    let gate = Arc::new(settings.budget.process_window());
+    let gate = Arc::new(
+        settings
+            .budget
+            .guard(&settings.broker.namespace)
+            .context("building the API budget")?,
+    );
     let client = AlpacaClient::new(&settings.alpaca.client_config(), settings.alpaca.credentials()?, gate)?;
     let ctx = Context {
         client,
@@ -320,6 +325,7 @@ async fn finish(shared: &Shared, publisher: &Publisher, pending: Pending, result
             },
             Err(failure) => {
                 match outcome::fail(publisher, &shared.topology, &pending.delivery, Some(&job.id), &failure).await {
+                    Ok(outcome::Route::Defer) => info!(reason = %failure.message, "Job delayed without an attempt"),
                     Ok(route) => warn!(error_class = %failure.class, error = %failure.message, ?route, "Job failed"),
                     Err(error) => warn!(%error, "Could not route a failed job; it will be redelivered"),
                 }

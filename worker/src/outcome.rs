@@ -24,6 +24,8 @@ pub struct Failure {
     pub class: ErrorClass,
     /// What went wrong, for the dead letter and the logs.
     pub message: String,
+    /// The job was never tried (budget or breaker): delay it, count nothing.
+    pub deferred: bool,
 }
 
 impl Failure {
@@ -32,6 +34,7 @@ impl Failure {
         Failure {
             class: error.class(),
             message: error.to_string(),
+            deferred: error.defers(),
         }
     }
 
@@ -40,6 +43,7 @@ impl Failure {
         Failure {
             class: ErrorClass::Permanent,
             message: message.into(),
+            deferred: false,
         }
     }
 }
@@ -47,6 +51,8 @@ impl Failure {
 /// Where a failed job went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// Back through the first delay tier, without counting an attempt.
+    Defer,
     /// To retry tier `n` (0-based).
     Retry(usize),
     /// To the dead-letter queue.
@@ -92,8 +98,12 @@ pub async fn fail(
     job_id: Option<&str>,
     failure: &Failure,
 ) -> Result<Route, BrokerError> {
-    let attempt = attempts(delivery) + 1;
-    let next = route(failure.class, attempt - 1, topology.retry_tiers().len());
+    let (attempt, next) = if failure.deferred {
+        (attempts(delivery), Route::Defer)
+    } else {
+        let attempt = attempts(delivery) + 1;
+        (attempt, route(failure.class, attempt - 1, topology.retry_tiers().len()))
+    };
     let now = Utc::now().to_rfc3339();
     let old = delivery.properties.headers().clone();
     let mut headers: FieldTable = old.clone().unwrap_or_default();
@@ -109,6 +119,7 @@ pub async fn fail(
     }
     let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
     let exchange = match next {
+        Route::Defer => topology.retry_exchange(0).unwrap_or_else(|| topology.dead_exchange()),
         Route::Retry(tier) => topology
             .retry_exchange(tier)
             .unwrap_or_else(|| topology.dead_exchange()),

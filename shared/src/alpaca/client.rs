@@ -144,12 +144,14 @@ pub trait Gate: Send + Sync + fmt::Debug {
     fn observe(&self, api: Api, outcome: &CallOutcome);
 }
 
-/// A gate that admits every call at once and keeps no budget. Only for the
-/// simulator's own tests and for tools that talk to a simulator with its
-/// rate limit off; everything that talks to the real API uses the budget.
+/// A gate that admits every call at once and keeps no budget. It exists
+/// only in builds with the `test-support` feature (the simulator's and the
+/// client's own tests); every binary uses the budget.
+#[cfg(feature = "test-support")]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Unmetered;
 
+#[cfg(feature = "test-support")]
 #[async_trait]
 impl Gate for Unmetered {
     async fn admit(&self, _api: Api) -> Result<(), AlpacaError> {

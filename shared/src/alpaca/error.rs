@@ -82,6 +82,10 @@ impl AlpacaError {
 }
 
 impl Classify for AlpacaError {
+    fn defers(&self) -> bool {
+        matches!(self, AlpacaError::NotAdmitted(_))
+    }
+
     fn class(&self) -> ErrorClass {
         match self {
             AlpacaError::Timeout { .. }

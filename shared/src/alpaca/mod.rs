@@ -6,15 +6,14 @@ pub mod model;
 pub mod query;
 pub mod symbol;
 pub mod timeframe;
-pub mod window;
 
+#[cfg(feature = "test-support")]
+pub use client::Unmetered;
 pub use client::{
     AlpacaClient, Api, ApiResponse, AssetQuery, BarsFetch, CallOutcome, ClientConfig, Credentials, Gate, RateLimit,
-    Unmetered,
 };
 pub use error::AlpacaError;
 pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPage};
 pub use query::{Adjustment, BarsQuery, Feed};
 pub use symbol::Symbol;
 pub use timeframe::{Timeframe, TimeframeUnit};
-pub use window::ProcessWindow;

@@ -1,0 +1,159 @@
+//! The gate every Alpaca call passes: the API's circuit breaker, then a
+//! token from its global budget. Waiting here is not a failed attempt; a
+//! call that cannot be admitted within the wait deadline (budget full or
+//! paused, breaker open, Redis unreachable) is refused with
+//! [`AlpacaError::NotAdmitted`], which sends the job back through a delay
+//! queue without counting an attempt. Nothing is called without a token:
+//! if Redis cannot be asked, no call is made.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::alpaca::{AlpacaError, Api, CallOutcome, Gate};
+use crate::breaker::{Breaker, BreakerPolicy};
+use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Usage};
+
+/// One API's breaker and budget.
+#[derive(Debug)]
+struct Lane {
+    budget: Arc<Budget>,
+    breaker: Breaker,
+}
+
+/// The budget-and-breaker gate for both APIs.
+#[derive(Debug)]
+pub struct ApiGuard {
+    trading: Lane,
+    data: Lane,
+    wait_deadline: Duration,
+}
+
+impl ApiGuard {
+    /// Builds the gate on a Redis pool under `namespace`.
+    pub fn new(
+        pool: deadpool_redis::Pool,
+        namespace: &str,
+        trading: BudgetSize,
+        data: BudgetSize,
+        breaker: BreakerPolicy,
+        wait_deadline: Duration,
+    ) -> Self {
+        let lane = |name: &'static str, size| Lane {
+            budget: Arc::new(Budget::new(pool.clone(), namespace, name, size)),
+            breaker: Breaker::new(name, breaker),
+        };
+        ApiGuard {
+            trading: lane("trading", trading),
+            data: lane("data", data),
+            wait_deadline,
+        }
+    }
+
+    fn lane(&self, api: Api) -> &Lane {
+        match api {
+            Api::Trading => &self.trading,
+            Api::Data => &self.data,
+        }
+    }
+
+    /// The API's breaker.
+    pub fn breaker(&self, api: Api) -> &Breaker {
+        &self.lane(api).breaker
+    }
+
+    /// The API's budget.
+    pub fn budget(&self, api: Api) -> &Budget {
+        &self.lane(api).budget
+    }
+
+    /// Tokens in the API's current window.
+    pub async fn usage(&self, api: Api) -> Result<Usage, LimiterError> {
+        self.lane(api).budget.usage().await
+    }
+}
+
+fn jitter(wait: Duration) -> Duration {
+    // Up to 10 % (at most 50 ms) more, so waiters do not all wake at once.
+    let extra = (wait / 10).min(Duration::from_millis(50));
+    wait + extra.mul_f64(rand::rng().random_range(0.0..1.0))
+}
+
+#[async_trait]
+impl Gate for ApiGuard {
+    async fn admit(&self, api: Api) -> Result<(), AlpacaError> {
+        let lane = self.lane(api);
+        let deadline = Instant::now() + self.wait_deadline;
+        let mut redis_backoff = Duration::from_millis(100);
+        loop {
+            let (wait, reason) = if !lane.breaker.permits() {
+                (
+                    Duration::from_millis(500),
+                    format!("{} API circuit breaker is open", api.as_str()),
+                )
+            } else {
+                match lane.budget.try_acquire().await {
+                    Ok(Acquire::Granted { .. }) => return Ok(()),
+                    Ok(Acquire::Wait { wait, paused }) => {
+                        let why = if paused {
+                            "paused by the API's rate-limit feedback"
+                        } else {
+                            "full"
+                        };
+                        (jitter(wait), format!("{} budget {why}", api.as_str()))
+                    }
+                    Err(error) => {
+                        // Fail closed: no token, no call. Try again shortly.
+                        let wait = redis_backoff;
+                        redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
+                        tracing::warn!(api = api.as_str(), %error, "API budget unreachable; no call made");
+                        (wait, error.to_string())
+                    }
+                }
+            };
+            if Instant::now() + wait > deadline {
+                return Err(AlpacaError::NotAdmitted(format!(
+                    "{reason} beyond the {} s wait deadline",
+                    self.wait_deadline.as_secs()
+                )));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn observe(&self, api: Api, outcome: &CallOutcome) {
+        let lane = self.lane(api);
+        if outcome.is_api_failure() {
+            lane.breaker.failure();
+        } else {
+            lane.breaker.success();
+        }
+        let window_ms = i64::try_from(lane.budget.size().window.as_millis()).unwrap_or(60_000);
+        let until = match (outcome.status, outcome.rate.remaining, outcome.rate.reset) {
+            (Some(429), _, reset) => {
+                Some(reset.map_or(Utc::now().timestamp_millis() + window_ms, |r| r.timestamp_millis()))
+            }
+            (_, Some(0), Some(reset)) => Some(reset.timestamp_millis()),
+            _ => None,
+        };
+        if let Some(until) = until {
+            let budget = Arc::clone(&lane.budget);
+            let api = api.as_str();
+            // observe() is synchronous; the pause is one script call.
+            tokio::spawn(async move {
+                match budget.pause_until(until).await {
+                    Ok(d) if !d.is_zero() => tracing::warn!(
+                        api,
+                        pause_ms = d.as_millis() as u64,
+                        "API budget paused until the API's reset time"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(api, %error, "Could not record the API's pause"),
+                }
+            });
+        }
+    }
+}

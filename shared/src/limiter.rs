@@ -1,0 +1,235 @@
+//! The global API budget: a sliding window in Redis that every process, on
+//! every machine, takes a token from before every Alpaca call.
+//!
+//! One Lua script per acquire does the whole decision atomically on the
+//! server, with the server's clock (`TIME`), never a worker's: it drops
+//! tokens older than the window, and grants one if fewer than N remain, or
+//! says how long until the oldest one leaves. A full window means wait,
+//! never fail. The window is stretched by a small safety margin, so that
+//! network jitter between taking a token and the request reaching the API
+//! cannot push the API's own count over N.
+//!
+//! A 429, or `X-RateLimit-Remaining: 0`, pauses the whole budget until the
+//! reset time the API gave: the pause is a key every acquire reads.
+
+use deadpool_redis::redis::Script;
+use deadpool_redis::{Config, Pool, Runtime, Timeouts};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Longest a single Redis round trip may take before the budget counts as unreachable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+const ACQUIRE: &str = r"
+-- KEYS[1] window (sorted set: member -> grant time in ms), KEYS[2] pause-until (ms)
+-- ARGV[1] limit, ARGV[2] window + margin in ms, ARGV[3] member
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then
+  return {0, paused - now, -1}
+end
+local span = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
+local count = redis.call('ZCARD', KEYS[1])
+if count < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], span)
+  return {1, 0, count + 1}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tonumber(oldest[2]) + span - now, count}
+";
+
+const PAUSE: &str = r"
+-- KEYS[1] pause-until (ms); ARGV[1] until (ms, Unix). Only ever extends a pause.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wanted = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if wanted > now and wanted > current then
+  redis.call('SET', KEYS[1], wanted, 'PX', wanted - now)
+  return wanted - now
+end
+return 0
+";
+
+const USAGE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {redis.call('ZCARD', KEYS[1]), math.max(0, paused - now)}
+";
+
+/// The budget's store could not be asked. Calls are not made (fail closed).
+#[derive(Debug, thiserror::Error)]
+#[error("API budget unavailable (Redis): {0}")]
+pub struct LimiterError(String);
+
+/// The size of one budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSize {
+    /// Calls per window.
+    pub limit: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Added to the window to absorb jitter between token and arrival.
+    pub margin: Duration,
+}
+
+/// The answer to one acquire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    /// A token: the call may be made now. `in_window` counts it.
+    Granted {
+        /// Tokens in the window, this one included.
+        in_window: u32,
+    },
+    /// No token; try again after this long (the window is full, or paused).
+    Wait {
+        /// How long until a token can be free.
+        wait: Duration,
+        /// True when the budget is paused by the API's feedback.
+        paused: bool,
+    },
+}
+
+/// Where a budget stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens in the current window.
+    pub in_window: u32,
+    /// Time left of a pause, if paused.
+    pub paused_for: Duration,
+}
+
+/// One budget (trading or market data) in Redis.
+#[derive(Debug)]
+pub struct Budget {
+    pool: Pool,
+    window_key: String,
+    pause_key: String,
+    size: BudgetSize,
+    member_prefix: String,
+    counter: AtomicU64,
+}
+
+/// A Redis connection pool whose waits are bounded, so an unreachable Redis
+/// is an error within seconds, not a hang.
+pub fn redis_pool(url: &str) -> Result<Pool, LimiterError> {
+    let mut config = Config::from_url(url);
+    let mut pool = deadpool_redis::PoolConfig::new(16);
+    pool.timeouts = Timeouts {
+        wait: Some(REDIS_TIMEOUT),
+        create: Some(REDIS_TIMEOUT),
+        recycle: Some(REDIS_TIMEOUT),
+    };
+    config.pool = Some(pool);
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(|e| LimiterError(format!("bad Redis settings: {e}")))
+}
+
+impl Budget {
+    /// A budget named `{namespace}:budget:{name}`.
+    pub fn new(pool: Pool, namespace: &str, name: &str, size: BudgetSize) -> Self {
+        Budget {
+            pool,
+            window_key: format!("{namespace}:budget:{name}:window"),
+            pause_key: format!("{namespace}:budget:{name}:pause"),
+            size,
+            member_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The budget's size.
+    pub fn size(&self) -> BudgetSize {
+        self.size
+    }
+
+    fn span_ms(&self) -> u64 {
+        u64::try_from((self.size.window + self.size.margin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run<T: deadpool_redis::redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<T, LimiterError> {
+        let call = async {
+            let mut conn = self.pool.get().await.map_err(|e| LimiterError(e.to_string()))?;
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            invocation
+                .invoke_async::<T>(&mut conn)
+                .await
+                .map_err(|e| LimiterError(e.to_string()))
+        };
+        tokio::time::timeout(REDIS_TIMEOUT * 2, call)
+            .await
+            .map_err(|_| LimiterError("no answer in time".into()))?
+    }
+
+    /// One atomic acquire.
+    pub async fn try_acquire(&self) -> Result<Acquire, LimiterError> {
+        static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| Script::new(ACQUIRE));
+        let member = format!(
+            "{}:{}",
+            self.member_prefix,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let (granted, wait_ms, count): (i64, i64, i64) = self
+            .run(
+                script,
+                &[&self.window_key, &self.pause_key],
+                &[self.size.limit.to_string(), self.span_ms().to_string(), member],
+            )
+            .await?;
+        if granted == 1 {
+            return Ok(Acquire::Granted {
+                in_window: u32::try_from(count).unwrap_or(u32::MAX),
+            });
+        }
+        let wait = Duration::from_millis(u64::try_from(wait_ms.max(1)).unwrap_or(1));
+        Ok(Acquire::Wait {
+            wait,
+            paused: count < 0,
+        })
+    }
+
+    /// Pauses the budget until `until_unix_ms`; never shortens a pause.
+    pub async fn pause_until(&self, until_unix_ms: i64) -> Result<Duration, LimiterError> {
+        static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| Script::new(PAUSE));
+        let ms: i64 = self
+            .run(script, &[&self.pause_key], &[until_unix_ms.to_string()])
+            .await?;
+        Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
+    /// Tokens in the current window and any pause left.
+    pub async fn usage(&self) -> Result<Usage, LimiterError> {
+        static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| Script::new(USAGE));
+        let (count, paused): (i64, i64) = self
+            .run(
+                script,
+                &[&self.window_key, &self.pause_key],
+                &[self.span_ms().to_string()],
+            )
+            .await?;
+        Ok(Usage {
+            in_window: u32::try_from(count).unwrap_or(0),
+            paused_for: Duration::from_millis(u64::try_from(paused).unwrap_or(0)),
+        })
+    }
+}
