@@ -380,7 +380,14 @@ async fn serve(sim: &Sim, api: Api, template: &'static str, uri: &Uri, headers: 
         lock(&sim.stats).apis.entry(api).or_default().rate_limited += 1;
         let body = trading_error(StatusCode::TOO_MANY_REQUESTS, 42910000, "rate limit exceeded");
         // The forced window answers like the real API even when the sim's own limit is off.
-        let headers = rate_headers(sim.config.limit.max(1), 0, unix_secs(until));
+        let reset = unix_secs(until)
+            + u64::from(
+                until
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos() > 0)
+                    .unwrap_or(false),
+            );
+        let headers = rate_headers(sim.config.limit.max(1), 0, reset);
         return with_headers((body.status, Json(body.body)).into_response(), headers);
     }
     let rate = match admit(sim, api) {

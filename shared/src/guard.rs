@@ -17,6 +17,9 @@ use crate::alpaca::{AlpacaError, Api, CallOutcome, Gate};
 use crate::breaker::{Breaker, BreakerPolicy};
 use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Usage};
 
+/// The shortest pause after a 429, in milliseconds.
+const MIN_PAUSE_MS: i64 = 1_000;
+
 /// One API's breaker and budget.
 #[derive(Debug)]
 struct Lane {
@@ -132,9 +135,12 @@ impl Gate for ApiGuard {
             lane.breaker.success();
         }
         let window_ms = i64::try_from(lane.budget.size().window.as_millis()).unwrap_or(60_000);
+        let now = Utc::now().timestamp_millis();
         let until = match (outcome.status, outcome.rate.remaining, outcome.rate.reset) {
+            // Never straight back into a 429: a reset in the past (clock skew,
+            // whole-second rounding) still pauses for a moment.
             (Some(429), _, reset) => {
-                Some(reset.map_or(Utc::now().timestamp_millis() + window_ms, |r| r.timestamp_millis()))
+                Some(reset.map_or(now + window_ms, |r| r.timestamp_millis().max(now + MIN_PAUSE_MS)))
             }
             (_, Some(0), Some(reset)) => Some(reset.timestamp_millis()),
             _ => None,

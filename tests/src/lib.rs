@@ -101,6 +101,8 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Retry tiers given to every process.
     pub retry_tiers: String,
+    /// More environment for every process (added last, so it wins).
+    pub extra_env: Vec<(String, String)>,
     workers: Vec<Child>,
 }
 
@@ -116,6 +118,7 @@ impl Stack {
             sim: SimProcess::start(sim_args)?,
             dir: tempfile::tempdir()?,
             retry_tiers: "1s,2s".into(),
+            extra_env: Vec::new(),
             workers: Vec::new(),
         })
     }
@@ -141,6 +144,7 @@ impl Stack {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.extra_env.iter().cloned())
         .collect()
     }
 

@@ -1,0 +1,147 @@
+//! The budget against the real Redis: shared between instances (processes),
+//! waits instead of failing, pauses on the API's feedback, fails closed.
+#![allow(clippy::unwrap_used)]
+
+use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize};
+use std::time::{Duration, Instant};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+fn namespace() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn size(limit: u32, window_ms: u64) -> BudgetSize {
+    BudgetSize {
+        limit,
+        window: Duration::from_millis(window_ms),
+        margin: Duration::ZERO,
+    }
+}
+
+#[tokio::test]
+async fn two_instances_share_one_window_and_the_next_caller_is_told_to_wait() {
+    let ns = namespace();
+    let a = Budget::new(redis_pool(REDIS).unwrap(), &ns, "data", size(10, 2_000));
+    let b = Budget::new(redis_pool(REDIS).unwrap(), &ns, "data", size(10, 2_000));
+    let mut granted = 0;
+    for i in 0..10 {
+        let budget = if i % 2 == 0 { &a } else { &b };
+        if let Acquire::Granted { in_window } = budget.try_acquire().await.unwrap() {
+            granted += 1;
+            assert_eq!(in_window, granted);
+        }
+    }
+    assert_eq!(granted, 10);
+    match b.try_acquire().await.unwrap() {
+        Acquire::Wait { wait, paused } => {
+            assert!(!paused);
+            assert!(
+                wait > Duration::from_millis(1_000) && wait <= Duration::from_millis(2_000),
+                "{wait:?}"
+            );
+        }
+        other => panic!("the 11th call in the window was {other:?}"),
+    }
+    // Another budget name is another window.
+    let trading = Budget::new(redis_pool(REDIS).unwrap(), &ns, "trading", size(10, 2_000));
+    assert!(matches!(trading.try_acquire().await.unwrap(), Acquire::Granted { .. }));
+    assert_eq!(a.usage().await.unwrap().in_window, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_acquirers_never_get_more_than_n_tokens_in_a_window() {
+    let ns = namespace();
+    let limit = 15;
+    let window = Duration::from_millis(1_000);
+    let started = Instant::now();
+    let run_for = Duration::from_millis(3_200);
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let budget = Budget::new(
+                redis_pool(REDIS).unwrap(),
+                &ns,
+                "data",
+                BudgetSize {
+                    limit,
+                    window,
+                    margin: Duration::ZERO,
+                },
+            );
+            tokio::spawn(async move {
+                let mut grants = Vec::new();
+                while started.elapsed() < run_for {
+                    match budget.try_acquire().await.unwrap() {
+                        Acquire::Granted { .. } => grants.push(started.elapsed()),
+                        Acquire::Wait { wait, .. } => tokio::time::sleep(wait.min(Duration::from_millis(50))).await,
+                    }
+                }
+                grants
+            })
+        })
+        .collect();
+    let mut grants: Vec<Duration> = Vec::new();
+    for task in tasks {
+        grants.extend(task.await.unwrap());
+    }
+    grants.sort();
+    // Judged on this process's clock, which sees each grant a round trip
+    // late: 150 ms of slack keeps a slow machine from failing a correct
+    // limiter while a limiter that ignored the window would still fail.
+    let slack = Duration::from_millis(150);
+    for (i, t) in grants.iter().enumerate() {
+        let in_window = grants[i..].iter().take_while(|u| **u < *t + window - slack).count();
+        assert!(
+            in_window <= limit as usize,
+            "{in_window} grants within one window starting at {t:?}"
+        );
+    }
+    // And the budget was used: about limit per window over the run.
+    let windows = run_for.as_secs_f64() / window.as_secs_f64();
+    assert!(
+        grants.len() as f64 >= limit as f64 * (windows - 1.0),
+        "{} grants",
+        grants.len()
+    );
+}
+
+#[tokio::test]
+async fn a_pause_stops_every_instance_until_the_reset_time() {
+    let ns = namespace();
+    let a = Budget::new(redis_pool(REDIS).unwrap(), &ns, "trading", size(100, 60_000));
+    let b = Budget::new(redis_pool(REDIS).unwrap(), &ns, "trading", size(100, 60_000));
+    let until = chrono::Utc::now().timestamp_millis() + 1_200;
+    assert!(a.pause_until(until).await.unwrap() > Duration::from_millis(900));
+    assert!(
+        a.pause_until(until - 1_000).await.unwrap().is_zero(),
+        "a pause is never shortened"
+    );
+    match b.try_acquire().await.unwrap() {
+        Acquire::Wait { paused, wait } => {
+            assert!(paused);
+            assert!(wait <= Duration::from_millis(1_300), "{wait:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert!(matches!(b.try_acquire().await.unwrap(), Acquire::Granted { .. }));
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_an_error_not_a_token() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let budget = Budget::new(
+        redis_pool(&format!("redis://{closed}")).unwrap(),
+        &namespace(),
+        "data",
+        size(10, 1_000),
+    );
+    let started = Instant::now();
+    let error = budget.try_acquire().await.unwrap_err();
+    assert!(error.to_string().contains("API budget unavailable"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,296 @@
+//! The global budget and the breakers end to end: real Redis, RabbitMQ,
+//! the simulator judging every window from its side, worker processes.
+#![allow(clippy::unwrap_used)]
+
+use alpaca_sim::{spawn, SimConfig};
+use signal9_e2e::{active_symbols, client_with, queue_depth, Stack, SIM_NOW};
+use signal9_shared::alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
+use signal9_shared::breaker::BreakerPolicy;
+use signal9_shared::error::Classify;
+use signal9_shared::guard::ApiGuard;
+use signal9_shared::limiter::{redis_pool, BudgetSize};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn guard(redis: &str, limit: u32, window: Duration, wait: Duration) -> ApiGuard {
+    let size = BudgetSize {
+        limit,
+        window,
+        margin: Duration::ZERO,
+    };
+    let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let breaker = BreakerPolicy {
+        failures: 5,
+        backoff: Duration::from_secs(2),
+        max_backoff: Duration::from_secs(10),
+    };
+    ApiGuard::new(redis_pool(redis).unwrap(), &namespace, size, size, breaker, wait)
+}
+
+fn bars_query() -> BarsQuery {
+    BarsQuery {
+        symbols: vec![Symbol::parse("AAPL").unwrap()],
+        timeframe: Timeframe::DAY,
+        start: "2026-11-02T00:00:00Z".parse().unwrap(),
+        end: "2026-11-20T00:00:00Z".parse().unwrap(),
+        adjustment: Adjustment::raw(),
+        feed: Some(Feed::Iex),
+        limit: None,
+    }
+}
+
+async fn total_requests(base: &str) -> u64 {
+    let stats: serde_json::Value = reqwest::get(format!("{base}/_sim/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn no_client_call_reaches_the_api_without_a_token() {
+    let sim = spawn(
+        SimConfig {
+            assets: 200,
+            now: Some(SIM_NOW.parse().unwrap()),
+            limit: 0,
+            ..SimConfig::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    // Redis is unreachable: every call path must refuse, and nothing reaches the API.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gate = Arc::new(guard(
+        &format!("redis://{closed}"),
+        100,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    ));
+    let client = client_with(
+        &sim.base_url(),
+        Duration::from_secs(5),
+        Credentials::new("sim-key", "sim-secret"),
+        gate,
+    );
+    let symbol = Symbol::parse("AAPL").unwrap();
+    let errors = vec![
+        client
+            .list_assets(&AssetQuery::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client.get_asset("AAPL").await.map(|_| ()).unwrap_err(),
+        client.bars_page(&bars_query(), None).await.map(|_| ()).unwrap_err(),
+        client.fetch_bars(&bars_query()).await.map(|_| ()).unwrap_err(),
+        client
+            .fetch_symbol_bars(&symbol, &bars_query())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for error in errors {
+        assert!(matches!(error, AlpacaError::NotAdmitted(_)), "{error:?}");
+        assert!(error.defers(), "waiting for the budget is not a failed attempt");
+    }
+    assert_eq!(total_requests(&sim.base_url()).await, 0, "no call without a token");
+
+    // With Redis: the budget admits N calls per window and holds the next one back.
+    let gate = Arc::new(guard(
+        "redis://127.0.0.1:6379",
+        2,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    ));
+    let client = client_with(
+        &sim.base_url(),
+        Duration::from_secs(5),
+        Credentials::new("sim-key", "sim-secret"),
+        gate,
+    );
+    client.get_asset("AAPL").await.unwrap();
+    client.get_asset("MSFT").await.unwrap();
+    let error = client.get_asset("SPY").await.unwrap_err();
+    assert!(matches!(error, AlpacaError::NotAdmitted(_)), "{error:?}");
+    assert_eq!(total_requests(&sim.base_url()).await, 2);
+}
+
+fn budget_env(stack: &mut Stack, limit: &str, window: &str) {
+    stack.extra_env = vec![
+        ("SIGNAL9_DATA_LIMIT".into(), limit.into()),
+        ("SIGNAL9_DATA_WINDOW_SECS".into(), window.into()),
+        ("SIGNAL9_TRADING_LIMIT".into(), limit.into()),
+        ("SIGNAL9_TRADING_WINDOW_SECS".into(), window.into()),
+        ("SIGNAL9_BUDGET_MARGIN_MS".into(), "100".into()),
+    ];
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn symbols_file(stack: &Stack, symbols: &[String]) -> String {
+    let path = stack.dir.path().join("symbols.txt");
+    std::fs::write(&path, symbols.join("\n")).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_never_exceed_the_budget_in_any_window() {
+    // The simulator enforces 20 calls per second and reports the most it saw in any second.
+    let mut stack = Stack::start(&["--limit", "20", "--window", "1"]).unwrap();
+    budget_env(&mut stack, "20", "1");
+    for _ in 0..4 {
+        stack
+            .start_worker(&["--concurrency", "4", "--coalesce-max", "5", "--coalesce-wait-ms", "20"])
+            .unwrap();
+    }
+    let symbols = active_symbols(42, 12_000, 2_000);
+    let file = symbols_file(&stack, &symbols);
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols-file",
+            &file,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-20",
+            "--end",
+            "2026-11-20",
+            "--wait",
+            "--wait-timeout-secs",
+            "300",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("succeeded 2000, dead-lettered 0"), "{}", text(&out));
+    let stats = stack.sim_stats().await.unwrap();
+    let data = &stats["apis"]["data"];
+    assert!(data["accepted"].as_u64().unwrap() >= 400, "{stats}");
+    assert!(data["max_in_window"].as_u64().unwrap() <= 20, "{stats}");
+    assert_eq!(data["rate_limited"], 0, "{stats}");
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_a_reset_time_stops_every_worker_until_then() {
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    budget_env(&mut stack, "1000", "1");
+    for _ in 0..4 {
+        stack
+            .start_worker(&["--concurrency", "2", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
+            .unwrap();
+    }
+    let symbols = active_symbols(42, 12_000, 300);
+    let file = symbols_file(&stack, &symbols);
+    let producer = stack
+        .producer_spawn(&[
+            "fetch-bars",
+            "--symbols-file",
+            &file,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-20",
+            "--end",
+            "2026-11-20",
+            "--wait",
+            "--wait-timeout-secs",
+            "120",
+        ])
+        .unwrap();
+    signal9_e2e::eventually(Duration::from_secs(20), || async {
+        stack
+            .sim_stats()
+            .await
+            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 20)
+            .unwrap_or(false)
+    })
+    .await;
+    stack
+        .set_faults(serde_json::json!({"rate_limit_secs": 3.0}))
+        .await
+        .unwrap();
+    let out = producer.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    let stats = stack.sim_stats().await.unwrap();
+    let limited = stats["apis"]["data"]["rate_limited"].as_u64().unwrap();
+    // Only calls already on their way (4 workers × 2) may meet the 429; then all wait for the reset.
+    assert!(
+        (1..=8).contains(&limited),
+        "{limited} calls met the 429: {stats}\n{}",
+        stack.worker_logs()
+    );
+    assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_storm_opens_the_breaker_and_dead_letters_nothing() {
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    stack.retry_tiers = "2s,4s,8s".into();
+    budget_env(&mut stack, "1000", "1");
+    stack.extra_env.push(("SIGNAL9_BREAKER_FAILURES".into(), "3".into()));
+    stack
+        .extra_env
+        .push(("SIGNAL9_BREAKER_BACKOFF_SECS".into(), "2".into()));
+    stack
+        .extra_env
+        .push(("RUST_LOG".into(), "warn,signal9_shared::breaker=info".into()));
+    stack
+        .start_worker(&["--concurrency", "2", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
+        .unwrap();
+    stack.set_faults(serde_json::json!({"error_rate": 1.0})).await.unwrap();
+    let symbols = active_symbols(42, 12_000, 40);
+    let file = symbols_file(&stack, &symbols);
+    let producer = stack
+        .producer_spawn(&[
+            "fetch-bars",
+            "--symbols-file",
+            &file,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-20",
+            "--end",
+            "2026-11-20",
+            "--wait",
+            "--wait-timeout-secs",
+            "120",
+        ])
+        .unwrap();
+    let opened = signal9_e2e::eventually(Duration::from_secs(20), || async {
+        stack.worker_logs().contains("Circuit breaker opened")
+    })
+    .await;
+    assert!(opened, "{}", stack.worker_logs());
+    let during_storm = stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
+        .as_u64()
+        .unwrap();
+    assert!(during_storm < 20, "the open breaker stopped the calls: {during_storm}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.set_faults(serde_json::json!({})).await.unwrap();
+    let out = producer.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("succeeded 40, dead-lettered 0"), "{}", text(&out));
+    assert!(
+        stack.worker_logs().contains("Circuit breaker closed"),
+        "{}",
+        stack.worker_logs()
+    );
+    assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
+    stack.cleanup().await;
+}

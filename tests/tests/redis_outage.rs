@@ -1,0 +1,107 @@
+//! Fail closed: while Redis (the budget) is down no API call is made, and
+//! every job completes once it is back. Alone in its own test binary,
+//! because it stops the Redis every test shares.
+#![allow(clippy::unwrap_used)]
+
+use signal9_e2e::{active_symbols, eventually, queue_depth, Stack};
+use std::process::Command;
+use std::time::Duration;
+
+fn start_redis() {
+    let _ = std::fs::create_dir_all("/var/lib/redis");
+    let _ = std::fs::create_dir_all("/var/log/redis");
+    let status = Command::new("redis-server")
+        .args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"])
+        .status()
+        .expect("redis-server is installed");
+    assert!(status.success());
+}
+
+async fn redis_up() -> bool {
+    tokio::net::TcpStream::connect("127.0.0.1:6379").await.is_ok()
+}
+
+async fn accepted(stack: &Stack) -> u64 {
+    stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_is_made_while_redis_is_down_and_every_job_completes_after() {
+    let mut stack = Stack::start(&["--limit", "0", "--latency-ms", "100"]).unwrap();
+    stack.extra_env.push(("SIGNAL9_DATA_LIMIT".into(), "1000".into()));
+    stack.extra_env.push(("SIGNAL9_DATA_WINDOW_SECS".into(), "1".into()));
+    for _ in 0..2 {
+        stack
+            .start_worker(&["--concurrency", "2", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
+            .unwrap();
+    }
+    let symbols = active_symbols(42, 12_000, 150);
+    let list = symbols.join(",");
+    let producer = stack
+        .producer_spawn(&[
+            "fetch-bars",
+            "--symbols",
+            &list,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-20",
+            "--end",
+            "2026-11-20",
+            "--wait",
+            "--wait-timeout-secs",
+            "120",
+        ])
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async { accepted(&stack).await >= 10 }).await,
+        "{}",
+        stack.worker_logs()
+    );
+
+    let status = Command::new("redis-cli").args(["shutdown", "nosave"]).status();
+    assert!(status.is_ok());
+    assert!(
+        eventually(Duration::from_secs(10), || async { !redis_up().await }).await,
+        "Redis did not stop"
+    );
+    // Calls that held a token before Redis went away may still land.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = accepted(&stack).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = accepted(&stack).await;
+    start_redis();
+    assert!(
+        eventually(Duration::from_secs(10), redis_up).await,
+        "Redis did not restart"
+    );
+    assert_eq!(before, after, "no API call while the budget was unreachable");
+    assert!(before < 150, "the outage came mid-run");
+
+    let out = producer.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}\n{}", stack.worker_logs());
+    assert!(text.contains("succeeded 150, dead-lettered 0"), "{text}");
+    assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
+    assert!(
+        stack.worker_logs().contains("API budget unreachable; no call made"),
+        "{}",
+        stack.worker_logs()
+    );
+    stack.cleanup().await;
+}
