@@ -114,6 +114,9 @@ struct ApiStats {
     rate_limited: u64,
     max_in_window: usize,
     recent: VecDeque<Instant>,
+    /// Accepted calls per consecutive window since the first accepted call.
+    first: Option<Instant>,
+    per_window: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -250,6 +253,7 @@ async fn stats(State(sim): State<Shared>) -> Json<Value> {
                 "accepted": s.map_or(0, |s| s.accepted),
                 "rate_limited": s.map_or(0, |s| s.rate_limited),
                 "max_in_window": s.map_or(0, |s| s.max_in_window),
+                "per_window": s.map_or(Vec::new(), |s| s.per_window.clone()),
             });
             (api.name().to_owned(), v)
         })
@@ -492,6 +496,12 @@ fn admit(sim: &Sim, api: Api) -> Result<RateHeaders, RateHeaders> {
                 s.recent.pop_front();
             }
             s.max_in_window = s.max_in_window.max(s.recent.len());
+            let first = *s.first.get_or_insert(now);
+            let index = (now.duration_since(first).as_secs_f64() / window.as_secs_f64()) as usize;
+            if s.per_window.len() <= index {
+                s.per_window.resize(index + 1, 0);
+            }
+            s.per_window[index] += 1;
         }
         Err(_) => s.rate_limited += 1,
     }

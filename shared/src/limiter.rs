@@ -23,6 +23,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const ACQUIRE: &str = r"
 -- KEYS[1] window (sorted set: member -> grant time in ms), KEYS[2] pause-until (ms)
 -- ARGV[1] limit, ARGV[2] window + margin in ms, ARGV[3] member
+-- Returns {1, now, count} for a token, {0, wait_ms, count} (count -1 when paused) otherwise.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -35,7 +36,7 @@ local count = redis.call('ZCARD', KEYS[1])
 if count < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], span)
-  return {1, 0, count + 1}
+  return {1, now, count + 1}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, tonumber(oldest[2]) + span - now, count}
@@ -85,6 +86,8 @@ pub enum Acquire {
     Granted {
         /// Tokens in the window, this one included.
         in_window: u32,
+        /// When it was granted, on Redis's clock (Unix milliseconds).
+        at_ms: i64,
     },
     /// No token; try again after this long (the window is full, or paused).
     Wait {
@@ -187,7 +190,7 @@ impl Budget {
             self.member_prefix,
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
-        let (granted, wait_ms, count): (i64, i64, i64) = self
+        let (granted, wait_or_time, count): (i64, i64, i64) = self
             .run(
                 script,
                 &[&self.window_key, &self.pause_key],
@@ -197,9 +200,10 @@ impl Budget {
         if granted == 1 {
             return Ok(Acquire::Granted {
                 in_window: u32::try_from(count).unwrap_or(u32::MAX),
+                at_ms: wait_or_time,
             });
         }
-        let wait = Duration::from_millis(u64::try_from(wait_ms.max(1)).unwrap_or(1));
+        let wait = Duration::from_millis(u64::try_from(wait_or_time.max(1)).unwrap_or(1));
         Ok(Acquire::Wait {
             wait,
             paused: count < 0,

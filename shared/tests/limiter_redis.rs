@@ -27,7 +27,7 @@ async fn two_instances_share_one_window_and_the_next_caller_is_told_to_wait() {
     let mut granted = 0;
     for i in 0..10 {
         let budget = if i % 2 == 0 { &a } else { &b };
-        if let Acquire::Granted { in_window } = budget.try_acquire().await.unwrap() {
+        if let Acquire::Granted { in_window, .. } = budget.try_acquire().await.unwrap() {
             granted += 1;
             assert_eq!(in_window, granted);
         }

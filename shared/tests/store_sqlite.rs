@@ -27,3 +27,19 @@ async fn a_second_connection_sees_the_first_ones_writes() {
         Some(asset)
     );
 }
+
+#[test]
+fn many_processes_opening_one_new_file_at_once_all_succeed() {
+    // Threads stand in for processes: each opens its own connection.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("race.db");
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || SqliteStore::open(&path).map(|_| ()))
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread").expect("open");
+    }
+}

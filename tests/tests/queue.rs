@@ -105,6 +105,13 @@ async fn five_hundred_jobs_through_three_workers_store_every_bar_once() {
     );
     assert_all_stored(&stack, &symbols).await;
     assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
+    for i in 0..3 {
+        assert!(
+            stack.worker(i).try_wait().unwrap().is_none(),
+            "worker {i} died: {}",
+            stack.worker_logs()
+        );
+    }
     stack.cleanup().await;
 }
 

@@ -81,12 +81,21 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Backend(format!("cannot create folder {}: {e}", parent.display())))?;
         }
-        let conn =
-            Connection::open(&path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        // Several processes may open the file at once; switching it to WAL
+        // takes a lock the busy timeout does not cover, so retry briefly.
+        let mut attempt = 0;
+        let conn = loop {
+            match open_connection(&path) {
+                Ok(conn) => break conn,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < 50 =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(StoreError::Backend(format!("cannot open {}: {e}", path.display()))),
+            }
+        };
         Ok(SqliteStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
@@ -114,6 +123,15 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
 }
 
 /// Starts a write transaction that takes the write lock at once. A deferred

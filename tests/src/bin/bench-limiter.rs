@@ -1,0 +1,118 @@
+//! Benchmark of the Redis budget itself: acquire latency and throughput
+//! against the local Redis, and exactness at the window's edge.
+//!
+//! `bench-limiter` prints one line per measurement.
+
+use anyhow::Result;
+use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn namespace() -> String {
+    format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn latency(concurrency: usize, per_task: usize) -> Result<()> {
+    let ns = namespace();
+    let size = BudgetSize {
+        limit: u32::MAX,
+        window: Duration::from_secs(1),
+        margin: Duration::ZERO,
+    };
+    let pool = redis_pool("redis://127.0.0.1:6379")?;
+    let budget = Arc::new(Budget::new(pool, &ns, "data", size));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move {
+                let mut times = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let t = Instant::now();
+                    let granted = matches!(budget.try_acquire().await, Ok(Acquire::Granted { .. }));
+                    assert!(granted);
+                    times.push(t.elapsed());
+                }
+                times
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    println!(
+        "signal9 acquire  concurrency {concurrency:>2}  acquires {:>6}  per second {:>7.0}  p50 {:>6.0} µs  p99 {:>6.0} µs",
+        all.len(),
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.5).as_secs_f64() * 1e6,
+        percentile(&all, 0.99).as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+async fn exactness(limit: u32, window: Duration, run: Duration) -> Result<()> {
+    let ns = namespace();
+    let size = BudgetSize {
+        limit,
+        window,
+        margin: Duration::ZERO,
+    };
+    let pool = redis_pool("redis://127.0.0.1:6379")?;
+    let budget = Arc::new(Budget::new(pool, &ns, "data", size));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move {
+                let mut grants = Vec::new();
+                while started.elapsed() < run {
+                    let before = started.elapsed();
+                    if let Ok(Acquire::Granted { at_ms, .. }) = budget.try_acquire().await {
+                        // Locally the grant happened between these two instants: take the middle.
+                        let local = (before + started.elapsed()) / 2;
+                        grants.push((local.as_micros() as i64, at_ms * 1000));
+                    }
+                }
+                grants
+            })
+        })
+        .collect();
+    let mut both = Vec::new();
+    for task in tasks {
+        both.extend(task.await?);
+    }
+    let window_us = i64::try_from(window.as_micros())?;
+    let most = |mut times: Vec<i64>| {
+        times.sort_unstable();
+        (0..times.len())
+            .map(|i| times[i..].iter().take_while(|t| **t < times[i] + window_us).count())
+            .max()
+            .unwrap_or(0)
+    };
+    let local = most(both.iter().map(|(l, _)| *l).collect());
+    let server = most(both.iter().map(|(_, s)| *s).collect());
+    let ideal = (run.as_secs_f64() / window.as_secs_f64()).ceil() * f64::from(limit);
+    println!(
+        "signal9 exactness  limit {limit} per {:.1} s  4 clients hammering {:.1} s  granted {}  (at most {ideal:.0} possible)  most in any window: {server} on Redis's clock, {local} on the client's (round-trip midpoints)",
+        window.as_secs_f64(),
+        run.as_secs_f64(),
+        both.len()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    for concurrency in [1, 8, 32] {
+        latency(concurrency, 20_000 / concurrency).await?;
+    }
+    exactness(50, Duration::from_secs(1), Duration::from_millis(3_500)).await?;
+    Ok(())
+}
