@@ -294,3 +294,47 @@ async fn a_5xx_storm_opens_the_breaker_and_dead_letters_nothing() {
     assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_waits_past_the_deadline_is_delayed_without_counting_an_attempt() {
+    // Two retry tiers: if waiting counted as attempts, three deferrals would dead-letter the jobs.
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    stack.retry_tiers = "1s,2s".into();
+    budget_env(&mut stack, "1000", "1");
+    stack.extra_env.push(("SIGNAL9_BUDGET_WAIT_SECS".into(), "1".into()));
+    stack.extra_env.push(("RUST_LOG".into(), "info".into()));
+    stack
+        .start_worker(&["--concurrency", "2", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
+        .unwrap();
+    // The API answers 429 for 6 s; the first 429 pauses the budget that long.
+    stack
+        .set_faults(serde_json::json!({"rate_limit_secs": 6.0}))
+        .await
+        .unwrap();
+    let symbols = active_symbols(42, 12_000, 6);
+    let list = symbols.join(",");
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols",
+            &list,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-20",
+            "--end",
+            "2026-11-20",
+            "--wait",
+            "--wait-timeout-secs",
+            "60",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("succeeded 6, dead-lettered 0"), "{}", text(&out));
+    let logs = stack.worker_logs();
+    let deferrals = logs.matches("Job delayed without an attempt").count();
+    assert!(deferrals >= 6, "jobs were held back and delayed: {deferrals}\n{logs}");
+    assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
+    stack.cleanup().await;
+}
