@@ -76,6 +76,9 @@ pub struct SliceReport {
     /// Ids of every valid asset seen.
     #[serde(skip)]
     pub seen_ids: Vec<String>,
+    /// The assets that were new.
+    #[serde(skip)]
+    pub new_assets: Vec<crate::alpaca::Asset>,
 }
 
 /// Lists one slice (one API call), validates each asset (a bad one is
@@ -99,9 +102,13 @@ pub async fn sync_slice(
         }
     }
     let symbols: BTreeMap<String, String> = valid.iter().map(|a| (a.id.clone(), a.symbol.to_string())).collect();
-    for write in store.upsert_assets(&valid, at).await? {
+    let writes = store.upsert_assets(&valid, at).await?;
+    for (write, asset) in writes.into_iter().zip(&valid) {
         match write.change {
-            AssetChange::New => report.new += 1,
+            AssetChange::New => {
+                report.new += 1;
+                report.new_assets.push(asset.clone());
+            }
             AssetChange::Unchanged => report.unchanged += 1,
             AssetChange::Updated { status, tradable, .. } => {
                 report.updated += 1;

@@ -10,6 +10,7 @@
 //! - [`config`]: the settings every binary reads from flags and environment;
 //! - [`ingest`]: the units of work: sync one slice of assets, fetch one set of bars;
 //! - [`job`]: the job envelope and its checks;
+//! - [`events`]: events for the downstream pipeline;
 //! - [`error`]: the transient/permanent split every failure carries.
 
 pub mod alpaca;
@@ -17,6 +18,7 @@ pub mod breaker;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod ingest;
 pub mod job;

@@ -57,6 +57,7 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
         client,
         store,
         symbols_per_call: usize::from(settings.coalesce_max),
+        max_delist_fraction: settings.max_delist_fraction,
     };
     let shared = Shared {
         topology: settings.broker.topology(),
@@ -276,7 +277,13 @@ fn dispatch(
                 let pending = Pending { job, delivery };
                 let result = match &pending.job.payload {
                     Payload::StatusCheck(p) => handlers::status_check::run(&shared.ctx, p).await,
-                    Payload::SyncPage(p) => handlers::sync_page::run(&shared.ctx, &pending.job, p).await,
+                    Payload::SyncPage(p) => {
+                        let events = handlers::Events {
+                            publisher: publisher.clone(),
+                            topology: shared.topology.clone(),
+                        };
+                        handlers::sync_page::run(&shared.ctx, &events, &pending.job, p).await
+                    }
                     Payload::FetchBars(_) => Err(Failure::permanent("fetch-bars jobs go through the batcher")),
                 };
                 finish(&shared, &publisher, pending, result).await;

@@ -22,6 +22,10 @@ pub struct WorkerSettings {
     /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish, in seconds.
     #[arg(long, env = "SIGNAL9_SHUTDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_secs: u64,
+    /// A sync run refuses to delist more than this share of the known active
+    /// assets (a truncated or empty listing must not empty the store).
+    #[arg(long, env = "SIGNAL9_MAX_DELIST_FRACTION", default_value_t = 0.05, value_parser = parse_fraction)]
+    pub max_delist_fraction: f64,
     /// The API budgets (held per process until the Redis budget lands).
     #[command(flatten)]
     pub budget: BudgetSettings,
@@ -31,4 +35,11 @@ pub struct WorkerSettings {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreSettings,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("expected a fraction between 0 and 1, e.g. 0.05".into()),
+    }
 }

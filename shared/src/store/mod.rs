@@ -199,7 +199,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn init(&self) -> Result<(), StoreError>;
 
     /// Upserts assets (identity = `id`), writing only those that changed, and
-    /// says what happened to each. A delisted asset seen again is relisted.
+    /// says what happened to each: one write per asset, in the input's order.
+    /// A delisted asset seen again is relisted.
     async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError>;
 
     /// One asset by id.

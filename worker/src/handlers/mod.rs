@@ -19,4 +19,24 @@ pub struct Context {
     pub store: Arc<dyn Store>,
     /// Symbols per multi-symbol request.
     pub symbols_per_call: usize,
+    /// The delisting guard's threshold.
+    pub max_delist_fraction: f64,
+}
+
+/// Where handlers publish events.
+#[derive(Debug, Clone)]
+pub struct Events {
+    /// A confirm-mode channel.
+    pub publisher: signal9_shared::broker::Publisher,
+    /// The namespace's names.
+    pub topology: signal9_shared::broker::Topology,
+}
+
+impl Events {
+    /// Publishes, logging (not failing) on error: the data is stored either way.
+    pub async fn emit(&self, event: signal9_shared::events::Event) {
+        if let Err(error) = event.publish(&self.publisher, &self.topology).await {
+            tracing::warn!(%error, event = event.kind.as_str(), "Could not publish an event");
+        }
+    }
 }

@@ -1,0 +1,179 @@
+//! The asset sync end to end: pages through the queue, reconcile once,
+//! the delisting guard, events. Real RabbitMQ, simulator, worker processes.
+#![allow(clippy::unwrap_used)]
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use signal9_e2e::{Stack, AMQP_URL};
+use signal9_shared::store::{AssetFilter, RunStatus, SqliteStore, Store};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+/// Collects every event published in the stack's namespace.
+async fn event_tap(stack: &Stack) -> (lapin::Connection, lapin::Consumer) {
+    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    stack.topology().declare(&channel).await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            stack.topology().events_exchange().as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "tap".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (connection, consumer)
+}
+
+async fn drain(consumer: &mut lapin::Consumer) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut events: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_millis(1500), consumer.next()).await {
+        let event: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+        events
+            .entry(event["type"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(event);
+    }
+    events
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_stores_the_active_universe_once_and_a_second_run_changes_nothing() {
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    let (_connection, mut tap) = event_tap(&stack).await;
+
+    let out = stack
+        .producer(&["sync", "--run-id", "r1", "--wait", "--wait-timeout-secs", "120"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let run = store.get_run("r1").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+
+    let truth = alpaca_sim::universe::generate(42, 12_000);
+    let active_truth: HashSet<String> = truth.iter().filter(|a| a.active).map(|a| a.id.clone()).collect();
+    let stored = store
+        .list_assets(&AssetFilter {
+            status: Some(signal9_shared::alpaca::AssetStatus::Active),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let active_stored: HashSet<String> = stored.iter().map(|a| a.asset.id.clone()).collect();
+    assert_eq!(
+        active_stored, active_truth,
+        "the store's active assets are the simulator's"
+    );
+    let all = store.list_assets(&AssetFilter::default()).await.unwrap();
+    assert_eq!(all.len(), truth.len());
+    let calls = stack.sim_stats().await.unwrap()["apis"]["trading"]["accepted"]
+        .as_u64()
+        .unwrap();
+    assert!(calls <= 10, "the sync spent {calls} calls");
+
+    let events = drain(&mut tap).await;
+    assert_eq!(events.get("asset.listed").map_or(0, Vec::len), truth.len());
+    let listed = &events["asset.listed"][0]["data"];
+    assert_eq!(listed["data_types"].as_array().unwrap().len(), 5);
+    assert_eq!(events.get("sync.completed").map_or(0, Vec::len), 1, "reconciled once");
+    assert!(!events.contains_key("asset.delisted"));
+
+    let out = stack
+        .producer(&["sync", "--run-id", "r2", "--wait", "--wait-timeout-secs", "120"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).matches(", new 0, updated 0,").count(), 2, "{}", text(&out));
+    let run = store.get_run("r2").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.result.unwrap()["delisted"], 0);
+    let events = drain(&mut tap).await;
+    assert!(!events.contains_key("asset.listed"), "nothing new the second time");
+    assert_eq!(events.get("sync.completed").map_or(0, Vec::len), 1);
+
+    let again = stack.producer(&["sync", "--run-id", "r2"]).await.unwrap();
+    assert!(text(&again).contains("nothing published"), "{}", text(&again));
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_listing_trips_the_guard_and_delists_nothing() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "3000"]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    let out = stack.producer(&["sync", "--run-id", "full", "--wait"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (_connection, mut tap) = event_tap(&stack).await;
+
+    stack
+        .set_faults(serde_json::json!({"truncate_assets": 0.5}))
+        .await
+        .unwrap();
+    let out = stack
+        .producer(&["sync", "--run-id", "truncated", "--wait"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let run = store.get_run("truncated").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Suspect, "{run:?}");
+    let with_delisted = store
+        .list_assets(&AssetFilter {
+            include_delisted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        with_delisted.iter().all(|a| a.delisted_at.is_none()),
+        "nothing was delisted"
+    );
+    let events = drain(&mut tap).await;
+    assert_eq!(events.get("sync.suspect").map_or(0, Vec::len), 1, "{events:?}");
+    assert!(!events.contains_key("asset.delisted"));
+    assert!(
+        stack.worker_logs().contains("Sync run is suspect"),
+        "{}",
+        stack.worker_logs()
+    );
+    stack.cleanup().await;
+}
