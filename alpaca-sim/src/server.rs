@@ -202,6 +202,7 @@ pub fn router(sim: Shared) -> Router {
         .route("/_sim/stats", get(stats))
         .route("/_sim/stats/reset", post(reset_stats))
         .route("/_sim/faults", get(get_faults).put(put_faults))
+        .route("/_sim/assets", post(change_assets))
         .fallback(api)
         .with_state(sim)
 }
@@ -294,6 +295,111 @@ async fn put_faults(State(sim): State<Shared>, body: axum::body::Bytes) -> Respo
         )
             .into_response(),
     }
+}
+
+/// Changes to the universe between two syncs: `POST /_sim/assets`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssetChanges {
+    /// `[{"symbol": "X", "active": false}]`: flips status (inactive assets are not tradable).
+    #[serde(default)]
+    set_active: Vec<SetActive>,
+    /// `[{"symbol": "X", "tradable": false}]`.
+    #[serde(default)]
+    set_tradable: Vec<SetTradable>,
+    /// `[{"symbol": "NEWCO", "exchange": "NASDAQ"}]`: new active, tradable listings.
+    #[serde(default)]
+    add: Vec<AddAsset>,
+    /// Symbols whose listings disappear from the API entirely.
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SetActive {
+    symbol: String,
+    active: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct SetTradable {
+    symbol: String,
+    tradable: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct AddAsset {
+    symbol: String,
+    exchange: String,
+}
+
+async fn change_assets(State(sim): State<Shared>, body: axum::body::Bytes) -> Response {
+    let changes: AssetChanges = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": format!("invalid changes: {e}")})),
+            )
+                .into_response()
+        }
+    };
+    let Ok(mut universe) = sim.universe.write() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut missing = Vec::new();
+    let mut changed = Vec::new();
+    for change in &changes.set_active {
+        match universe
+            .iter_mut()
+            .filter(|a| a.symbol == change.symbol)
+            .max_by_key(|a| a.active)
+        {
+            Some(asset) => {
+                asset.active = change.active;
+                asset.tradable = change.active && asset.tradable;
+                changed.push(asset.id.clone());
+            }
+            None => missing.push(change.symbol.clone()),
+        }
+    }
+    for change in &changes.set_tradable {
+        match universe
+            .iter_mut()
+            .filter(|a| a.symbol == change.symbol)
+            .max_by_key(|a| a.active)
+        {
+            Some(asset) => {
+                asset.tradable = change.tradable;
+                changed.push(asset.id.clone());
+            }
+            None => missing.push(change.symbol.clone()),
+        }
+    }
+    for symbol in &changes.remove {
+        let before = universe.len();
+        universe.retain(|a| a.symbol != *symbol);
+        if universe.len() == before {
+            missing.push(symbol.clone());
+        }
+    }
+    let mut added = Vec::new();
+    for new in &changes.add {
+        let mut asset = universe
+            .iter()
+            .find(|a| a.class == "us_equity" && a.active)
+            .cloned()
+            .unwrap_or_else(|| universe::generate(1, 200)[30].clone());
+        asset.id = uuid::Uuid::new_v4().to_string();
+        asset.symbol = new.symbol.clone();
+        asset.exchange = new.exchange.clone();
+        asset.name = Some(format!("{} Inc.", new.symbol));
+        asset.active = true;
+        asset.tradable = true;
+        added.push(asset.id.clone());
+        universe.push(asset);
+    }
+    Json(json!({"changed": changed, "added": added, "not_found": missing})).into_response()
 }
 
 /// A response in the making: status, JSON body, and whether it may be corrupted.

@@ -177,3 +177,76 @@ async fn a_truncated_listing_trips_the_guard_and_delists_nothing() {
     );
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_runs_are_stored_and_published_exactly() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "2000"]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    let out = stack.producer(&["sync", "--run-id", "before", "--wait"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (_connection, mut tap) = event_tap(&stack).await;
+
+    let symbols = signal9_e2e::active_symbols(42, 2_000, 4);
+    let changes = serde_json::json!({
+        "set_active": [{"symbol": symbols[0], "active": false}, {"symbol": symbols[1], "active": false}],
+        "set_tradable": [{"symbol": symbols[2], "tradable": false}],
+        "add": [{"symbol": "NEWCO", "exchange": "NYSE"}],
+        "remove": [symbols[3]],
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/assets", stack.sim.base_url()))
+        .json(&changes)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let out = stack.producer(&["sync", "--run-id", "after", "--wait"]).await.unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    let events = drain(&mut tap).await;
+    let symbols_of = |kind: &str| -> Vec<String> {
+        let mut s: Vec<String> = events
+            .get(kind)
+            .into_iter()
+            .flatten()
+            .map(|e| e["data"]["symbol"].as_str().unwrap_or("").to_owned())
+            .collect();
+        s.sort();
+        s
+    };
+    let mut flipped = vec![symbols[0].clone(), symbols[1].clone(), symbols[2].clone()];
+    flipped.sort();
+    assert_eq!(symbols_of("asset.status_changed"), flipped);
+    assert_eq!(symbols_of("asset.listed"), vec!["NEWCO".to_string()]);
+    assert_eq!(symbols_of("asset.delisted"), vec![symbols[3].clone()]);
+
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let flipped_asset = store
+        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse(&symbols[0]).unwrap())
+        .await
+        .unwrap();
+    let current = flipped_asset
+        .iter()
+        .find(|a| a.previous_status.is_some())
+        .expect("the flipped listing");
+    assert_eq!(current.asset.status, signal9_shared::alpaca::AssetStatus::Inactive);
+    assert_eq!(
+        current.previous_status,
+        Some(signal9_shared::alpaca::AssetStatus::Active)
+    );
+    assert!(current.status_changed_at.is_some());
+    let removed = store
+        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse(&symbols[3]).unwrap())
+        .await
+        .unwrap();
+    assert!(removed.iter().any(|a| a.delisted_at.is_some()), "delisted, not deleted");
+    let run = store.get_run("after").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    let result = run.result.unwrap();
+    assert_eq!(
+        (result["new"].as_u64(), result["status_changes"].as_u64()),
+        (Some(1), Some(3)),
+        "{result}"
+    );
+    stack.cleanup().await;
+}
