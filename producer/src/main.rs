@@ -5,6 +5,7 @@
 mod direct;
 mod dlq;
 mod publish;
+mod schedule;
 mod sync;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Start (or resume) a run of the asset sync: one sync-page job per slice.
     Sync(sync::SyncArgs),
+    /// Fire the sync on a cron schedule (default 04:00 UTC); safe as several replicas.
+    Schedule(schedule::ScheduleArgs),
     /// Enqueue fetch-bars jobs, one per symbol (publisher confirms; --wait for outcomes).
     FetchBars(publish::FetchBarsArgs),
     /// Enqueue status-check jobs, one per symbol.
@@ -42,6 +45,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sync(args) => sync::run(args).await,
+        Command::Schedule(args) => schedule::run(args).await,
         Command::FetchBars(args) => publish::fetch_bars(args).await,
         Command::StatusCheck(args) => publish::status_check(args).await,
         Command::Dlq(command) => dlq::run(command).await,

@@ -34,6 +34,13 @@ pub struct PublishOptions {
     wait_timeout_secs: u64,
 }
 
+impl PublishOptions {
+    /// The namespace jobs go to.
+    pub fn namespace(&self) -> &str {
+        &self.broker.namespace
+    }
+}
+
 fn parse_priority(text: &str) -> Result<Priority, String> {
     match text {
         "bulk" => Ok(Priority::Bulk),

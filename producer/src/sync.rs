@@ -13,6 +13,7 @@ use clap::Args;
 use signal9_shared::alpaca::AssetClass;
 use signal9_shared::config::StoreSettings;
 use signal9_shared::job::{Job, Payload, Priority, SyncPage};
+use signal9_shared::store::Store;
 
 use crate::publish::{publish_jobs, PublishOptions};
 
@@ -52,12 +53,17 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| Utc::now().date_naive().to_string());
     let store = args.store.open().await.context("opening the store")?;
+    start_run(store.as_ref(), &args.options, &run_id).await
+}
+
+/// Creates the run (if new) and publishes its pages that are not done.
+pub async fn start_run(store: &dyn Store, options: &PublishOptions, run_id: &str) -> Result<()> {
     let slices = slices();
     let created = store
-        .create_run(&run_id, u32::try_from(slices.len()).unwrap_or(u32::MAX), Utc::now())
+        .create_run(run_id, u32::try_from(slices.len()).unwrap_or(u32::MAX), Utc::now())
         .await?;
     let done: Vec<String> = store
-        .page_results(&run_id)
+        .page_results(run_id)
         .await?
         .into_iter()
         .map(|(page, _)| page)
@@ -69,7 +75,7 @@ pub async fn run(args: SyncArgs) -> Result<()> {
                 format!("sync:{run_id}:{slice}"),
                 Payload::SyncPage(page),
                 Priority::Bulk,
-                Some(run_id.clone()),
+                Some(run_id.to_owned()),
             )
         })
         .filter(|job| !done.contains(&job.id))
@@ -83,5 +89,5 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         println!("run {run_id}: every page is already done; nothing published");
         return Ok(());
     }
-    publish_jobs(&args.options, jobs).await
+    publish_jobs(options, jobs).await
 }

@@ -1,0 +1,42 @@
+//! The scheduler: three replicas at once, a cron firing every 2 seconds;
+//! each run id fires exactly once.
+#![allow(clippy::unwrap_used)]
+
+use signal9_e2e::{queue_depth, Stack};
+use signal9_shared::job::{JobKind, Priority};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_schedulers_fire_each_run_exactly_once() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "200"]).unwrap();
+    let args = [
+        "schedule",
+        "--cron",
+        "*/2 * * * * *",
+        "--run-id-format",
+        "%Y-%m-%dT%H:%M:%S",
+        "--lease-secs",
+        "2",
+    ];
+    let schedulers: Vec<_> = (0..3).map(|_| stack.producer_spawn(&args).unwrap()).collect();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let mut fired: BTreeMap<String, usize> = BTreeMap::new();
+    let mut leaders = 0;
+    for mut child in schedulers {
+        child.start_kill().unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        leaders += usize::from(text.contains(": leading"));
+        for line in text.lines().filter_map(|l| l.strip_prefix("scheduler: fired run ")) {
+            *fired.entry(line.to_owned()).or_default() += 1;
+        }
+    }
+    assert!(fired.len() >= 3, "runs fired: {fired:?}");
+    assert!(fired.values().all(|n| *n == 1), "a run fired twice: {fired:?}");
+    assert_eq!(leaders, 1, "one leader while all three ran");
+    // Each fired run published its two pages once; no worker consumed them.
+    let queue = stack.topology().job_queue(JobKind::SyncPage, Priority::Bulk);
+    assert_eq!(queue_depth(&queue).await.unwrap() as usize, 2 * fired.len());
+    stack.cleanup().await;
+}
