@@ -8,7 +8,8 @@
 //! can compute the ground truth they compare against.
 
 pub mod bars;
-pub mod calendar;
+/// The market calendar lives in the shared library.
+pub use signal9_shared::calendar;
 pub mod server;
 pub mod universe;
 

@@ -12,10 +12,14 @@ use croner::Cron;
 use deadpool_redis::redis::Script;
 use std::time::Duration;
 
+use signal9_shared::alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Timeframe};
+use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
 use signal9_shared::config::StoreSettings;
+use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 use signal9_shared::limiter::redis_pool;
+use signal9_shared::store::{AssetFilter, RunStatus};
 
-use crate::publish::PublishOptions;
+use crate::publish::{publish_jobs, PublishOptions};
 use crate::sync::start_run;
 
 /// `schedule` settings.
@@ -33,6 +37,18 @@ pub struct ScheduleArgs {
     /// Do not fire a run whose time passed before this process started.
     #[arg(long)]
     no_catch_up: bool,
+    /// After a run completes, enqueue the previous trading day's bars of
+    /// every active, tradable US equity at these timeframes (empty: none).
+    #[arg(
+        long,
+        env = "SIGNAL9_BACKFILL_TIMEFRAMES",
+        value_delimiter = ',',
+        default_value = "1Day"
+    )]
+    backfill_timeframes: Vec<String>,
+    /// The feed of the follow-on backfill.
+    #[arg(long, env = "SIGNAL9_BACKFILL_FEED", default_value = "iex")]
+    backfill_feed: Feed,
     /// Redis, home of the lease and the fired-run markers.
     #[arg(
         long,
@@ -77,6 +93,13 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
     let started = Utc::now();
     let tick = Duration::from_millis((lease_ms / 3).clamp(200, 1000));
     let mut leading = false;
+    let timeframes: Vec<Timeframe> = args
+        .backfill_timeframes
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().parse::<Timeframe>())
+        .collect::<Result<_, _>>()
+        .context("--backfill-timeframes")?;
     println!(
         "scheduler {me}: cron {:?}, lease {} s",
         args.cron.pattern.to_string(),
@@ -102,6 +125,9 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
                 }
                 if let Err(error) = fire_due(&args, &pool, store.as_ref(), &namespace, started).await {
                     eprintln!("scheduler: {error:#}");
+                }
+                if let Err(error) = backfill_latest(&args, &pool, store.as_ref(), &namespace, &timeframes).await {
+                    eprintln!("scheduler: backfill: {error:#}");
                 }
             }
             Ok(_) => leading = false,
@@ -134,9 +160,24 @@ async fn fire_due(
         return Ok(());
     }
     let fired_key = format!("{namespace}:scheduler:fired:{run_id}");
+    if !take_marker(pool, &fired_key).await? {
+        return Ok(());
+    }
+    println!("scheduler: firing run {run_id} (scheduled {due})");
+    if let Err(error) = start_run(store, &args.options, &run_id).await {
+        // Let the next tick (or leader) try again.
+        drop_marker(pool, &fired_key).await;
+        return Err(error);
+    }
+    println!("scheduler: fired run {run_id}");
+    Ok(())
+}
+
+/// Takes a once-only marker in Redis; false when someone already has it.
+async fn take_marker(pool: &deadpool_redis::Pool, key: &str) -> Result<bool> {
     let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("Redis: {e}"))?;
     let taken: Option<String> = deadpool_redis::redis::cmd("SET")
-        .arg(&fired_key)
+        .arg(key)
         .arg(Utc::now().to_rfc3339())
         .arg("NX")
         .arg("EX")
@@ -144,18 +185,80 @@ async fn fire_due(
         .query_async(&mut conn)
         .await
         .map_err(|e| anyhow::anyhow!("Redis: {e}"))?;
-    if taken.is_none() {
+    Ok(taken.is_some())
+}
+
+async fn drop_marker(pool: &deadpool_redis::Pool, key: &str) {
+    if let Ok(mut conn) = pool.get().await {
+        let _: Result<i64, _> = deadpool_redis::redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+    }
+}
+
+/// After the latest run completes, enqueues its follow-on backfill, once.
+async fn backfill_latest(
+    args: &ScheduleArgs,
+    pool: &deadpool_redis::Pool,
+    store: &dyn signal9_shared::store::Store,
+    namespace: &str,
+    timeframes: &[Timeframe],
+) -> Result<()> {
+    if timeframes.is_empty() {
         return Ok(());
     }
-    println!("scheduler: firing run {run_id} (scheduled {due})");
-    if let Err(error) = start_run(store, &args.options, &run_id).await {
-        // Let the next tick (or leader) try again.
-        let _: Result<i64, _> = deadpool_redis::redis::cmd("DEL")
-            .arg(&fired_key)
-            .query_async(&mut conn)
-            .await;
+    let Some(run) = store.latest_run().await? else {
+        return Ok(());
+    };
+    if run.status != RunStatus::Completed {
+        return Ok(());
+    }
+    let key = format!("{namespace}:scheduler:backfilled:{}", run.run_id);
+    if !take_marker(pool, &key).await? {
+        return Ok(());
+    }
+    let day = previous_trading_day(ny_date(run.started_at));
+    let (start, end) = ny_day_range(day);
+    let filter = AssetFilter {
+        class: Some(AssetClass::UsEquity),
+        status: Some(AssetStatus::Active),
+        include_delisted: false,
+    };
+    let mut symbols: Vec<_> = store
+        .list_assets(&filter)
+        .await?
+        .into_iter()
+        .filter(|a| a.asset.tradable)
+        .map(|a| a.asset.symbol)
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    let jobs: Vec<Job> = timeframes
+        .iter()
+        .flat_map(|tf| symbols.iter().map(move |s| (tf, s)))
+        .map(|(tf, symbol)| {
+            let payload = FetchBars {
+                symbol: symbol.clone(),
+                timeframe: *tf,
+                start,
+                end,
+                adjustment: Adjustment::raw(),
+                feed: Some(args.backfill_feed),
+            };
+            Job::new(
+                format!("backfill:{}:{tf}:{symbol}", run.run_id),
+                Payload::FetchBars(payload),
+                Priority::Bulk,
+                Some(run.run_id.clone()),
+            )
+        })
+        .collect();
+    println!(
+        "scheduler: backfill for run {}: {} jobs for {day}",
+        run.run_id,
+        jobs.len()
+    );
+    if let Err(error) = publish_jobs(&args.options, jobs).await {
+        drop_marker(pool, &key).await;
         return Err(error);
     }
-    println!("scheduler: fired run {run_id}");
     Ok(())
 }

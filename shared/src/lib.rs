@@ -11,11 +11,13 @@
 //! - [`ingest`]: the units of work: sync one slice of assets, fetch one set of bars;
 //! - [`job`]: the job envelope and its checks;
 //! - [`events`]: events for the downstream pipeline;
+//! - [`calendar`]: the US equity market calendar;
 //! - [`error`]: the transient/permanent split every failure carries.
 
 pub mod alpaca;
 pub mod breaker;
 pub mod broker;
+pub mod calendar;
 pub mod config;
 pub mod error;
 pub mod events;

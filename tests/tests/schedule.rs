@@ -40,3 +40,58 @@ async fn three_schedulers_fire_each_run_exactly_once() {
     assert_eq!(queue_depth(&queue).await.unwrap() as usize, 2 * fired.len());
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once() {
+    use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
+    use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
+    use signal9_shared::store::{SeriesKey, SqliteStore, Store};
+
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    let scheduler = stack
+        .producer_spawn(&[
+            "schedule",
+            "--cron",
+            "0 4 * * *",
+            "--run-id-format",
+            "%Y-%m-%d",
+            "--lease-secs",
+            "2",
+        ])
+        .unwrap();
+    let symbols = signal9_e2e::active_symbols(42, 300, 1_000);
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let (start, end) = ny_day_range(previous_trading_day(ny_date(chrono::Utc::now())));
+    let covered = signal9_e2e::eventually(Duration::from_secs(60), || async {
+        for symbol in &symbols {
+            let key = SeriesKey {
+                symbol: Symbol::parse(symbol).unwrap(),
+                timeframe: Timeframe::DAY,
+                adjustment: Adjustment::raw(),
+                feed: Some(Feed::Iex),
+            };
+            if !store.covers(&key, start, end).await.unwrap_or(false) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let mut scheduler = scheduler;
+    scheduler.start_kill().unwrap();
+    let out = scheduler.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        covered,
+        "the backfill of every active symbol ran\n{text}\n{}",
+        stack.worker_logs()
+    );
+    assert!(
+        text.contains("(scheduled "),
+        "the missed 04:00 run fired on start: {text}"
+    );
+    assert_eq!(text.matches("scheduler: backfill for run").count(), 1, "{text}");
+    assert!(text.contains(&format!("{} jobs", symbols.len())), "{text}");
+    stack.cleanup().await;
+}

@@ -5,7 +5,8 @@
 //! Independence Day, Labor Day, Thanksgiving, Christmas), with the usual
 //! weekend observance: a Saturday holiday is observed on Friday (except New
 //! Year's Day, which is then not observed), a Sunday one on Monday. Early
-//! closes are not modelled.
+//! closes are not modelled. The simulator stamps bars with it and the
+//! scheduler picks the previous trading day with it.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::America::New_York;
@@ -101,6 +102,24 @@ pub fn ny_date(t: DateTime<Utc>) -> NaiveDate {
     t.with_timezone(&New_York).date_naive()
 }
 
+/// The last trading day strictly before `date`.
+pub fn previous_trading_day(date: NaiveDate) -> NaiveDate {
+    let mut day = date;
+    loop {
+        day = day.pred_opt().unwrap_or(NaiveDate::MIN);
+        if is_trading_day(day) || day == NaiveDate::MIN {
+            return day;
+        }
+    }
+}
+
+/// The inclusive UTC range of one New York calendar day: its midnight to
+/// one second before the next midnight.
+pub fn ny_day_range(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let next = date.succ_opt().unwrap_or(date);
+    (ny_instant(date, 0), ny_instant(next, 0) - Duration::seconds(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +151,23 @@ mod tests {
             assert!(is_trading_day(date), "{date}");
         }
         assert!(!is_trading_day(d(2026, 11, 21)), "Saturday");
+    }
+
+    #[test]
+    fn previous_trading_days_skip_weekends_and_holidays() {
+        assert_eq!(
+            previous_trading_day(d(2026, 11, 30)),
+            d(2026, 11, 27),
+            "Monday → Friday"
+        );
+        assert_eq!(
+            previous_trading_day(d(2026, 11, 27)),
+            d(2026, 11, 25),
+            "Thanksgiving skipped"
+        );
+        let (start, end) = ny_day_range(d(2026, 11, 20));
+        assert_eq!(start.to_rfc3339(), "2026-11-20T05:00:00+00:00");
+        assert_eq!(end.to_rfc3339(), "2026-11-21T04:59:59+00:00");
     }
 
     #[test]
