@@ -23,7 +23,7 @@ enum Command {
     /// Start (or resume) a run of the asset sync: one sync-page job per slice.
     Sync(sync::SyncArgs),
     /// Fire the sync on a cron schedule (default 04:00 UTC); safe as several replicas.
-    Schedule(schedule::ScheduleArgs),
+    Schedule(Box<schedule::ScheduleArgs>),
     /// Enqueue fetch-bars jobs, one per symbol (publisher confirms; --wait for outcomes).
     FetchBars(publish::FetchBarsArgs),
     /// Enqueue status-check jobs, one per symbol.
@@ -45,7 +45,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sync(args) => sync::run(args).await,
-        Command::Schedule(args) => schedule::run(args).await,
+        Command::Schedule(args) => schedule::run(*args).await,
         Command::FetchBars(args) => publish::fetch_bars(args).await,
         Command::StatusCheck(args) => publish::status_check(args).await,
         Command::Dlq(command) => dlq::run(command).await,
