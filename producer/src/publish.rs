@@ -39,6 +39,11 @@ impl PublishOptions {
     pub fn namespace(&self) -> &str {
         &self.broker.namespace
     }
+
+    /// How long to wait for outcomes, when `--wait` was given.
+    pub fn wait(&self) -> Option<Duration> {
+        self.wait.then(|| Duration::from_secs(self.wait_timeout_secs))
+    }
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

@@ -6,14 +6,14 @@
 //! that are not done yet. Reconciling a finished run (delisting, events) is
 //! not built yet.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::Args;
 
 use signal9_shared::alpaca::AssetClass;
 use signal9_shared::config::StoreSettings;
 use signal9_shared::job::{Job, Payload, Priority, SyncPage};
-use signal9_shared::store::Store;
+use signal9_shared::store::{RunStatus, Store};
 
 use crate::publish::{publish_jobs, PublishOptions};
 
@@ -53,7 +53,54 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| Utc::now().date_naive().to_string());
     let store = args.store.open().await.context("opening the store")?;
-    start_run(store.as_ref(), &args.options, &run_id).await
+    let started = std::time::Instant::now();
+    start_run(store.as_ref(), &args.options, &run_id).await?;
+    let Some(timeout) = args.options.wait() else {
+        return Ok(());
+    };
+    // The pages are done; wait for the reconcile to close the run.
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let run = store
+            .get_run(&run_id)
+            .await?
+            .context("the run disappeared from the store")?;
+        if run.status != RunStatus::Running {
+            let r = run.result.unwrap_or_default();
+            let n = |k: &str| r[k].as_u64().unwrap_or(0);
+            println!(
+                "run {run_id}: {} in {:.1} s: pages {}/{}, assets seen {}, new {}, updated {}, unchanged {}, status changes {}, delisted {}, rejected {}, listing calls {}",
+                run.status.as_str(),
+                started.elapsed().as_secs_f64(),
+                run.pages_done,
+                run.pages_total,
+                n("listed"),
+                n("new"),
+                n("updated"),
+                n("unchanged"),
+                n("status_changes"),
+                n("delisted"),
+                n("rejected"),
+                run.pages_done
+            );
+            if run.status == RunStatus::Suspect {
+                bail!(
+                    "run {run_id} is suspect: it would delist {} assets, more than the limit of {}; nothing was delisted",
+                    n("would_delist"),
+                    n("delist_limit")
+                );
+            }
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "run {run_id} did not close within the wait: {}/{} pages done",
+                run.pages_done,
+                run.pages_total
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Creates the run (if new) and publishes its pages that are not done.

@@ -123,7 +123,12 @@ async fn a_full_sync_stores_the_active_universe_once_and_a_second_run_changes_no
         .await
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(text(&out).matches(", new 0, updated 0,").count(), 2, "{}", text(&out));
+    let pages_unchanged = text(&out)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("sync:r2:") && l.contains(", new 0, updated 0,"))
+        .count();
+    assert_eq!(pages_unchanged, 2, "{}", text(&out));
+    assert!(text(&out).contains("run r2: completed"), "{}", text(&out));
     let run = store.get_run("r2").await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Completed);
     assert_eq!(run.result.unwrap()["delisted"], 0);
@@ -152,7 +157,8 @@ async fn a_truncated_listing_trips_the_guard_and_delists_nothing() {
         .producer(&["sync", "--run-id", "truncated", "--wait"])
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "a suspect run is a failed sync: {}", text(&out));
+    assert!(text(&out).contains("is suspect"), "{}", text(&out));
     let store = SqliteStore::open(stack.sqlite_path()).unwrap();
     let run = store.get_run("truncated").await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Suspect, "{run:?}");
@@ -248,5 +254,29 @@ async fn changes_between_runs_are_stored_and_published_exactly() {
         (Some(1), Some(3)),
         "{result}"
     );
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_still_ends_in_one_reconcile_and_a_closed_run() {
+    // Slow listing calls keep both pages in flight when one worker dies.
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "2000", "--latency-ms", "1500"]).unwrap();
+    stack.retry_tiers = "1s,2s,4s".into();
+    stack.start_worker(&[]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    let (_connection, mut tap) = event_tap(&stack).await;
+    let sync = stack
+        .producer_spawn(&["sync", "--run-id", "killed", "--wait", "--wait-timeout-secs", "90"])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stack.signal_worker(0, "-KILL").unwrap();
+    let out = sync.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("run killed: completed"), "{}", text(&out));
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let run = store.get_run("killed").await.unwrap().unwrap();
+    assert_eq!((run.status, run.pages_done), (RunStatus::Completed, 2));
+    let events = drain(&mut tap).await;
+    assert_eq!(events.get("sync.completed").map_or(0, Vec::len), 1, "one reconcile");
     stack.cleanup().await;
 }

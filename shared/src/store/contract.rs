@@ -334,11 +334,26 @@ pub async fn sync_runs_count_pages_once(store: &dyn Store) {
     assert_eq!(pages.len(), 3);
     assert!(pages.contains(&("crypto".to_string(), json!({"seen": 2}))));
 
-    assert!(store.claim_reconcile("2026-11-23").await.unwrap());
+    let stale = std::time::Duration::from_secs(60);
+    assert!(store.claim_reconcile("2026-11-23", t0(), stale).await.unwrap());
     assert!(
-        !store.claim_reconcile("2026-11-23").await.unwrap(),
+        !store
+            .claim_reconcile("2026-11-23", t0() + Duration::seconds(10), stale)
+            .await
+            .unwrap(),
         "reconcile is claimed once"
     );
+    assert!(
+        store
+            .claim_reconcile("2026-11-23", t0() + Duration::seconds(61), stale)
+            .await
+            .unwrap(),
+        "a claim older than stale_after (its holder died) can be taken over"
+    );
+    assert!(!store
+        .claim_reconcile("2026-11-23", t0() + Duration::seconds(62), stale)
+        .await
+        .unwrap());
 
     let run = store.get_run("2026-11-23").await.unwrap().expect("run");
     assert_eq!(
@@ -358,6 +373,13 @@ pub async fn sync_runs_count_pages_once(store: &dyn Store) {
     assert_eq!(run.status, RunStatus::Completed);
     assert_eq!(run.result, Some(json!({"new": 5})));
     assert_eq!(run.finished_at, Some(t0() + Duration::hours(1)));
+    assert!(
+        !store
+            .claim_reconcile("2026-11-23", t0() + Duration::days(1), stale)
+            .await
+            .unwrap(),
+        "a closed run is never claimed"
+    );
 
     store
         .create_run("2026-11-24", 1, t0() + Duration::days(1))
@@ -375,11 +397,13 @@ pub async fn sync_runs_count_pages_once(store: &dyn Store) {
 pub async fn reconcile_claim_is_exclusive_under_concurrency(store: &dyn Store) {
     store.create_run("race", 1, t0()).await.unwrap();
     // Claims start together; SQLite runs them on several blocking threads.
-    let claims: Vec<bool> = futures::future::join_all((0..16).map(|_| store.claim_reconcile("race")))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let claims: Vec<bool> = futures::future::join_all(
+        (0..16).map(|_| store.claim_reconcile("race", t0(), std::time::Duration::from_secs(60))),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect();
     assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
 }
 

@@ -251,8 +251,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The results of every recorded page of a run.
     async fn page_results(&self, run_id: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
 
-    /// Claims the run's reconcile. Exactly one caller ever gets `true`.
-    async fn claim_reconcile(&self, run_id: &str) -> Result<bool, StoreError>;
+    /// Claims the run's reconcile at `at`. While the run is running, exactly
+    /// one caller gets `true`, unless the claim is older than `stale_after`
+    /// (its holder died): then one more caller may take it over. A closed
+    /// run is never claimed.
+    async fn claim_reconcile(
+        &self,
+        run_id: &str,
+        at: DateTime<Utc>,
+        stale_after: std::time::Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Closes a run with its final status and result.
     async fn finish_run(

@@ -582,14 +582,24 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_reconcile(&self, run_id: &str) -> Result<bool, StoreError> {
+    async fn claim_reconcile(
+        &self,
+        run_id: &str,
+        at: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> Result<bool, StoreError> {
         let run_id = run_id.to_owned();
+        let now = at.timestamp_millis();
+        let stale = now - i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
         self.with(move |conn| {
-            // One UPDATE decides: only the caller that flips 0 → 1 sees a changed row.
+            // One UPDATE decides: only the caller whose update lands sees a changed
+            // row. A claim older than `stale_after` on a run still running was
+            // left by a worker that died; it may be taken over.
             let changed = conn
                 .execute(
-                    "UPDATE sync_runs SET reconcile_claimed = 1 WHERE run_id = ?1 AND reconcile_claimed = 0",
-                    params![run_id],
+                    "UPDATE sync_runs SET reconcile_claimed = ?2
+                     WHERE run_id = ?1 AND status = 'running' AND (reconcile_claimed = 0 OR reconcile_claimed < ?3)",
+                    params![run_id, now, stale],
                 )
                 .map_err(backend)?;
             Ok(changed == 1)

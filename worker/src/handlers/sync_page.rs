@@ -18,6 +18,9 @@ use signal9_shared::store::{AssetFilter, RunStatus, StoreError};
 use super::{Context, Events};
 use crate::outcome::Failure;
 
+/// How long a reconcile claim holds before another worker may take it over.
+const RECONCILE_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn store_failure(error: StoreError) -> Failure {
     Failure::from_error(&error)
 }
@@ -62,8 +65,33 @@ pub async fn run(ctx: &Context, events: &Events, job: &Job, page: &SyncPage) -> 
         .record_page(run_id, &job.id, &record)
         .await
         .map_err(store_failure)?;
-    if progress.is_complete() && ctx.store.claim_reconcile(run_id).await.map_err(store_failure)? {
+    if !progress.is_complete() {
+        return Ok(summary);
+    }
+    if ctx
+        .store
+        .claim_reconcile(run_id, Utc::now(), RECONCILE_STALE_AFTER)
+        .await
+        .map_err(store_failure)?
+    {
         reconcile(ctx, events, run_id).await?;
+        return Ok(summary);
+    }
+    // Someone else holds the reconcile. While the run is open this page stays
+    // unfinished and retries: should the holder have died, a retry after its
+    // claim goes stale takes the reconcile over.
+    let open = ctx
+        .store
+        .get_run(run_id)
+        .await
+        .map_err(store_failure)?
+        .is_some_and(|r| r.status == RunStatus::Running);
+    if open {
+        return Err(Failure {
+            class: signal9_shared::error::ErrorClass::Transient,
+            message: format!("run {run_id} is being reconciled by another worker"),
+            deferred: false,
+        });
     }
     Ok(summary)
 }
