@@ -11,10 +11,10 @@ use clap::Args;
 use std::sync::Arc;
 use std::time::Instant;
 
-use signal9_shared::alpaca::{Adjustment, AlpacaClient, AssetClass, AssetQuery, AssetStatus, Feed, Timeframe};
+use signal9_shared::alpaca::{Adjustment, AlpacaClient, AssetClass, AssetQuery, Feed, Timeframe};
 use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
-use signal9_shared::store::AssetFilter;
+use signal9_shared::store::active_equity_symbols;
 
 /// Settings of `ingest-direct`.
 #[derive(Debug, Args)]
@@ -75,20 +75,7 @@ pub async fn run(args: DirectArgs) -> Result<()> {
         }
     }
 
-    let filter = AssetFilter {
-        class: Some(AssetClass::UsEquity),
-        status: Some(AssetStatus::Active),
-        include_delisted: false,
-    };
-    let mut symbols: Vec<_> = store
-        .list_assets(&filter)
-        .await?
-        .into_iter()
-        .filter(|a| a.asset.tradable)
-        .map(|a| a.asset.symbol)
-        .collect();
-    symbols.sort();
-    symbols.dedup();
+    let symbols = active_equity_symbols(store.as_ref()).await?;
     let end = now.duration_trunc(Duration::days(1)).unwrap_or(now) - Duration::seconds(1);
     let start = end + Duration::seconds(1) - Duration::days(args.days);
     let request = BarsRequest {

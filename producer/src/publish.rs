@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use signal9_shared::alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Symbol, Timeframe};
+use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::broker::{self, set_str, Publisher, HEADER_ROUTING_KEY};
 use signal9_shared::config::{BrokerSettings, StoreSettings};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority, StatusCheck};
-use signal9_shared::store::AssetFilter;
+use signal9_shared::store::active_equity_symbols;
 
 /// Options every publishing command shares.
 #[derive(Debug, Args)]
@@ -155,20 +155,7 @@ pub async fn fetch_bars(args: FetchBarsArgs) -> Result<()> {
     };
     if args.all_active {
         let store = args.store.open().await.context("opening the store")?;
-        let filter = AssetFilter {
-            class: Some(AssetClass::UsEquity),
-            status: Some(AssetStatus::Active),
-            include_delisted: false,
-        };
-        let mut active: Vec<Symbol> = store
-            .list_assets(&filter)
-            .await?
-            .into_iter()
-            .filter(|a| a.asset.tradable)
-            .map(|a| a.asset.symbol)
-            .collect();
-        active.sort();
-        active.dedup();
+        let mut active = active_equity_symbols(store.as_ref()).await?;
         active.retain(|s| !symbols.contains(s));
         symbols.extend(active);
         if symbols.is_empty() {

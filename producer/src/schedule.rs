@@ -12,12 +12,12 @@ use croner::Cron;
 use deadpool_redis::redis::Script;
 use std::time::Duration;
 
-use signal9_shared::alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Timeframe};
+use signal9_shared::alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
 use signal9_shared::config::StoreSettings;
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 use signal9_shared::limiter::redis_pool;
-use signal9_shared::store::{AssetFilter, RunStatus};
+use signal9_shared::store::{active_equity_symbols, RunStatus};
 
 use crate::publish::{publish_jobs, PublishOptions};
 use crate::sync::start_run;
@@ -217,20 +217,7 @@ async fn backfill_latest(
     }
     let day = previous_trading_day(ny_date(run.started_at));
     let (start, end) = ny_day_range(day);
-    let filter = AssetFilter {
-        class: Some(AssetClass::UsEquity),
-        status: Some(AssetStatus::Active),
-        include_delisted: false,
-    };
-    let mut symbols: Vec<_> = store
-        .list_assets(&filter)
-        .await?
-        .into_iter()
-        .filter(|a| a.asset.tradable)
-        .map(|a| a.asset.symbol)
-        .collect();
-    symbols.sort();
-    symbols.dedup();
+    let symbols = active_equity_symbols(store).await?;
     let jobs: Vec<Job> = timeframes
         .iter()
         .flat_map(|tf| symbols.iter().map(move |s| (tf, s)))

@@ -278,6 +278,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError>;
 }
 
+/// The symbols of every active, tradable, not delisted US equity, sorted and
+/// deduplicated: what a daily backfill fetches bars for.
+pub async fn active_equity_symbols(store: &dyn Store) -> Result<Vec<Symbol>, StoreError> {
+    let filter = AssetFilter {
+        class: Some(AssetClass::UsEquity),
+        status: Some(AssetStatus::Active),
+        include_delisted: false,
+    };
+    let mut symbols: Vec<Symbol> = store
+        .list_assets(&filter)
+        .await?
+        .into_iter()
+        .filter(|a| a.asset.tradable)
+        .map(|a| a.asset.symbol)
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    Ok(symbols)
+}
+
 /// Compares a stored asset with a fresh one from the API.
 pub fn classify_change(stored: Option<&StoredAsset>, fresh: &Asset) -> AssetChange {
     let Some(stored) = stored else {
