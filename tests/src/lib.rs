@@ -123,6 +123,19 @@ impl Stack {
         })
     }
 
+    /// Writes symbols to a new file in the stack's folder (one per line) and
+    /// returns its path, for `--symbols-file`.
+    pub fn symbols_file(&self, symbols: &[String]) -> String {
+        let path = self
+            .dir
+            .path()
+            .join(format!("symbols-{}.txt", uuid::Uuid::new_v4().simple()));
+        if let Err(e) = std::fs::write(&path, symbols.join("\n")) {
+            panic!("writing {}: {e}", path.display());
+        }
+        path.display().to_string()
+    }
+
     /// The store file every process of this stack uses.
     pub fn sqlite_path(&self) -> PathBuf {
         self.dir.path().join("signal9.db")
@@ -297,4 +310,14 @@ pub fn active_symbols(seed: u64, assets: usize, n: usize) -> Vec<String> {
     symbols.dedup();
     symbols.truncate(n);
     symbols
+}
+
+/// A benchmark program's numeric flag, `--name VALUE`, or its default.
+pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

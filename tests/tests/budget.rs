@@ -140,12 +140,6 @@ fn text(output: &std::process::Output) -> String {
     )
 }
 
-fn symbols_file(stack: &Stack, symbols: &[String]) -> String {
-    let path = stack.dir.path().join("symbols.txt");
-    std::fs::write(&path, symbols.join("\n")).unwrap();
-    path.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_never_exceed_the_budget_in_any_window() {
     // The simulator enforces 20 calls per second and reports the most it saw in any second.
@@ -157,7 +151,7 @@ async fn four_workers_never_exceed_the_budget_in_any_window() {
             .unwrap();
     }
     let symbols = active_symbols(42, 12_000, 2_000);
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let out = stack
         .producer(&[
             "fetch-bars",
@@ -195,7 +189,7 @@ async fn a_429_with_a_reset_time_stops_every_worker_until_then() {
             .unwrap();
     }
     let symbols = active_symbols(42, 12_000, 300);
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let producer = stack
         .producer_spawn(&[
             "fetch-bars",
@@ -255,7 +249,7 @@ async fn a_5xx_storm_opens_the_breaker_and_dead_letters_nothing() {
         .unwrap();
     stack.set_faults(serde_json::json!({"error_rate": 1.0})).await.unwrap();
     let symbols = active_symbols(42, 12_000, 40);
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let producer = stack
         .producer_spawn(&[
             "fetch-bars",

@@ -41,12 +41,6 @@ async fn stored_bars(stack: &Stack, symbol: &str) -> usize {
     store.bars(&key, t(START), t(END)).await.unwrap().len()
 }
 
-fn symbols_file(stack: &Stack, symbols: &[String]) -> String {
-    let path = stack.dir.path().join(format!("symbols-{}.txt", uuid::Uuid::new_v4()));
-    std::fs::write(&path, symbols.join("\n")).unwrap();
-    path.display().to_string()
-}
-
 fn fetch_args<'a>(file: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "fetch-bars",
@@ -92,7 +86,7 @@ async fn five_hundred_jobs_through_three_workers_store_every_bar_once() {
             .start_worker(&["--concurrency", "2", "--coalesce-max", "20"])
             .unwrap();
     }
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let out = stack
         .producer(&fetch_args(&file, &["--wait", "--wait-timeout-secs", "180"]))
         .await
@@ -125,7 +119,7 @@ async fn a_worker_killed_mid_run_loses_nothing() {
             .start_worker(&["--concurrency", "2", "--coalesce-max", "4", "--coalesce-wait-ms", "20"])
             .unwrap();
     }
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let producer = stack
         .producer_spawn(&fetch_args(&file, &["--wait", "--wait-timeout-secs", "180"]))
         .unwrap();
@@ -153,7 +147,7 @@ async fn sigterm_finishes_in_flight_jobs_and_exits_zero() {
     let worker = stack
         .start_worker(&["--concurrency", "2", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
         .unwrap();
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let out = stack.producer(&fetch_args(&file, &[])).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     // Two jobs are in flight (1.5 s each) when the signal arrives.
@@ -262,7 +256,7 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_valid_jobs_succeed
     assert_eq!(hostile.len(), 200);
     let (first, second) = hostile.split_at(100);
     publish_raw(&stack, "fetch-bars", first.to_vec()).await;
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let producer = stack
         .producer_spawn(&fetch_args(&file, &["--wait", "--wait-timeout-secs", "120"]))
         .unwrap();
@@ -329,7 +323,7 @@ async fn transient_failures_retry_through_the_tiers_then_dead_letter_and_replay(
     // An outage shorter than the tiers: every job retries and succeeds.
     stack.set_faults(serde_json::json!({"outage_secs": 1.5})).await.unwrap();
     let symbols = active_symbols(42, 12_000, 5);
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let out = stack
         .producer(&fetch_args(&file, &["--wait", "--wait-timeout-secs", "60"]))
         .await
@@ -387,7 +381,7 @@ async fn an_interactive_job_overtakes_a_bulk_backlog() {
     let mut stack = Stack::start(&["--limit", "0", "--latency-ms", "100"]).unwrap();
     let bulk = active_symbols(42, 12_000, 5_000);
     assert_eq!(bulk.len(), 5_000);
-    let file = symbols_file(&stack, &bulk);
+    let file = stack.symbols_file(&bulk);
     let out = stack.producer(&fetch_args(&file, &[])).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     // The interactive job asks for another range, so it cannot ride along with bulk jobs.
@@ -436,7 +430,7 @@ async fn an_interactive_job_overtakes_a_bulk_backlog() {
 async fn coalescing_spends_a_handful_of_calls_and_a_repeat_spends_none() {
     let mut stack = Stack::start(&["--limit", "0"]).unwrap();
     let symbols = active_symbols(42, 12_000, 100);
-    let file = symbols_file(&stack, &symbols);
+    let file = stack.symbols_file(&symbols);
     let day = ["--timeframe", "1Day", "--start", "2026-11-20", "--end", "2026-11-20"];
     let publish = |wait: bool| {
         let mut args = vec!["fetch-bars", "--symbols-file", file.as_str()];

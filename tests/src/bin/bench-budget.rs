@@ -7,27 +7,18 @@
 use anyhow::{ensure, Result};
 use std::time::Duration;
 
-use signal9_e2e::{active_symbols, eventually, Stack};
-
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use signal9_e2e::{active_symbols, eventually, flag, Stack};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let limit = arg("--limit", 20.0) as u64;
-    let window = arg("--window", 2.0);
-    let margin_ms = arg("--margin-ms", 20.0) as u64;
-    let windows = arg("--windows", 30.0) as usize;
-    let workers = arg("--workers", 4.0) as usize;
+    let limit = flag("--limit", 20.0) as u64;
+    let window = flag("--window", 2.0);
+    let margin_ms = flag("--margin-ms", 20.0) as u64;
+    let windows = flag("--windows", 30.0) as usize;
+    let workers = flag("--workers", 4.0) as usize;
     // The API's own limit; by default the same as the budget, so its
     // Remaining/Reset feedback takes part.
-    let sim_limit = arg("--sim-limit", limit as f64) as u64;
+    let sim_limit = flag("--sim-limit", limit as f64) as u64;
     let jobs = limit as usize * (windows + 4);
     let mut stack = Stack::start(&[
         "--limit",
@@ -48,9 +39,7 @@ async fn main() -> Result<()> {
     }
     let symbols = active_symbols(42, 40_000, jobs);
     ensure!(symbols.len() == jobs, "not enough symbols");
-    let file = stack.dir.path().join("symbols.txt");
-    std::fs::write(&file, symbols.join("\n"))?;
-    let file = file.display().to_string();
+    let file = stack.symbols_file(&symbols);
     let out = stack
         .producer(&[
             "fetch-bars",

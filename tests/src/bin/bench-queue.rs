@@ -8,23 +8,14 @@
 use anyhow::{ensure, Result};
 use std::time::Instant;
 
-use signal9_e2e::{active_symbols, Stack};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use signal9_e2e::{active_symbols, flag, Stack};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let jobs = arg("--jobs", 2000);
-    let workers = arg("--workers", 1);
-    let coalesce = arg("--coalesce-max", 50).to_string();
-    let concurrency = arg("--concurrency", 4).to_string();
+    let jobs = flag("--jobs", 2000);
+    let workers = flag("--workers", 1);
+    let coalesce = flag("--coalesce-max", 50).to_string();
+    let concurrency = flag("--concurrency", 4).to_string();
     let mut stack = Stack::start(&["--limit", "0", "--assets", "40000"])?;
     let symbols = active_symbols(42, 40_000, jobs);
     ensure!(
@@ -32,9 +23,7 @@ async fn main() -> Result<()> {
         "the universe has only {} active symbols",
         symbols.len()
     );
-    let file = stack.dir.path().join("symbols.txt");
-    std::fs::write(&file, symbols.join("\n"))?;
-    let file = file.display().to_string();
+    let file = stack.symbols_file(&symbols);
     let publish = [
         "fetch-bars",
         "--symbols-file",
