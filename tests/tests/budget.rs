@@ -128,7 +128,7 @@ fn budget_env(stack: &mut Stack, limit: &str, window: &str) {
         ("SIGNAL9_DATA_WINDOW_SECS".into(), window.into()),
         ("SIGNAL9_TRADING_LIMIT".into(), limit.into()),
         ("SIGNAL9_TRADING_WINDOW_SECS".into(), window.into()),
-        ("SIGNAL9_BUDGET_MARGIN_MS".into(), "100".into()),
+        ("SIGNAL9_BUDGET_MARGIN_MS".into(), "250".into()),
     ];
 }
 
