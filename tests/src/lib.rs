@@ -321,3 +321,23 @@ pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The producer arguments of a daily-bar fetch for every symbol in `file`
+/// on one `day`, waiting up to `wait_secs` for the outcomes when given.
+pub fn fetch_day<'a>(file: &'a str, day: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "fetch-bars",
+        "--symbols-file",
+        file,
+        "--timeframe",
+        "1Day",
+        "--start",
+        day,
+        "--end",
+        day,
+    ];
+    if let Some(secs) = wait_secs {
+        args.extend_from_slice(&["--wait", "--wait-timeout-secs", secs]);
+    }
+    args
+}

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use alpaca_sim::{spawn, SimConfig};
-use signal9_e2e::{active_symbols, client_with, queue_depth, Stack, SIM_NOW};
+use signal9_e2e::{active_symbols, client_with, fetch_day, queue_depth, Stack, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
 use signal9_shared::breaker::BreakerPolicy;
 use signal9_shared::error::Classify;
@@ -153,20 +153,7 @@ async fn four_workers_never_exceed_the_budget_in_any_window() {
     let symbols = active_symbols(42, 12_000, 2_000);
     let file = stack.symbols_file(&symbols);
     let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-20",
-            "--end",
-            "2026-11-20",
-            "--wait",
-            "--wait-timeout-secs",
-            "300",
-        ])
+        .producer(&fetch_day(&file, "2026-11-20", Some("300")))
         .await
         .unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
@@ -191,20 +178,7 @@ async fn a_429_with_a_reset_time_stops_every_worker_until_then() {
     let symbols = active_symbols(42, 12_000, 300);
     let file = stack.symbols_file(&symbols);
     let producer = stack
-        .producer_spawn(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-20",
-            "--end",
-            "2026-11-20",
-            "--wait",
-            "--wait-timeout-secs",
-            "120",
-        ])
+        .producer_spawn(&fetch_day(&file, "2026-11-20", Some("120")))
         .unwrap();
     signal9_e2e::eventually(Duration::from_secs(20), || async {
         stack
@@ -253,20 +227,7 @@ async fn a_5xx_storm_opens_the_breaker_and_dead_letters_nothing() {
     let symbols = active_symbols(42, 12_000, 40);
     let file = stack.symbols_file(&symbols);
     let producer = stack
-        .producer_spawn(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-20",
-            "--end",
-            "2026-11-20",
-            "--wait",
-            "--wait-timeout-secs",
-            "120",
-        ])
+        .producer_spawn(&fetch_day(&file, "2026-11-20", Some("120")))
         .unwrap();
     let opened = signal9_e2e::eventually(Duration::from_secs(20), || async {
         stack.worker_logs().contains("Circuit breaker opened")
@@ -308,22 +269,9 @@ async fn a_job_that_waits_past_the_deadline_is_delayed_without_counting_an_attem
         .await
         .unwrap();
     let symbols = active_symbols(42, 12_000, 6);
-    let list = symbols.join(",");
+    let file = stack.symbols_file(&symbols);
     let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols",
-            &list,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-20",
-            "--end",
-            "2026-11-20",
-            "--wait",
-            "--wait-timeout-secs",
-            "60",
-        ])
+        .producer(&fetch_day(&file, "2026-11-20", Some("60")))
         .await
         .unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());

@@ -3,7 +3,7 @@
 //! because it stops the Redis every test shares.
 #![allow(clippy::unwrap_used)]
 
-use signal9_e2e::{active_symbols, eventually, queue_depth, Stack};
+use signal9_e2e::{active_symbols, eventually, fetch_day, queue_depth, Stack};
 use std::process::Command;
 use std::time::Duration;
 
@@ -51,22 +51,9 @@ async fn no_call_is_made_while_redis_is_down_and_every_job_completes_after() {
             .unwrap();
     }
     let symbols = active_symbols(42, 12_000, 150);
-    let list = symbols.join(",");
+    let file = stack.symbols_file(&symbols);
     let producer = stack
-        .producer_spawn(&[
-            "fetch-bars",
-            "--symbols",
-            &list,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-20",
-            "--end",
-            "2026-11-20",
-            "--wait",
-            "--wait-timeout-secs",
-            "120",
-        ])
+        .producer_spawn(&fetch_day(&file, "2026-11-20", Some("120")))
         .unwrap();
     assert!(
         eventually(Duration::from_secs(20), || async { accepted(&stack).await >= 10 }).await,

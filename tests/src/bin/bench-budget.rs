@@ -7,7 +7,7 @@
 use anyhow::{ensure, Result};
 use std::time::Duration;
 
-use signal9_e2e::{active_symbols, eventually, flag, Stack};
+use signal9_e2e::{active_symbols, eventually, fetch_day, flag, Stack};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -40,19 +40,7 @@ async fn main() -> Result<()> {
     let symbols = active_symbols(42, 40_000, jobs);
     ensure!(symbols.len() == jobs, "not enough symbols");
     let file = stack.symbols_file(&symbols);
-    let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-20",
-            "--end",
-            "2026-11-20",
-        ])
-        .await?;
+    let out = stack.producer(&fetch_day(&file, "2026-11-20", None)).await?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for _ in 0..workers {
         stack.start_worker(&["--concurrency", "4", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])?;

@@ -8,7 +8,7 @@
 use anyhow::{ensure, Result};
 use std::time::Instant;
 
-use signal9_e2e::{active_symbols, flag, Stack};
+use signal9_e2e::{active_symbols, fetch_day, flag, Stack};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -24,20 +24,7 @@ async fn main() -> Result<()> {
         symbols.len()
     );
     let file = stack.symbols_file(&symbols);
-    let publish = [
-        "fetch-bars",
-        "--symbols-file",
-        &file,
-        "--timeframe",
-        "1Day",
-        "--start",
-        "2026-11-20",
-        "--end",
-        "2026-11-20",
-        "--wait",
-        "--wait-timeout-secs",
-        "1200",
-    ];
+    let publish = fetch_day(&file, "2026-11-20", Some("1200"));
     let waiter = stack.producer_spawn(&publish)?;
     // Let the backlog build before any worker starts, as after an outage.
     let queue = stack.topology().job_queue(
