@@ -43,6 +43,29 @@ ensure_services() {
   fi
 }
 
+# The project's Python tools live in one venv outside the clone.
+VENV="$HOME/.cache/signal9-venv"
+ensure_venv() {
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+}
+
+# The local AWS-API server (moto's server mode: DynamoDB and Secrets Manager
+# in one process), installed from PyPI into the venv and started if its port
+# is closed. Tests find it through SIGNAL9_TEST_AWS_ENDPOINT.
+MOTO_PORT="${SIGNAL9_MOTO_PORT:-5000}"
+export SIGNAL9_TEST_AWS_ENDPOINT="${SIGNAL9_TEST_AWS_ENDPOINT:-http://127.0.0.1:$MOTO_PORT}"
+ensure_moto() {
+  port_open "$MOTO_PORT" && return 0
+  ensure_venv
+  if [ ! -x "$VENV/bin/moto_server" ]; then
+    log "installing moto (the local AWS-API server) from PyPI"
+    "$VENV/bin/pip" install -q 'moto[server]==5.2.5'
+  fi
+  log "starting moto on port $MOTO_PORT"
+  setsid nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$HOME/.cache/signal9-moto.log" 2>&1 &
+  wait_port "$MOTO_PORT" moto 60
+}
+
 ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)"; exit 1; }
 }

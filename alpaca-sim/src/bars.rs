@@ -249,7 +249,7 @@ pub fn bar_json(series: Series<'_>, t: DateTime<Utc>) -> Value {
     let low = round(open.min(close) * (1.0 - 0.005 * unit(splitmix(h ^ 4)))).min(open.min(close));
     let high = high.max(open.max(close));
     let vwap = round(low + (high - low) * unit(splitmix(h ^ 5)));
-    let zero_volume = splitmix(h ^ 6) % 40 == 0;
+    let zero_volume = splitmix(h ^ 6).is_multiple_of(40);
     let ts = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     match market {
         Market::Stocks => {

@@ -13,4 +13,4 @@ pub use signal9_shared::calendar;
 pub mod server;
 pub mod universe;
 
-pub use server::{spawn, Faults, RunningSim, Sim, SimConfig};
+pub use server::{spawn, spawn_on, Faults, RunningSim, Sim, SimConfig};

@@ -1,4 +1,4 @@
-//! `alpaca-sim`: serves the simulated Alpaca API on 127.0.0.1.
+//! `alpaca-sim`: serves the simulated Alpaca API (on 127.0.0.1 unless told otherwise).
 //!
 //! The first line on stdout is `LISTENING <port>`, so a harness that passes
 //! `--port 0` learns which port it got.
@@ -19,9 +19,12 @@ use alpaca_sim::{Faults, SimConfig};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Port on 127.0.0.1; 0 picks a free one (printed as `LISTENING <port>`).
+    /// Port to listen on; 0 picks a free one (printed as `LISTENING <port>`).
     #[arg(long, env = "ALPACA_SIM_PORT", default_value_t = 0)]
     port: u16,
+    /// Address to listen on; 0.0.0.0 inside a container.
+    #[arg(long, env = "ALPACA_SIM_HOST", default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
     /// Seed of the generated universe and bars.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -105,9 +108,9 @@ async fn main() -> Result<()> {
         free_plan: args.free_plan,
         faults,
     };
-    let running = alpaca_sim::spawn(config, args.port)
+    let running = alpaca_sim::spawn_on(config, args.host, args.port)
         .await
-        .with_context(|| format!("cannot listen on port {}", args.port))?;
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "LISTENING {}", running.addr.port())?;
     stdout.flush()?;

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -136,6 +136,8 @@ struct ActiveFaults {
 #[derive(Debug)]
 pub struct Sim {
     config: SimConfig,
+    /// The accepted key pair; `PUT /_sim/keys` rotates it.
+    keys: RwLock<(String, String)>,
     universe: RwLock<Vec<SimAsset>>,
     faults: Mutex<ActiveFaults>,
     windows: Mutex<HashMap<(String, Api), VecDeque<Instant>>>,
@@ -156,6 +158,7 @@ impl Sim {
         let universe = universe::generate(config.seed, config.assets);
         let faults = Mutex::new(ActiveFaults::default());
         let sim = Sim {
+            keys: RwLock::new((config.key.clone(), config.secret.clone())),
             universe: RwLock::new(universe),
             faults,
             windows: Mutex::new(HashMap::new()),
@@ -203,6 +206,7 @@ pub fn router(sim: Shared) -> Router {
         .route("/_sim/stats/reset", post(reset_stats))
         .route("/_sim/faults", get(get_faults).put(put_faults))
         .route("/_sim/assets", post(change_assets))
+        .route("/_sim/keys", put(put_keys))
         .fallback(api)
         .with_state(sim)
 }
@@ -232,7 +236,12 @@ impl Drop for RunningSim {
 
 /// Starts a simulator on `127.0.0.1:port` (0 picks a free port) in this runtime.
 pub async fn spawn(config: SimConfig, port: u16) -> std::io::Result<RunningSim> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    spawn_on(config, std::net::IpAddr::from([127, 0, 0, 1]), port).await
+}
+
+/// Starts a simulator on `host:port` (a container binds 0.0.0.0).
+pub async fn spawn_on(config: SimConfig, host: std::net::IpAddr, port: u16) -> std::io::Result<RunningSim> {
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
     let addr = listener.local_addr()?;
     let sim = Arc::new(Sim::new(config));
     let app = router(Arc::clone(&sim));
@@ -292,6 +301,34 @@ async fn put_faults(State(sim): State<Shared>, body: axum::body::Bytes) -> Respo
         Err(e) => (
             StatusCode::BAD_REQUEST,
             Json(json!({"message": format!("invalid faults: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+/// A new accepted key pair, as a rotation does: `PUT /_sim/keys` with
+/// `{"key": .., "secret": ..}`. The old pair is refused from then on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRotation {
+    key: String,
+    secret: String,
+}
+
+async fn put_keys(State(sim): State<Shared>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<KeyRotation>(&body) {
+        Ok(k) if !k.key.is_empty() && !k.secret.is_empty() => {
+            *sim.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (k.key, k.secret);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "key and secret must not be empty"})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": format!("invalid keys: {e}")})),
         )
             .into_response(),
     }
@@ -556,8 +593,12 @@ async fn serve(sim: &Sim, api: Api, template: &'static str, uri: &Uri, headers: 
 fn authenticate(sim: &Sim, api: Api, headers: &HeaderMap) -> Option<Response> {
     let key = headers.get("apca-api-key-id").and_then(|v| v.to_str().ok());
     let secret = headers.get("apca-api-secret-key").and_then(|v| v.to_str().ok());
+    let accepted = {
+        let keys = sim.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!((key, secret), (Some(k), Some(s)) if k == keys.0 && s == keys.1)
+    };
     let answer = match (api, key, secret) {
-        (_, Some(k), Some(s)) if k == sim.config.key && s == sim.config.secret => return None,
+        _ if accepted => return None,
         (Api::Trading, _, _) => trading_error(StatusCode::UNAUTHORIZED, 40110000, "request is not authorized"),
         (Api::Data, None, _) | (Api::Data, _, None) => data_error(StatusCode::UNAUTHORIZED, "unauthorized."),
         (Api::Data, _, _) => data_error(StatusCode::FORBIDDEN, "forbidden"),

@@ -251,7 +251,7 @@ async fn pages_count_the_limit_across_symbols_in_symbol_then_time_order() {
     assert_eq!(bars.len(), 3 * per_symbol);
     assert_eq!(
         calls as usize,
-        (3 * per_symbol).div_ceil(50) + usize::from((3 * per_symbol) % 50 == 0)
+        (3 * per_symbol).div_ceil(50) + usize::from((3 * per_symbol).is_multiple_of(50))
     );
     let order: Vec<(String, DateTime<Utc>)> = bars.iter().map(|(s, b)| (s.clone(), b.time)).collect();
     let mut sorted = order.clone();

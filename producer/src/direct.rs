@@ -11,7 +11,7 @@ use clap::Args;
 use std::sync::Arc;
 use std::time::Instant;
 
-use signal9_shared::alpaca::{Adjustment, AlpacaClient, AssetClass, AssetQuery, Feed, Timeframe};
+use signal9_shared::alpaca::{Adjustment, AssetClass, AssetQuery, Feed, Timeframe};
 use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::store::active_equity_symbols;
@@ -48,7 +48,11 @@ pub async fn run(args: DirectArgs) -> Result<()> {
             .guard(&args.broker.namespace)
             .context("building the API budget")?,
     );
-    let client = AlpacaClient::new(&args.alpaca.client_config(), args.alpaca.credentials()?, gate.clone())?;
+    let client = args
+        .alpaca
+        .client(gate.clone())
+        .await
+        .context("setting up the Alpaca client")?;
     let now = Utc::now();
 
     println!("== Assets ==");
@@ -116,7 +120,7 @@ pub async fn run(args: DirectArgs) -> Result<()> {
         "API calls: {} listing, {} bars  |  store: {}  |  {:.1} s",
         2,
         report.calls,
-        args.store.sqlite_path.display(),
+        args.store.describe(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

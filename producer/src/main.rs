@@ -4,8 +4,10 @@
 
 mod direct;
 mod dlq;
+mod init_store;
 mod publish;
 mod schedule;
+mod status;
 mod sync;
 
 use clap::{Parser, Subcommand};
@@ -34,15 +36,19 @@ enum Command {
     /// Ingest assets and recent daily bars in this one process, without the
     /// queue (under the same Redis budget as the workers).
     IngestDirect(direct::DirectArgs),
+    /// Create the store's tables if they do not exist (SQLite file or
+    /// DynamoDB tables); safe to run again.
+    InitStore(init_store::InitStoreArgs),
+    /// One screen for an operator: queues, dead letters, live workers,
+    /// budgets, the last sync run (--json for scripts).
+    Status(status::StatusArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
     let cli = Cli::parse();
+    // Held to the end: dropping it flushes the last spans.
+    let _telemetry = signal9_shared::telemetry::init("warn,lapin::channel=off");
     let result = match cli.command {
         Command::Sync(args) => sync::run(args).await,
         Command::Schedule(args) => schedule::run(*args).await,
@@ -50,6 +56,8 @@ async fn main() -> std::process::ExitCode {
         Command::StatusCheck(args) => publish::status_check(args).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::IngestDirect(args) => direct::run(args).await,
+        Command::InitStore(args) => init_store::run(args).await,
+        Command::Status(args) => status::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ use lapin::BasicProperties;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
+use tracing::Instrument;
 
 use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::broker::{self, set_str, Publisher, HEADER_ROUTING_KEY};
@@ -207,9 +208,11 @@ pub async fn status_check(args: StatusCheckArgs) -> Result<()> {
 }
 
 /// The properties of a job message.
-pub fn job_properties(job: &Job, reply_to: Option<&str>) -> BasicProperties {
+pub fn job_properties(job: &Job, reply_to: Option<&str>, span: &tracing::Span) -> BasicProperties {
     let mut headers = FieldTable::default();
     set_str(&mut headers, HEADER_ROUTING_KEY, &job.routing_key());
+    // The job's trace continues in the worker (W3C traceparent header).
+    signal9_shared::telemetry::inject(span, &mut headers);
     let mut properties = BasicProperties::default()
         .with_message_id(job.id.as_str().into())
         .with_content_type("application/json".into())
@@ -268,6 +271,14 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
     let exchange = topology.jobs_exchange();
     let mut confirms = Vec::with_capacity(jobs.len());
     for job in &jobs {
+        // Each job starts its own trace, as a job is what an operator follows.
+        let span = tracing::info_span!(
+            parent: None,
+            "publish",
+            job_id = %job.id,
+            kind = %job.payload.kind(),
+            symbol = %job.payload.symbol().map(ToString::to_string).unwrap_or_default()
+        );
         let confirm = publisher
             .channel()
             .basic_publish(
@@ -275,8 +286,9 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
                 job.routing_key().as_str().into(),
                 BasicPublishOptions::default(),
                 &job.to_bytes(),
-                job_properties(job, reply_to.as_deref()),
+                job_properties(job, reply_to.as_deref(), &span),
             )
+            .instrument(span.clone())
             .await;
         confirms.push(confirm);
     }

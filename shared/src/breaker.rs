@@ -46,6 +46,9 @@ impl Instrument for Observer {
     fn on_open(&self) {
         self.state.store(1, Ordering::Relaxed);
         self.opened.fetch_add(1, Ordering::Relaxed);
+        let metrics = crate::telemetry::metrics::get();
+        metrics.breaker_state.with_label_values(&[self.api]).set(2);
+        metrics.breaker_opened.with_label_values(&[self.api]).inc();
         tracing::warn!(
             api = self.api,
             breaker = "open",
@@ -55,6 +58,10 @@ impl Instrument for Observer {
 
     fn on_half_open(&self) {
         self.state.store(2, Ordering::Relaxed);
+        crate::telemetry::metrics::get()
+            .breaker_state
+            .with_label_values(&[self.api])
+            .set(1);
         tracing::info!(
             api = self.api,
             breaker = "half_open",
@@ -64,6 +71,10 @@ impl Instrument for Observer {
 
     fn on_closed(&self) {
         if self.state.swap(0, Ordering::Relaxed) != 0 {
+            crate::telemetry::metrics::get()
+                .breaker_state
+                .with_label_values(&[self.api])
+                .set(0);
             tracing::info!(
                 api = self.api,
                 breaker = "closed",
@@ -100,6 +111,10 @@ impl Breaker {
             state: Arc::new(AtomicU8::new(0)),
             opened: Arc::new(AtomicU64::new(0)),
         };
+        crate::telemetry::metrics::get()
+            .breaker_state
+            .with_label_values(&[api])
+            .set(0);
         // failsafe's back-off counts whole seconds and halves the first one
         // for its jitter: below 2 s it would be zero.
         let start = policy.backoff.max(Duration::from_secs(2));

@@ -78,9 +78,9 @@ impl Classify for BrokerError {
 /// Renders a delay as a queue-name label: `5s`, `2m`, `1h`.
 pub fn delay_label(delay: Duration) -> String {
     let secs = delay.as_secs();
-    if secs >= 3600 && secs % 3600 == 0 {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else if delay.subsec_millis() == 0 {
         format!("{secs}s")

@@ -6,8 +6,8 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::alpaca::{ClientConfig, Credentials};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::alpaca::{AlpacaClient, ClientConfig, Credentials, Gate};
+use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
 
 /// Where Alpaca lives and which key to use.
 #[derive(Clone, Args)]
@@ -18,13 +18,18 @@ pub struct AlpacaSettings {
     /// Alpaca secret key for local work.
     #[arg(long = "alpaca-secret-key", env = "APCA_API_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
-    /// Trading API base URL (assets).
-    #[arg(
-        long = "alpaca-base-url",
-        env = "APCA_API_BASE_URL",
-        default_value = "https://paper-api.alpaca.markets"
-    )]
-    pub base_url: String,
+    /// AWS Secrets Manager secret holding the key pair as JSON
+    /// {"apiKey", "secretKey", "paper"}; wins over the two variables above.
+    #[arg(long = "alpaca-secret", env = "SIGNAL9_ALPACA_SECRET")]
+    pub secret: Option<String>,
+    /// How long the key pair read from Secrets Manager is kept before it is
+    /// read again, in seconds (a 401/403 reads it again at once).
+    #[arg(long = "alpaca-secret-ttl-secs", env = "SIGNAL9_ALPACA_SECRET_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub secret_ttl_secs: u64,
+    /// Trading API base URL (assets). Unset: the live or paper URL the
+    /// secret's `paper` flag names, or https://paper-api.alpaca.markets.
+    #[arg(long = "alpaca-base-url", env = "APCA_API_BASE_URL")]
+    pub base_url: Option<String>,
     /// Market-data API base URL (bars). `APCA_DATA_BASE_URL` (the JS SDK's name) is read too.
     #[arg(long = "alpaca-data-url", env = "APCA_API_DATA_URL")]
     pub data_url: Option<String>,
@@ -38,6 +43,8 @@ impl std::fmt::Debug for AlpacaSettings {
         f.debug_struct("AlpacaSettings")
             .field("key_id", &self.key_id.as_ref().map(|_| "<redacted>"))
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field("secret", &self.secret)
+            .field("secret_ttl_secs", &self.secret_ttl_secs)
             .field("base_url", &self.base_url)
             .field("data_url", &self.data_url)
             .field("timeout_secs", &self.timeout_secs)
@@ -56,18 +63,39 @@ pub struct SettingError {
 }
 
 impl AlpacaSettings {
-    /// The client configuration these settings describe.
-    pub fn client_config(&self) -> ClientConfig {
+    /// The client configuration these settings describe, for an account
+    /// that is paper (`true`) or live (`false`) when the base URL is unset.
+    pub fn client_config(&self, paper: bool) -> ClientConfig {
         let data_url = self
             .data_url
             .clone()
             .or_else(|| std::env::var("APCA_DATA_BASE_URL").ok().filter(|v| !v.is_empty()))
             .unwrap_or_else(|| "https://data.alpaca.markets".into());
         ClientConfig {
-            trading_url: self.base_url.clone(),
+            trading_url: self.base_url.clone().unwrap_or_else(|| {
+                if paper {
+                    crate::secrets::PAPER_TRADING_URL.into()
+                } else {
+                    crate::secrets::LIVE_TRADING_URL.into()
+                }
+            }),
             data_url,
             timeout: Duration::from_secs(self.timeout_secs),
         }
+    }
+
+    /// The client these settings describe, every call through `gate`. With
+    /// a secret name, the secret is read once now, so a missing or malformed
+    /// secret stops the process at start with a clear message.
+    pub async fn client(&self, gate: std::sync::Arc<dyn Gate>) -> anyhow::Result<AlpacaClient> {
+        let Some(name) = self.secret.as_deref().filter(|n| !n.is_empty()) else {
+            return Ok(AlpacaClient::new(&self.client_config(true), self.credentials()?, gate)?);
+        };
+        let aws = crate::aws::AwsTarget::default().load().await;
+        let source = crate::secrets::SecretsSource::new(&aws, name, Duration::from_secs(self.secret_ttl_secs));
+        let secret = source.secret().await?;
+        let source: std::sync::Arc<dyn crate::alpaca::CredentialSource> = std::sync::Arc::new(source);
+        Ok(AlpacaClient::new(&self.client_config(secret.paper), source, gate)?)
     }
 
     /// The key pair from the environment or flags.
@@ -104,6 +132,14 @@ pub struct StoreSettings {
         default_value = "./data/signal9.db"
     )]
     pub sqlite_path: PathBuf,
+    /// Prefix of the DynamoDB tables: {prefix}-assets, -bars, -coverage, -runs, -run_pages.
+    #[arg(
+        long = "dynamodb-table-prefix",
+        env = "SIGNAL9_DYNAMODB_TABLE_PREFIX",
+        default_value = "signal9",
+        value_parser = crate::store::dynamo::parse_table_prefix
+    )]
+    pub table_prefix: String,
 }
 
 impl StoreSettings {
@@ -115,9 +151,27 @@ impl StoreSettings {
                 store.init().await?;
                 Ok(std::sync::Arc::new(store))
             }
-            StoreKind::Dynamodb => Err(StoreError::Backend(
-                "SIGNAL9_STORE=dynamodb: the DynamoDB backend is not part of this build yet; use sqlite".into(),
-            )),
+            StoreKind::Dynamodb => {
+                let store = self.dynamo().await;
+                store.init().await?;
+                Ok(std::sync::Arc::new(store))
+            }
+        }
+    }
+
+    /// The DynamoDB store these settings name, not yet initialised. The AWS
+    /// SDK's default chain decides region, credentials and endpoint
+    /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+    pub async fn dynamo(&self) -> DynamoStore {
+        let aws = crate::aws::AwsTarget::default().load().await;
+        DynamoStore::from_config(&aws, self.table_prefix.clone())
+    }
+
+    /// Where the data lives, for messages: the file or the table prefix.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            StoreKind::Sqlite => format!("sqlite {}", self.sqlite_path.display()),
+            StoreKind::Dynamodb => format!("dynamodb tables {}-*", self.table_prefix),
         }
     }
 }
@@ -266,5 +320,54 @@ impl BudgetSettings {
             breaker,
             Duration::from_secs(self.wait_secs),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        alpaca: AlpacaSettings,
+    }
+
+    fn settings(args: &[&str]) -> AlpacaSettings {
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.alpaca,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn the_trading_url_follows_the_paper_flag_unless_set() {
+        // Unset, whatever the environment says.
+        let unset = AlpacaSettings {
+            base_url: None,
+            ..settings(&[])
+        };
+        assert_eq!(unset.client_config(true).trading_url, crate::secrets::PAPER_TRADING_URL);
+        assert_eq!(unset.client_config(false).trading_url, crate::secrets::LIVE_TRADING_URL);
+        let set = settings(&["--alpaca-base-url", "http://127.0.0.1:1"]);
+        assert_eq!(set.client_config(false).trading_url, "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn debug_output_hides_the_key_pair() {
+        let s = settings(&[
+            "--alpaca-key-id",
+            "AKDEBUGCHECK",
+            "--alpaca-secret-key",
+            "debug-secret-value",
+        ]);
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("AKDEBUGCHECK") && !debug.contains("debug-secret-value"),
+            "{debug}"
+        );
     }
 }

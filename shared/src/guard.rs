@@ -12,6 +12,7 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::alpaca::{AlpacaError, Api, CallOutcome, Gate};
 use crate::breaker::{Breaker, BreakerPolicy};
@@ -88,6 +89,33 @@ fn jitter(wait: Duration) -> Duration {
 #[async_trait]
 impl Gate for ApiGuard {
     async fn admit(&self, api: Api) -> Result<(), AlpacaError> {
+        let span = tracing::info_span!("limiter wait", api = api.as_str());
+        let started = Instant::now();
+        let result = self.wait_for_token(api).instrument(span).await;
+        crate::telemetry::metrics::get()
+            .limiter_wait
+            .with_label_values(&[api.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn observe(&self, api: Api, outcome: &CallOutcome) {
+        let metrics = crate::telemetry::metrics::get();
+        let status = outcome.status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+        metrics
+            .api_calls
+            .with_label_values(&[api.as_str(), outcome.endpoint, &status])
+            .inc();
+        metrics
+            .api_latency
+            .with_label_values(&[api.as_str(), outcome.endpoint])
+            .observe(outcome.elapsed.as_secs_f64());
+        self.feed_back(api, outcome);
+    }
+}
+
+impl ApiGuard {
+    async fn wait_for_token(&self, api: Api) -> Result<(), AlpacaError> {
         let lane = self.lane(api);
         let deadline = Instant::now() + self.wait_deadline;
         let mut redis_backoff = Duration::from_millis(100);
@@ -99,7 +127,13 @@ impl Gate for ApiGuard {
                 )
             } else {
                 match lane.budget.try_acquire().await {
-                    Ok(Acquire::Granted { .. }) => return Ok(()),
+                    Ok(Acquire::Granted { in_window, .. }) => {
+                        crate::telemetry::metrics::get()
+                            .tokens_in_window
+                            .with_label_values(&[api.as_str()])
+                            .set(i64::from(in_window));
+                        return Ok(());
+                    }
                     Ok(Acquire::Wait { wait, paused }) => {
                         let why = if paused {
                             "paused by the API's rate-limit feedback"
@@ -127,7 +161,8 @@ impl Gate for ApiGuard {
         }
     }
 
-    fn observe(&self, api: Api, outcome: &CallOutcome) {
+    /// Feeds a call's outcome to the breaker and the budget.
+    fn feed_back(&self, api: Api, outcome: &CallOutcome) {
         let lane = self.lane(api);
         if outcome.is_api_failure() {
             lane.breaker.failure();

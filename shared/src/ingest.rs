@@ -6,8 +6,10 @@
 //! them once, and a closed range the store already holds costs no call.
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use tracing::Instrument;
 
 use crate::alpaca::{
     Adjustment, AlpacaClient, AlpacaError, AssetQuery, AssetStatus, BarsQuery, Feed, Symbol, Timeframe,
@@ -102,7 +104,10 @@ pub async fn sync_slice(
         }
     }
     let symbols: BTreeMap<String, String> = valid.iter().map(|a| (a.id.clone(), a.symbol.to_string())).collect();
-    let writes = store.upsert_assets(&valid, at).await?;
+    let writes = store
+        .upsert_assets(&valid, at)
+        .instrument(tracing::info_span!("store write", assets = valid.len()))
+        .await?;
     for (write, asset) in writes.into_iter().zip(&valid) {
         match write.change {
             AssetChange::New => {
@@ -197,13 +202,26 @@ pub async fn fetch_bars(
     let closed = request.end < now;
     let mut report = BarsReport::default();
     let mut to_fetch = Vec::new();
-    for symbol in &request.symbols {
-        let series = request.series(symbol);
-        if closed && store.covers(&series, request.start, request.end).await? {
-            let bars = store.bars(&series, request.start, request.end).await?.len();
-            report.outcomes.insert(symbol.clone(), SymbolOutcome::Cached { bars });
-        } else {
-            to_fetch.push(symbol.clone());
+    // Which symbols the store answers: asked several at a time, since a
+    // remote store spends a round trip on each.
+    let cached: Vec<Result<Option<usize>, StoreError>> = futures::stream::iter(request.symbols.iter().cloned())
+        .map(|symbol| async move {
+            let series = request.series(&symbol);
+            if closed && store.covers(&series, request.start, request.end).await? {
+                Ok(Some(store.bars(&series, request.start, request.end).await?.len()))
+            } else {
+                Ok(None)
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    for (symbol, cached) in request.symbols.iter().zip(cached) {
+        match cached? {
+            Some(bars) => {
+                report.outcomes.insert(symbol.clone(), SymbolOutcome::Cached { bars });
+            }
+            None => to_fetch.push(symbol.clone()),
         }
     }
     for chunk in to_fetch.chunks(per_call.max(1)) {
@@ -218,6 +236,9 @@ pub async fn fetch_bars(
         };
         let mut fetched = client.fetch_bars(&query).await?;
         report.calls += fetched.calls;
+        // The valid bars of the whole chunk go to the store in one call, so a
+        // backend can pack them into few writes.
+        let mut sets = Vec::new();
         for symbol in chunk {
             let bars = fetched.bars.remove(symbol.as_str()).unwrap_or_default();
             let duplicates = if symbol.is_crypto_pair() {
@@ -225,18 +246,30 @@ pub async fn fetch_bars(
             } else {
                 Duplicates::Reject
             };
-            let outcome = match validate::bars(bars, request.start, request.end, duplicates) {
-                Ok(valid) => {
-                    let series = request.series(symbol);
-                    let written = store.upsert_bars(&series, &valid).await?;
-                    if closed {
-                        store.add_coverage(&series, request.start, request.end).await?;
-                    }
-                    SymbolOutcome::Stored { bars: written }
+            match validate::bars(bars, request.start, request.end, duplicates) {
+                Ok(valid) => sets.push((request.series(symbol), valid)),
+                Err(rejection) => {
+                    report
+                        .outcomes
+                        .insert(symbol.clone(), SymbolOutcome::Rejected(rejection));
                 }
-                Err(rejection) => SymbolOutcome::Rejected(rejection),
-            };
-            report.outcomes.insert(symbol.clone(), outcome);
+            }
+        }
+        let write = async {
+            store.upsert_bar_sets(&sets).await?;
+            if closed {
+                let keys: Vec<SeriesKey> = sets.iter().map(|(key, _)| key.clone()).collect();
+                store.add_coverage_many(&keys, request.start, request.end).await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        write
+            .instrument(tracing::info_span!("store write", series = sets.len()))
+            .await?;
+        for (series, bars) in &sets {
+            report
+                .outcomes
+                .insert(series.symbol.clone(), SymbolOutcome::Stored { bars: bars.len() });
         }
     }
     Ok(report)

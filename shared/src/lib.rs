@@ -6,15 +6,20 @@
 //! - [`limiter`], [`breaker`], [`guard`]: the global API budget in Redis, the
 //!   circuit breaker per API, and the gate that puts both before every call;
 //! - [`validate`]: what counts as real data and what is rejected;
-//! - [`store`]: the `Store` trait and its embedded SQLite implementation;
+//! - [`store`]: the `Store` trait, the embedded SQLite and the DynamoDB backends;
+//! - [`secrets`]: the Alpaca key pair from AWS Secrets Manager;
+//! - [`aws`]: the AWS SDK configuration;
+//! - [`telemetry`]: logs, OpenTelemetry traces across the queue, Prometheus metrics;
 //! - [`config`]: the settings every binary reads from flags and environment;
 //! - [`ingest`]: the units of work: sync one slice of assets, fetch one set of bars;
 //! - [`job`]: the job envelope and its checks;
 //! - [`events`]: events for the downstream pipeline;
 //! - [`calendar`]: the US equity market calendar;
+//! - [`workers`]: the live workers' heartbeats in Redis;
 //! - [`error`]: the transient/permanent split every failure carries.
 
 pub mod alpaca;
+pub mod aws;
 pub mod breaker;
 pub mod broker;
 pub mod calendar;
@@ -25,5 +30,8 @@ pub mod guard;
 pub mod ingest;
 pub mod job;
 pub mod limiter;
+pub mod secrets;
 pub mod store;
+pub mod telemetry;
 pub mod validate;
+pub mod workers;

@@ -68,6 +68,12 @@ return {redis.call('ZCARD', KEYS[1]), math.max(0, paused - now)}
 #[error("API budget unavailable (Redis): {0}")]
 pub struct LimiterError(String);
 
+impl From<String> for LimiterError {
+    fn from(message: String) -> Self {
+        LimiterError(message)
+    }
+}
+
 /// The size of one budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetSize {
@@ -145,6 +151,11 @@ impl Budget {
             member_prefix: uuid::Uuid::new_v4().simple().to_string(),
             counter: AtomicU64::new(0),
         }
+    }
+
+    /// The Redis pool the budget lives in.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// The budget's size.

@@ -154,6 +154,8 @@ impl Stack {
             ("SIGNAL9_SQLITE_PATH", self.sqlite_path().display().to_string()),
             ("SIGNAL9_RETRY_TIERS", self.retry_tiers.clone()),
             ("RUST_LOG", "warn".to_string()),
+            // Several workers on one machine: each takes a free port.
+            ("SIGNAL9_METRICS_ADDR", "127.0.0.1:0".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -167,7 +169,7 @@ impl Stack {
         let child = Command::new(bin_dir().join("signal9-worker"))
             .args(args)
             .envs(self.env())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
         self.workers.push(child);
@@ -204,6 +206,32 @@ impl Stack {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?)
+    }
+
+    /// Switches every process of this stack to the DynamoDB store on the
+    /// local AWS-API server, with tables named after the namespace, and
+    /// returns a handle on those tables (created).
+    pub async fn use_dynamodb(&mut self) -> anyhow::Result<signal9_shared::store::DynamoStore> {
+        self.extra_env.extend(aws_env());
+        self.extra_env.extend([
+            ("SIGNAL9_STORE".to_string(), "dynamodb".to_string()),
+            ("SIGNAL9_DYNAMODB_TABLE_PREFIX".to_string(), self.namespace.clone()),
+        ]);
+        let config = signal9_shared::aws::AwsTarget::local(aws_endpoint()).load().await;
+        let store = signal9_shared::store::DynamoStore::from_config(&config, self.namespace.clone());
+        signal9_shared::store::Store::init(&store).await?;
+        Ok(store)
+    }
+
+    /// Makes every process of this stack read its Alpaca key from the
+    /// Secrets Manager secret `name` (and not from the environment).
+    pub fn use_secret(&mut self, name: &str) {
+        self.extra_env.extend(aws_env());
+        self.extra_env.extend([
+            ("SIGNAL9_ALPACA_SECRET".to_string(), name.to_string()),
+            ("APCA_API_KEY_ID".to_string(), String::new()),
+            ("APCA_API_SECRET_KEY".to_string(), String::new()),
+        ]);
     }
 
     /// The topology of this stack.
@@ -261,6 +289,69 @@ impl Drop for Stack {
             let _ = child.wait();
         }
     }
+}
+
+/// The local AWS-API server (moto) the tests use: `SIGNAL9_TEST_AWS_ENDPOINT`,
+/// which `bash scripts/test` sets after starting it.
+pub fn aws_endpoint() -> String {
+    std::env::var("SIGNAL9_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
+/// The environment that points a signal9 process at the local AWS-API server.
+pub fn aws_env() -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", aws_endpoint()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "local".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "local".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A Secrets Manager client on the local AWS-API server.
+pub async fn secrets_client() -> aws_sdk_secretsmanager::Client {
+    let config = signal9_shared::aws::AwsTarget::local(aws_endpoint()).load().await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
+/// The JSON of an Alpaca secret.
+pub fn secret_json(key: &str, secret: &str, paper: bool) -> String {
+    serde_json::json!({"apiKey": key, "secretKey": secret, "paper": paper}).to_string()
+}
+
+/// Creates (or overwrites) secret `name` with `value` on the local server.
+pub async fn put_secret(name: &str, value: &str) -> anyhow::Result<()> {
+    let client = secrets_client().await;
+    let created = client.create_secret().name(name).secret_string(value).send().await;
+    if let Err(error) = created {
+        if !error
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_exists_exception())
+        {
+            anyhow::bail!("create_secret: {}", signal9_shared::aws::describe(&error));
+        }
+        client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("put_secret_value: {}", signal9_shared::aws::describe(&e)))?;
+    }
+    Ok(())
+}
+
+/// Changes the key pair the simulator accepts, as a rotation does.
+pub async fn rotate_sim_keys(base_url: &str, key: &str, secret: &str) -> anyhow::Result<()> {
+    let r = reqwest::Client::new()
+        .put(format!("{base_url}/_sim/keys"))
+        .json(&serde_json::json!({"key": key, "secret": secret}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "keys refused: {}", r.status());
+    Ok(())
 }
 
 /// Messages waiting in a queue (0 if it does not exist).
@@ -340,4 +431,31 @@ pub fn fetch_day<'a>(file: &'a str, day: &'a str, wait_secs: Option<&'a str>) ->
         args.extend_from_slice(&["--wait", "--wait-timeout-secs", secs]);
     }
     args
+}
+
+/// A finished command's stdout then stderr, for assertions and messages.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `rabbitmqctl ACTION` on the local broker (`stop_app`, `start_app`).
+pub fn rabbitmqctl(action: &str) {
+    let status = Command::new("rabbitmqctl").arg(action).status();
+    assert!(status.is_ok_and(|s| s.success()), "rabbitmqctl {action} failed");
+}
+
+/// Starts the local Redis as the machine starts it (no persistence).
+pub fn start_redis() {
+    let _ = std::fs::create_dir_all("/var/lib/redis");
+    let _ = std::fs::create_dir_all("/var/log/redis");
+    let status = Command::new("redis-server")
+        .args(["--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "redis-server did not start");
 }

@@ -77,7 +77,7 @@ async fn multi_symbol_bars_across_pages_arrive_exactly_once() {
     let total: usize = fetch.bars.values().map(Vec::len).sum();
     assert_eq!(
         fetch.calls as usize,
-        total.div_ceil(100) + usize::from(total % 100 == 0)
+        total.div_ceil(100) + usize::from(total.is_multiple_of(100))
     );
 }
 

@@ -3,19 +3,10 @@
 //! binary, because it stops the broker that every test shares.
 #![allow(clippy::unwrap_used)]
 
-use signal9_e2e::{active_symbols, eventually, Stack};
+use signal9_e2e::{active_symbols, eventually, rabbitmqctl, Stack};
 use signal9_shared::alpaca::{Adjustment, Symbol, Timeframe};
 use signal9_shared::store::{SeriesKey, SqliteStore, Store};
-use std::process::Command;
 use std::time::Duration;
-
-fn rabbitmqctl(action: &str) {
-    let status = Command::new("rabbitmqctl")
-        .arg(action)
-        .status()
-        .expect("rabbitmqctl is installed with RabbitMQ");
-    assert!(status.success(), "rabbitmqctl {action} failed");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_reconnects_after_a_broker_restart_and_finishes_every_job() {

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use alpaca_sim::{spawn, SimConfig};
-use signal9_e2e::{active_symbols, client_with, fetch_day, queue_depth, Stack, SIM_NOW};
+use signal9_e2e::{active_symbols, client_with, fetch_day, queue_depth, text, Stack, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
 use signal9_shared::breaker::BreakerPolicy;
 use signal9_shared::error::Classify;
@@ -130,14 +130,6 @@ fn budget_env(stack: &mut Stack, limit: &str, window: &str) {
         ("SIGNAL9_TRADING_WINDOW_SECS".into(), window.into()),
         ("SIGNAL9_BUDGET_MARGIN_MS".into(), "250".into()),
     ];
-}
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::BasicProperties;
-use signal9_e2e::{active_symbols, eventually, queue_depth, Stack, AMQP_URL, SIM_NOW};
+use signal9_e2e::{active_symbols, eventually, queue_depth, text, Stack, AMQP_URL, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::broker::{header_str, HEADER_ERROR_CLASS, HEADER_LAST_ERROR};
 use signal9_shared::store::{SeriesKey, SqliteStore, Store};
@@ -57,14 +57,6 @@ fn fetch_args<'a>(file: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     args.extend_from_slice(extra);
     args
-}
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 async fn assert_all_stored(stack: &Stack, symbols: &[String]) {

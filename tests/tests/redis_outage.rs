@@ -3,32 +3,9 @@
 //! because it stops the Redis every test shares.
 #![allow(clippy::unwrap_used)]
 
-use signal9_e2e::{active_symbols, eventually, fetch_day, queue_depth, Stack};
+use signal9_e2e::{active_symbols, eventually, fetch_day, queue_depth, start_redis, Stack};
 use std::process::Command;
 use std::time::Duration;
-
-fn start_redis() {
-    let _ = std::fs::create_dir_all("/var/lib/redis");
-    let _ = std::fs::create_dir_all("/var/log/redis");
-    let status = Command::new("redis-server")
-        .args([
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "-::1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"])
-        .status()
-        .expect("redis-server is installed");
-    assert!(status.success());
-}
 
 async fn redis_up() -> bool {
     tokio::net::TcpStream::connect("127.0.0.1:6379").await.is_ok()

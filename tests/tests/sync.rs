@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use signal9_e2e::{Stack, AMQP_URL};
+use signal9_e2e::{text, Stack, AMQP_URL};
 use signal9_shared::store::{AssetFilter, RunStatus, SqliteStore, Store};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -64,14 +64,6 @@ async fn drain(consumer: &mut lapin::Consumer) -> BTreeMap<String, Vec<serde_jso
             .push(event);
     }
     events
-}
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

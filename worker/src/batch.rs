@@ -19,6 +19,35 @@ pub struct Pending {
     pub job: Job,
     /// Its delivery, to ack or republish.
     pub delivery: Delivery,
+    /// The job's span, a child of the producer's trace when the message
+    /// carries one; stable fields job_id, kind, symbol, attempt, run_id.
+    pub span: tracing::Span,
+    /// When it was delivered, for its duration.
+    pub received: std::time::Instant,
+}
+
+impl Pending {
+    /// Wraps a delivered job with its span.
+    pub fn new(job: Job, delivery: Delivery) -> Self {
+        let kind = job.payload.kind();
+        let symbol = job.payload.symbol().map(ToString::to_string).unwrap_or_default();
+        let attempt = crate::outcome::attempts(&delivery);
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job.id,
+            %kind,
+            %symbol,
+            attempt,
+            run_id = job.run_id.as_deref().unwrap_or("")
+        );
+        signal9_shared::telemetry::continue_trace(&span, delivery.properties.headers().as_ref());
+        Pending {
+            job,
+            delivery,
+            span,
+            received: std::time::Instant::now(),
+        }
+    }
 }
 
 /// What compatible jobs share.

@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod handlers;
+pub mod health;
 pub mod outcome;
 pub mod settings;
 
@@ -26,7 +27,6 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 
-use signal9_shared::alpaca::AlpacaClient;
 use signal9_shared::broker::{self, Publisher, Topology};
 use signal9_shared::job::{Job, JobKind, Payload, Priority};
 
@@ -41,6 +41,7 @@ struct Shared {
     settings: WorkerSettings,
     topology: Topology,
     ctx: Context,
+    health: Arc<health::Health>,
 }
 
 /// Runs the worker until `shutdown` turns true. Returns after a graceful stop.
@@ -52,7 +53,23 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
             .guard(&settings.broker.namespace)
             .context("building the API budget")?,
     );
-    let client = AlpacaClient::new(&settings.alpaca.client_config(), settings.alpaca.credentials()?, gate)?;
+    let client = settings
+        .alpaca
+        .client(gate.clone())
+        .await
+        .context("setting up the Alpaca client")?;
+    let health = Arc::new(health::Health::new(gate));
+    let metrics_addr = match settings.metrics_addr {
+        settings::MetricsAddr::At(addr) => health::serve(addr, Arc::clone(&health)).await.map(|a| a.to_string()),
+        settings::MetricsAddr::Off => None,
+    };
+    let heartbeat = tokio::spawn(health::keep_heartbeat(
+        Arc::clone(&health),
+        settings.broker.namespace.clone(),
+        settings.concurrency,
+        metrics_addr,
+        shutdown.clone(),
+    ));
     let ctx = Context {
         client,
         store,
@@ -63,12 +80,21 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
         topology: settings.broker.topology(),
         settings,
         ctx,
+        health,
     };
+    let result = sessions(&shared, &mut shutdown).await;
+    let _ = heartbeat.await;
+    result
+}
 
+/// Broker sessions, one after another, until a graceful stop.
+async fn sessions(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = tokio::time::Instant::now();
-        match session(&shared, &mut shutdown).await {
+        let ended = session(shared, shutdown).await;
+        shared.health.set_broker_up(false);
+        match ended {
             Ok(()) => return Ok(()),
             Err(error) => warn!(error = %format!("{error:#}"), "Broker session ended; reconnecting"),
         }
@@ -134,6 +160,7 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
             consumers.push((channel, tag));
         }
     }
+    shared.health.set_broker_up(true);
     let mut interactive = select_all(interactive);
     let mut bulk = select_all(bulk);
     info!(namespace = %shared.topology.namespace(), concurrency, coalesce, "Worker consuming");
@@ -252,6 +279,10 @@ fn dispatch(
             let (publisher, topology) = (publisher.clone(), shared.topology.clone());
             tasks.spawn(async move {
                 warn!(routing_key = %delivery.routing_key, error = %error, "Malformed job dead-lettered");
+                signal9_shared::telemetry::metrics::get()
+                    .jobs
+                    .with_label_values(&["malformed", "dead_lettered"])
+                    .inc();
                 if let Err(e) =
                     outcome::fail(&publisher, &topology, &delivery, None, &Failure::from_error(&error)).await
                 {
@@ -264,7 +295,7 @@ fn dispatch(
     match &job.payload {
         Payload::FetchBars(payload) => {
             let key = BatchKey::of(payload, priority);
-            if let Some((key, items)) = batcher.add(key, Pending { job, delivery }) {
+            if let Some((key, items)) = batcher.add(key, Pending::new(job, delivery)) {
                 spawn_batch(shared, publisher, lanes, tasks, key, items);
             }
         }
@@ -274,18 +305,23 @@ fn dispatch(
                 let Ok(_permit) = lane.acquire_owned().await else {
                     return;
                 };
-                let pending = Pending { job, delivery };
-                let result = match &pending.job.payload {
-                    Payload::StatusCheck(p) => handlers::status_check::run(&shared.ctx, p).await,
-                    Payload::SyncPage(p) => {
-                        let events = handlers::Events {
-                            publisher: publisher.clone(),
-                            topology: shared.topology.clone(),
-                        };
-                        handlers::sync_page::run(&shared.ctx, &events, &pending.job, p).await
+                let pending = Pending::new(job, delivery);
+                let span = pending.span.clone();
+                let result = async {
+                    match &pending.job.payload {
+                        Payload::StatusCheck(p) => handlers::status_check::run(&shared.ctx, p).await,
+                        Payload::SyncPage(p) => {
+                            let events = handlers::Events {
+                                publisher: publisher.clone(),
+                                topology: shared.topology.clone(),
+                            };
+                            handlers::sync_page::run(&shared.ctx, &events, &pending.job, p).await
+                        }
+                        Payload::FetchBars(_) => Err(Failure::permanent("fetch-bars jobs go through the batcher")),
                     }
-                    Payload::FetchBars(_) => Err(Failure::permanent("fetch-bars jobs go through the batcher")),
-                };
+                }
+                .instrument(span)
+                .await;
                 finish(&shared, &publisher, pending, result).await;
             });
         }
@@ -307,38 +343,96 @@ fn spawn_batch(
             let Ok(_permit) = lane.acquire_owned().await else {
                 return;
             };
-            let results = handlers::fetch_bars::run(&shared.ctx, &items).await;
-            for (pending, result) in items.into_iter().zip(results) {
-                finish(&shared, &publisher, pending, result).await;
+            // One batch serves jobs of several traces: it continues the first
+            // job's trace and links to the others.
+            let span = tracing::info_span!("batch", jobs = items.len());
+            if let Some(first) = items.first() {
+                signal9_shared::telemetry::continue_trace(&span, first.delivery.properties.headers().as_ref());
             }
+            for other in items.iter().skip(1) {
+                signal9_shared::telemetry::link_trace(&span, other.delivery.properties.headers().as_ref());
+            }
+            let started = std::time::Instant::now();
+            let results = handlers::fetch_bars::run(&shared.ctx, &items)
+                .instrument(span.clone())
+                .await;
+            let jobs = items.len();
+            let mut succeeded = 0;
+            for (pending, result) in items.into_iter().zip(results) {
+                succeeded += usize::from(finish(&shared, &publisher, pending, result).await == "succeeded");
+            }
+            span.in_scope(|| {
+                info!(
+                    jobs,
+                    succeeded,
+                    ms = started.elapsed().as_millis() as u64,
+                    "Batch finished"
+                )
+            });
         }
-        .instrument(tracing::info_span!("batch")),
+        .in_current_span(),
     );
 }
 
-async fn finish(shared: &Shared, publisher: &Publisher, pending: Pending, result: Result<serde_json::Value, Failure>) {
+async fn finish(
+    shared: &Shared,
+    publisher: &Publisher,
+    pending: Pending,
+    result: Result<serde_json::Value, Failure>,
+) -> &'static str {
     let job = &pending.job;
-    let kind = job.payload.kind();
-    let symbol = job.payload.symbol().map(ToString::to_string).unwrap_or_default();
-    let attempt = outcome::attempts(&pending.delivery);
-    let span = tracing::info_span!("job", job_id = %job.id, %kind, %symbol, attempt, run_id = job.run_id.as_deref().unwrap_or(""));
-    async {
+    let kind = job.payload.kind().to_string();
+    let metrics = signal9_shared::telemetry::metrics::get();
+    let outcome = async {
         match result {
             Ok(detail) => match outcome::succeed(publisher, &pending.delivery, &job.id, detail).await {
-                Ok(()) => info!("Job succeeded"),
+                Ok(()) => {
+                    // Bar jobs come by the thousand: one line per batch at
+                    // info (below), each job at debug and in its trace.
+                    if job.payload.kind() == signal9_shared::job::JobKind::FetchBars {
+                        tracing::debug!("Job succeeded");
+                    } else {
+                        info!("Job succeeded");
+                    }
+                    "succeeded"
+                }
                 Err(error) => {
-                    warn!(%error, "Could not ack a finished job; it will be redelivered (writes are idempotent)")
+                    warn!(%error, "Could not ack a finished job; it will be redelivered (writes are idempotent)");
+                    "unacked"
                 }
             },
             Err(failure) => {
                 match outcome::fail(publisher, &shared.topology, &pending.delivery, Some(&job.id), &failure).await {
-                    Ok(outcome::Route::Defer) => info!(reason = %failure.message, "Job delayed without an attempt"),
-                    Ok(route) => warn!(error_class = %failure.class, error = %failure.message, ?route, "Job failed"),
-                    Err(error) => warn!(%error, "Could not route a failed job; it will be redelivered"),
+                    Ok(outcome::Route::Defer) => {
+                        info!(reason = %failure.message, "Job delayed without an attempt");
+                        "deferred"
+                    }
+                    Ok(route) => {
+                        warn!(error_class = %failure.class, error = %failure.message, ?route, "Job failed");
+                        if route == outcome::Route::Dead {
+                            "dead_lettered"
+                        } else {
+                            "retried"
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, "Could not route a failed job; it will be redelivered");
+                        "unacked"
+                    }
                 }
             }
         }
     }
-    .instrument(span)
+    .instrument(pending.span.clone())
     .await;
+    metrics.jobs.with_label_values(&[kind.as_str(), outcome]).inc();
+    shared
+        .health
+        .jobs_done
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .job_duration
+        .with_label_values(&[kind.as_str()])
+        .observe(pending.received.elapsed().as_secs_f64());
+    outcome
 }

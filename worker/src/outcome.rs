@@ -128,6 +128,12 @@ pub async fn fail(
     publisher
         .publish(&exchange, &original_key, &delivery.data, properties)
         .await?;
+    let metrics = signal9_shared::telemetry::metrics::get();
+    match next {
+        Route::Retry(_) => metrics.retries.with_label_values(&[failure.class.as_str()]).inc(),
+        Route::Dead => metrics.dead_letters.with_label_values(&[failure.class.as_str()]).inc(),
+        Route::Defer => {}
+    }
     if next == Route::Dead {
         let id = job_id
             .map(str::to_owned)

@@ -26,7 +26,12 @@ pub struct WorkerSettings {
     /// assets (a truncated or empty listing must not empty the store).
     #[arg(long, env = "SIGNAL9_MAX_DELIST_FRACTION", default_value_t = 0.05, value_parser = parse_fraction)]
     pub max_delist_fraction: f64,
-    /// The API budgets (held per process until the Redis budget lands).
+    /// Where /metrics (Prometheus), /healthz and /readyz are served; port 0
+    /// picks a free port (the heartbeat and `signal9-producer status` show
+    /// it), `off` serves nothing. A port already taken is logged and skipped.
+    #[arg(long, env = "SIGNAL9_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+    /// The API budgets, shared by every process through Redis.
     #[command(flatten)]
     pub budget: BudgetSettings,
     /// Alpaca endpoints and key.
@@ -35,6 +40,24 @@ pub struct WorkerSettings {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreSettings,
+}
+
+/// Where the metrics are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// Nowhere.
+    Off,
+    /// On this address.
+    At(std::net::SocketAddr),
+}
+
+fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr::Off);
+    }
+    text.parse()
+        .map(MetricsAddr::At)
+        .map_err(|_| "expected HOST:PORT (e.g. 0.0.0.0:9464) or off".into())
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use super::error::AlpacaError;
 use super::model::{AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPage};
@@ -79,6 +80,34 @@ impl Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Credentials { key_id: <redacted>, secret_key: <redacted> }")
+    }
+}
+
+/// Where the client gets its key pair. A fixed pair never changes; a
+/// Secrets Manager source ([`crate::secrets::SecretsSource`]) can fetch a
+/// rotated one.
+#[async_trait]
+pub trait CredentialSource: Send + Sync + fmt::Debug {
+    /// The key pair to send now.
+    async fn current(&self) -> Result<Credentials, AlpacaError>;
+    /// The API refused `refused` (401/403): a different key pair to try once,
+    /// or `None` when there is none.
+    async fn refresh(&self, refused: &Credentials) -> Result<Option<Credentials>, AlpacaError>;
+}
+
+#[async_trait]
+impl CredentialSource for Credentials {
+    async fn current(&self) -> Result<Credentials, AlpacaError> {
+        Ok(self.clone())
+    }
+    async fn refresh(&self, _refused: &Credentials) -> Result<Option<Credentials>, AlpacaError> {
+        Ok(None)
+    }
+}
+
+impl From<Credentials> for Arc<dyn CredentialSource> {
+    fn from(credentials: Credentials) -> Self {
+        Arc::new(credentials)
     }
 }
 
@@ -220,14 +249,18 @@ pub struct AlpacaClient {
     http: reqwest::Client,
     trading_url: String,
     data_url: String,
-    credentials: Arc<Credentials>,
+    credentials: Arc<dyn CredentialSource>,
     gate: Arc<dyn Gate>,
 }
 
 impl AlpacaClient {
     /// Builds a client. Base URLs lose a trailing `/` or `/v2`, which some
     /// deployments include.
-    pub fn new(config: &ClientConfig, credentials: Credentials, gate: Arc<dyn Gate>) -> Result<Self, AlpacaError> {
+    pub fn new(
+        config: &ClientConfig,
+        credentials: impl Into<Arc<dyn CredentialSource>>,
+        gate: Arc<dyn Gate>,
+    ) -> Result<Self, AlpacaError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
@@ -238,7 +271,7 @@ impl AlpacaClient {
             http,
             trading_url: normalize_base(&config.trading_url),
             data_url: normalize_base(&config.data_url),
-            credentials: Arc::new(credentials),
+            credentials: credentials.into(),
             gate,
         })
     }
@@ -373,48 +406,86 @@ impl AlpacaClient {
         url: &str,
         params: &[(&str, String)],
     ) -> Result<ApiResponse<T>, AlpacaError> {
-        self.gate.admit(api).await?;
-        let started = std::time::Instant::now();
-        let sent = self
-            .http
-            .get(url)
-            .headers(self.credentials.headers()?)
-            .query(params)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => {
-                self.gate.observe(
-                    api,
-                    &CallOutcome {
-                        endpoint,
-                        status: None,
-                        rate: RateLimit::default(),
-                        elapsed: started.elapsed(),
-                    },
-                );
-                return Err(transport_error(endpoint, &error));
-            }
-        };
-        let status = response.status().as_u16();
-        let rate = RateLimit::from_headers(response.headers());
-        let body = response.bytes().await;
-        self.gate.observe(
-            api,
-            &CallOutcome {
-                endpoint,
-                status: Some(status),
-                rate,
-                elapsed: started.elapsed(),
-            },
+        let span = tracing::info_span!(
+            "alpaca call",
+            api = api.as_str(),
+            endpoint,
+            status = tracing::field::Empty
         );
-        let body = body.map_err(|e| transport_error(endpoint, &e))?;
-        if !(200..300).contains(&status) {
-            return Err(status_error(endpoint, status, rate, &body));
+        self.get_inner(api, endpoint, url, params, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn get_inner<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        endpoint: &'static str,
+        url: &str,
+        params: &[(&str, String)],
+        span: &tracing::Span,
+    ) -> Result<ApiResponse<T>, AlpacaError> {
+        let mut credentials = self.credentials.current().await?;
+        let mut refreshed = false;
+        loop {
+            // Every attempt, the one after a key refresh too, takes a token.
+            self.gate.admit(api).await?;
+            let started = std::time::Instant::now();
+            let sent = self
+                .http
+                .get(url)
+                .headers(credentials.headers()?)
+                .query(params)
+                .send()
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(error) => {
+                    self.gate.observe(
+                        api,
+                        &CallOutcome {
+                            endpoint,
+                            status: None,
+                            rate: RateLimit::default(),
+                            elapsed: started.elapsed(),
+                        },
+                    );
+                    return Err(transport_error(endpoint, &error));
+                }
+            };
+            let status = response.status().as_u16();
+            span.record("status", status);
+            let rate = RateLimit::from_headers(response.headers());
+            let body = response.bytes().await;
+            self.gate.observe(
+                api,
+                &CallOutcome {
+                    endpoint,
+                    status: Some(status),
+                    rate,
+                    elapsed: started.elapsed(),
+                },
+            );
+            if matches!(status, 401 | 403) && !refreshed {
+                // A rotated key: fetch it again once and repeat the call.
+                if let Some(fresh) = self.credentials.refresh(&credentials).await? {
+                    tracing::info!(
+                        endpoint,
+                        status,
+                        "Alpaca refused the key; repeating the call with the new key"
+                    );
+                    credentials = fresh;
+                    refreshed = true;
+                    continue;
+                }
+            }
+            let body = body.map_err(|e| transport_error(endpoint, &e))?;
+            if !(200..300).contains(&status) {
+                return Err(status_error(endpoint, status, rate, &body));
+            }
+            let body = serde_json::from_slice(&body).map_err(|e| bad_body(endpoint, e.to_string()))?;
+            return Ok(ApiResponse { body, rate });
         }
-        let body = serde_json::from_slice(&body).map_err(|e| bad_body(endpoint, e.to_string()))?;
-        Ok(ApiResponse { body, rate })
     }
 }
 

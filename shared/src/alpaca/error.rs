@@ -65,6 +65,15 @@ pub enum AlpacaError {
     /// The request was refused before it was sent (bad query).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// No key pair to send (Secrets Manager unreachable, the secret missing
+    /// or malformed). The detail names the secret, never a key.
+    #[error("Alpaca credentials unavailable: {detail}")]
+    Credentials {
+        /// What went wrong.
+        detail: String,
+        /// True when asking again later may work.
+        retry: bool,
+    },
     /// The call could not get past the gate (budget or breaker unavailable).
     #[error("call not admitted: {0}")]
     NotAdmitted(String),
@@ -92,10 +101,12 @@ impl Classify for AlpacaError {
             | AlpacaError::Connect { .. }
             | AlpacaError::RateLimited { .. }
             | AlpacaError::Server { .. }
-            | AlpacaError::NotAdmitted(_) => ErrorClass::Transient,
-            AlpacaError::Rejected { .. } | AlpacaError::BadBody { .. } | AlpacaError::InvalidRequest(_) => {
-                ErrorClass::Permanent
-            }
+            | AlpacaError::NotAdmitted(_)
+            | AlpacaError::Credentials { retry: true, .. } => ErrorClass::Transient,
+            AlpacaError::Rejected { .. }
+            | AlpacaError::BadBody { .. }
+            | AlpacaError::InvalidRequest(_)
+            | AlpacaError::Credentials { retry: false, .. } => ErrorClass::Permanent,
         }
     }
 }

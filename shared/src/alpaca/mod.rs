@@ -10,7 +10,8 @@ pub mod timeframe;
 #[cfg(feature = "test-support")]
 pub use client::Unmetered;
 pub use client::{
-    AlpacaClient, Api, ApiResponse, AssetQuery, BarsFetch, CallOutcome, ClientConfig, Credentials, Gate, RateLimit,
+    AlpacaClient, Api, ApiResponse, AssetQuery, BarsFetch, CallOutcome, ClientConfig, CredentialSource, Credentials,
+    Gate, RateLimit,
 };
 pub use error::AlpacaError;
 pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPage};

@@ -261,6 +261,41 @@ pub async fn bars_series_never_collide(store: &dyn Store) {
     }
 }
 
+/// Bars of many series written in one call land exactly as one upsert per
+/// series would leave them, across any batching the backend does; a later
+/// set of the same series wins.
+pub async fn bar_sets_write_like_single_upserts(store: &dyn Store) {
+    let symbols: Vec<String> = (0..40).map(|i| format!("S{i:02}")).collect();
+    let mut sets: Vec<(SeriesKey, Vec<Bar>)> = symbols
+        .iter()
+        .map(|symbol| {
+            let bars = (0..3).map(|d| sample_bar(d, 20.0 + d as f64)).collect();
+            (series(symbol, Timeframe::DAY), bars)
+        })
+        .collect();
+    let revised = sample_bar(1, 99.0);
+    sets.push((series("S07", Timeframe::DAY), vec![revised]));
+    assert_eq!(
+        store.upsert_bar_sets(&sets).await.unwrap(),
+        121,
+        "bars written, as given"
+    );
+    assert_eq!(
+        store.upsert_bar_sets(&[]).await.unwrap(),
+        0,
+        "an empty call writes nothing"
+    );
+    for symbol in &symbols {
+        let got = store
+            .bars(&series(symbol, Timeframe::DAY), t0(), t0() + Duration::days(10))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 3, "{symbol}: each bar once");
+        let expected_open = if symbol == "S07" { 99.0 } else { 21.0 };
+        assert_eq!(got[1].open, expected_open, "{symbol}: the last set wins");
+    }
+}
+
 /// Range reads are inclusive at both ends.
 pub async fn bars_range_is_inclusive(store: &dyn Store) {
     let key = series("BTC/USD", Timeframe::DAY);
@@ -301,6 +336,29 @@ pub async fn coverage_merges_ranges(store: &dyn Store) {
             .unwrap(),
         "coverage is per series"
     );
+}
+
+/// Coverage of many series recorded in one call merges per series exactly
+/// as one call per series does, and a series named twice is harmless.
+pub async fn coverage_of_many_series_merges_per_series(store: &dyn Store) {
+    let day = |d: i64| t0() + Duration::days(d);
+    let keys: Vec<SeriesKey> = (0..30).map(|i| series(&format!("C{i:02}"), Timeframe::DAY)).collect();
+    // Half the series already hold [0, 5]; the call adds [5, 9] to all.
+    for key in keys.iter().step_by(2) {
+        store.add_coverage(key, day(0), day(5)).await.unwrap();
+    }
+    let mut twice = keys.clone();
+    twice.insert(4, keys[3].clone());
+    store.add_coverage_many(&twice, day(5), day(9)).await.unwrap();
+    for (i, key) in keys.iter().enumerate() {
+        assert!(store.covers(key, day(5), day(9)).await.unwrap(), "{key}");
+        assert_eq!(
+            store.covers(key, day(0), day(9)).await.unwrap(),
+            i % 2 == 0,
+            "{key}: merged with its own earlier range only"
+        );
+    }
+    store.add_coverage_many(&[], day(0), day(1)).await.unwrap();
 }
 
 /// Runs: created once, pages counted once each, reconcile claimed once.
@@ -414,8 +472,8 @@ macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
             assets_upsert_and_classify_changes, assets_list_filters, assets_delist_and_relist,
-            bars_upsert_is_idempotent, bars_series_never_collide, bars_range_is_inclusive,
-            coverage_merges_ranges, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency);
+            bars_upsert_is_idempotent, bars_series_never_collide, bar_sets_write_like_single_upserts, bars_range_is_inclusive,
+            coverage_merges_ranges, coverage_of_many_series_merges_per_series, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

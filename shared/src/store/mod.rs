@@ -5,6 +5,7 @@
 //! changes nothing. The same [`contract`] suite runs against every backend.
 
 pub mod contract;
+pub mod dynamo;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use std::fmt;
 use crate::alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
 use crate::error::{Classify, ErrorClass};
 
+pub use dynamo::DynamoStore;
 pub use sqlite::SqliteStore;
 
 /// One bar series: bars of one symbol at one timeframe, adjustment and feed.
@@ -220,6 +222,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// bars were written.
     async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError>;
 
+    /// Upserts the bars of several series at once, as [`Store::upsert_bars`]
+    /// does for each; a backend may pack them into fewer writes. Returns how
+    /// many bars were written.
+    async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
+        let mut written = 0;
+        for (series, bars) in sets {
+            written += self.upsert_bars(series, bars).await?;
+        }
+        Ok(written)
+    }
+
     /// The series' bars with `start <= t <= end`, ordered by time.
     async fn bars(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<Bar>, StoreError>;
 
@@ -231,6 +244,20 @@ pub trait Store: Send + Sync + fmt::Debug {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// Records `[start, end]` as held in full for each of several series,
+    /// as [`Store::add_coverage`] does for each; a backend may batch them.
+    async fn add_coverage_many(
+        &self,
+        series: &[SeriesKey],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for key in series {
+            self.add_coverage(key, start, end).await?;
+        }
+        Ok(())
+    }
 
     /// True when one recorded range holds all of `[start, end]`.
     async fn covers(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<bool, StoreError>;

@@ -240,6 +240,37 @@ fn progress(conn: &Connection, run_id: &str) -> Result<RunProgress, StoreError> 
     })
 }
 
+/// Records `[lo, hi]` for one series: every recorded range that overlaps or
+/// touches it merges into it.
+fn merge_coverage(tx: &rusqlite::Transaction<'_>, key: &str, mut lo: i64, mut hi: i64) -> Result<(), StoreError> {
+    let overlapping: Vec<(i64, i64)> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT start_ms, end_ms FROM coverage WHERE series = ?1 AND start_ms <= ?3 AND end_ms >= ?2",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![key, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)?
+    };
+    for (s, e) in overlapping {
+        lo = lo.min(s);
+        hi = hi.max(e);
+        tx.execute(
+            "DELETE FROM coverage WHERE series = ?1 AND start_ms = ?2",
+            params![key, s],
+        )
+        .map_err(backend)?;
+    }
+    tx.execute(
+        "INSERT INTO coverage (series, start_ms, end_ms) VALUES (?1, ?2, ?3)",
+        params![key, lo, hi],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
 /// run_id, started_at, pages_total, status, finished_at, result, pages_done.
 type RunRow = (String, String, u32, String, Option<String>, Option<String>, u32);
 
@@ -392,10 +423,15 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError> {
-        let key = series.to_string();
-        let bars = bars.to_vec();
+        self.upsert_bar_sets(&[(series.clone(), bars.to_vec())]).await
+    }
+
+    async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
+        // One transaction for every set: one write lock, one commit.
+        let sets: Vec<(String, Vec<Bar>)> = sets.iter().map(|(k, b)| (k.to_string(), b.clone())).collect();
         self.with(move |conn| {
             let tx = write_tx(conn)?;
+            let mut written = 0;
             {
                 let mut stmt = tx
                     .prepare(
@@ -404,24 +440,27 @@ impl Store for SqliteStore {
                              c = excluded.c, v = excluded.v, n = excluded.n, vw = excluded.vw",
                     )
                     .map_err(backend)?;
-                for bar in &bars {
-                    let n = i64::try_from(bar.trade_count).unwrap_or(i64::MAX);
-                    stmt.execute(params![
-                        key,
-                        bar.time.timestamp_millis(),
-                        bar.open,
-                        bar.high,
-                        bar.low,
-                        bar.close,
-                        bar.volume,
-                        n,
-                        bar.vwap
-                    ])
-                    .map_err(backend)?;
+                for (key, bars) in &sets {
+                    for bar in bars {
+                        let n = i64::try_from(bar.trade_count).unwrap_or(i64::MAX);
+                        stmt.execute(params![
+                            key,
+                            bar.time.timestamp_millis(),
+                            bar.open,
+                            bar.high,
+                            bar.low,
+                            bar.close,
+                            bar.volume,
+                            n,
+                            bar.vwap
+                        ])
+                        .map_err(backend)?;
+                        written += 1;
+                    }
                 }
             }
             tx.commit().map_err(backend)?;
-            Ok(bars.len())
+            Ok(written)
         })
         .await
     }
@@ -474,37 +513,23 @@ impl Store for SqliteStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let key = series.to_string();
-        let (mut lo, mut hi) = (start.timestamp_millis(), end.timestamp_millis());
+        self.add_coverage_many(std::slice::from_ref(series), start, end).await
+    }
+
+    async fn add_coverage_many(
+        &self,
+        series: &[SeriesKey],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<String> = series.iter().map(SeriesKey::to_string).collect();
+        let (start, end) = (start.timestamp_millis(), end.timestamp_millis());
         self.with(move |conn| {
+            // One transaction for every series.
             let tx = write_tx(conn)?;
-            {
-                // Every recorded range that overlaps or touches the new one merges into it.
-                let mut stmt = tx
-                    .prepare(
-                        "SELECT start_ms, end_ms FROM coverage WHERE series = ?1 AND start_ms <= ?3 AND end_ms >= ?2",
-                    )
-                    .map_err(backend)?;
-                let overlapping: Vec<(i64, i64)> = stmt
-                    .query_map(params![key, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(backend)?
-                    .collect::<Result<_, _>>()
-                    .map_err(backend)?;
-                for (s, e) in overlapping {
-                    lo = lo.min(s);
-                    hi = hi.max(e);
-                    tx.execute(
-                        "DELETE FROM coverage WHERE series = ?1 AND start_ms = ?2",
-                        params![key, s],
-                    )
-                    .map_err(backend)?;
-                }
+            for key in &keys {
+                merge_coverage(&tx, key, start, end)?;
             }
-            tx.execute(
-                "INSERT INTO coverage (series, start_ms, end_ms) VALUES (?1, ?2, ?3)",
-                params![key, lo, hi],
-            )
-            .map_err(backend)?;
             tx.commit().map_err(backend)
         })
         .await

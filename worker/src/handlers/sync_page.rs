@@ -37,6 +37,17 @@ pub async fn run(ctx: &Context, events: &Events, job: &Job, page: &SyncPage) -> 
         .await
         .map_err(|e| Failure::from_error(&e))?;
     let run_id = job.run_id.as_deref();
+    let metrics = signal9_shared::telemetry::metrics::get();
+    metrics.sync_pages.with_label_values(&["listed"]).inc();
+    for (change, n) in [
+        ("new", report.new),
+        ("updated", report.updated),
+        ("unchanged", report.unchanged),
+        ("status_changed", report.status_changes.len()),
+        ("rejected", report.rejected.len()),
+    ] {
+        metrics.sync_assets.with_label_values(&[change]).inc_by(n as u64);
+    }
     for asset in &report.new_assets {
         events.emit(Event::listed(asset, run_id)).await;
     }
@@ -154,6 +165,10 @@ async fn reconcile(ctx: &Context, events: &Events, run_id: &str) -> Result<(), F
             .finish_run(run_id, RunStatus::Suspect, &totals, now)
             .await
             .map_err(store_failure)?;
+        signal9_shared::telemetry::metrics::get()
+            .sync_runs
+            .with_label_values(&["suspect"])
+            .inc();
         events
             .emit(Event::new(EventType::SyncSuspect, Some(run_id), totals))
             .await;
@@ -175,6 +190,12 @@ async fn reconcile(ctx: &Context, events: &Events, run_id: &str) -> Result<(), F
         .finish_run(run_id, RunStatus::Completed, &totals, now)
         .await
         .map_err(store_failure)?;
+    let metrics = signal9_shared::telemetry::metrics::get();
+    metrics.sync_runs.with_label_values(&["completed"]).inc();
+    metrics
+        .sync_assets
+        .with_label_values(&["delisted"])
+        .inc_by(delisted as u64);
     tracing::info!(run_id, delisted, "Sync run reconciled and closed");
     events
         .emit(Event::new(EventType::SyncCompleted, Some(run_id), totals))

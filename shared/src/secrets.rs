@@ -1,0 +1,334 @@
+//! The Alpaca key pair from AWS Secrets Manager.
+//!
+//! The secret is a JSON string `{"apiKey": "...", "secretKey": "...",
+//! "paper": true}`. [`SecretsSource`] fetches it, caches it for a TTL, and
+//! fetches it again when the API refuses the key it holds (a rotation): the
+//! client then repeats the refused call once with the new key. Nothing here
+//! ever puts a key value into a message: errors name the secret and the
+//! field, never what it holds.
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+use std::fmt;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+use crate::alpaca::{AlpacaError, CredentialSource, Credentials};
+
+/// Trading API base of paper accounts.
+pub const PAPER_TRADING_URL: &str = "https://paper-api.alpaca.markets";
+/// Trading API base of live accounts.
+pub const LIVE_TRADING_URL: &str = "https://api.alpaca.markets";
+
+/// After a refetch that brought back the very key the API refused, further
+/// refusals of that key within this time do not fetch again (a free plan's
+/// 403 on `sip` data would otherwise fetch the secret on every call).
+const REFUSED_QUIET: Duration = Duration::from_secs(60);
+
+/// What the secret holds. Its Debug output shows no key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AlpacaSecret {
+    /// The key pair.
+    pub credentials: Credentials,
+    /// True for a paper account, false for a live one.
+    pub paper: bool,
+}
+
+impl fmt::Debug for AlpacaSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlpacaSecret")
+            .field("credentials", &self.credentials)
+            .field("paper", &self.paper)
+            .finish()
+    }
+}
+
+impl AlpacaSecret {
+    /// The trading API base this account uses.
+    pub fn trading_url(&self) -> &'static str {
+        if self.paper {
+            PAPER_TRADING_URL
+        } else {
+            LIVE_TRADING_URL
+        }
+    }
+}
+
+/// Why the secret could not be had. No variant carries a key value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// Secrets Manager has no secret of that name (or it is scheduled for deletion).
+    #[error("Secrets Manager has no secret {name:?} (SIGNAL9_ALPACA_SECRET); create it or fix the name")]
+    Missing {
+        /// The secret's name.
+        name: String,
+    },
+    /// The secret exists but is not what signal9 expects.
+    #[error(
+        "secret {name:?} is not a usable Alpaca key: {problem}; expected JSON {{\"apiKey\": string, \"secretKey\": string, \"paper\": true|false}}"
+    )]
+    Malformed {
+        /// The secret's name.
+        name: String,
+        /// What is wrong, naming fields, never values.
+        problem: String,
+    },
+    /// Secrets Manager could not be asked (network, permissions, throttling).
+    #[error("cannot read secret {name:?} from Secrets Manager: {detail}")]
+    Unavailable {
+        /// The secret's name.
+        name: String,
+        /// The SDK's description (it holds no secret value).
+        detail: String,
+        /// True when asking again later may work.
+        transient: bool,
+    },
+}
+
+impl SecretError {
+    fn into_alpaca(self) -> AlpacaError {
+        let retry = matches!(self, SecretError::Unavailable { transient: true, .. });
+        AlpacaError::Credentials {
+            detail: self.to_string(),
+            retry,
+        }
+    }
+}
+
+/// Parses the secret's text. Errors name fields only: a serde message could
+/// quote a value, so none is passed on.
+pub fn parse_secret(name: &str, text: &str) -> Result<AlpacaSecret, SecretError> {
+    let malformed = |problem: String| SecretError::Malformed {
+        name: name.to_owned(),
+        problem,
+    };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| malformed(format!("not valid JSON (line {}, column {})", e.line(), e.column())))?;
+    let object = value.as_object().ok_or_else(|| malformed("not a JSON object".into()))?;
+    let text_field = |field: &str| -> Result<String, SecretError> {
+        match object.get(field) {
+            None => Err(malformed(format!("field {field:?} is missing"))),
+            Some(serde_json::Value::String(v)) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+            Some(serde_json::Value::String(_)) => Err(malformed(format!("field {field:?} is empty"))),
+            Some(_) => Err(malformed(format!("field {field:?} is not a string"))),
+        }
+    };
+    let key_id = text_field("apiKey")?;
+    let secret_key = text_field("secretKey")?;
+    let paper = match object.get("paper") {
+        Some(serde_json::Value::Bool(paper)) => *paper,
+        None => return Err(malformed("field \"paper\" is missing".into())),
+        Some(_) => return Err(malformed("field \"paper\" is not true or false".into())),
+    };
+    Ok(AlpacaSecret {
+        credentials: Credentials::new(key_id, secret_key),
+        paper,
+    })
+}
+
+#[derive(Clone)]
+struct Cached {
+    secret: AlpacaSecret,
+    fetched: Instant,
+    /// When a refetch last brought back a key the API had refused.
+    refused_again: Option<Instant>,
+}
+
+/// The key pair from a Secrets Manager secret, cached for a TTL.
+pub struct SecretsSource {
+    client: Client,
+    name: String,
+    ttl: Duration,
+    cache: Mutex<Option<Cached>>,
+}
+
+impl fmt::Debug for SecretsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsSource")
+            .field("name", &self.name)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretsSource {
+    /// A source for secret `name`, kept for `ttl` before it is fetched again.
+    pub fn new(config: &aws_config::SdkConfig, name: impl Into<String>, ttl: Duration) -> Self {
+        SecretsSource {
+            client: Client::new(config),
+            name: name.into(),
+            ttl,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The secret's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fetches and parses the secret now, bypassing the cache.
+    pub async fn fetch(&self) -> Result<AlpacaSecret, SecretError> {
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.name)
+            .send()
+            .await
+            .map_err(|error| {
+                let service = error.as_service_error();
+                if service.is_some_and(|e| e.is_resource_not_found_exception()) {
+                    return SecretError::Missing {
+                        name: self.name.clone(),
+                    };
+                }
+                let transient = !service.is_some_and(|e| {
+                    e.is_invalid_parameter_exception() || e.is_invalid_request_exception() || e.is_decryption_failure()
+                });
+                SecretError::Unavailable {
+                    name: self.name.clone(),
+                    detail: crate::aws::describe(&error),
+                    transient,
+                }
+            })?;
+        let text = output.secret_string().ok_or_else(|| SecretError::Malformed {
+            name: self.name.clone(),
+            problem: "it has no string value (a binary secret)".into(),
+        })?;
+        parse_secret(&self.name, text)
+    }
+
+    /// The secret, from the cache while it is younger than the TTL. When a
+    /// refetch fails and an older copy is held, the older copy is used (and
+    /// a warning logged): a Secrets Manager outage does not stop ingestion.
+    pub async fn secret(&self) -> Result<AlpacaSecret, SecretError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = cache.as_ref().filter(|c| c.fetched.elapsed() < self.ttl) {
+            return Ok(cached.secret.clone());
+        }
+        match self.fetch().await {
+            Ok(secret) => {
+                *cache = Some(Cached {
+                    secret: secret.clone(),
+                    fetched: Instant::now(),
+                    refused_again: None,
+                });
+                Ok(secret)
+            }
+            Err(error @ SecretError::Unavailable { .. }) => match cache.as_ref() {
+                Some(cached) => {
+                    tracing::warn!(secret = %self.name, %error, "Keeping the cached Alpaca key: the secret could not be fetched again");
+                    Ok(cached.secret.clone())
+                }
+                None => Err(error),
+            },
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[async_trait]
+impl CredentialSource for SecretsSource {
+    async fn current(&self) -> Result<Credentials, AlpacaError> {
+        self.secret()
+            .await
+            .map(|s| s.credentials)
+            .map_err(SecretError::into_alpaca)
+    }
+
+    async fn refresh(&self, refused: &Credentials) -> Result<Option<Credentials>, AlpacaError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = cache.as_ref() {
+            if cached.secret.credentials != *refused {
+                // Another call fetched the new key already.
+                return Ok(Some(cached.secret.credentials.clone()));
+            }
+            if cached.refused_again.is_some_and(|at| at.elapsed() < REFUSED_QUIET) {
+                return Ok(None);
+            }
+        }
+        let secret = self.fetch().await.map_err(SecretError::into_alpaca)?;
+        let same = secret.credentials == *refused;
+        if same {
+            tracing::warn!(secret = %self.name, "The API refused the key and the secret still holds that key");
+        } else {
+            tracing::info!(secret = %self.name, "The API refused the cached key; using the key the secret holds now");
+        }
+        *cache = Some(Cached {
+            secret: secret.clone(),
+            fetched: Instant::now(),
+            refused_again: same.then(Instant::now),
+        });
+        Ok((!same).then_some(secret.credentials))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AKSECRETVALUE0001";
+    const SECRET: &str = "ssssSECRETVALUE0002";
+
+    #[test]
+    fn a_well_formed_secret_parses() {
+        let text = format!(r#"{{"apiKey":"{KEY}","secretKey":"{SECRET}","paper":false}}"#);
+        let secret = parse_secret("s", &text).expect("parses");
+        assert_eq!(secret.credentials, Credentials::new(KEY, SECRET));
+        assert!(!secret.paper);
+        assert_eq!(secret.trading_url(), LIVE_TRADING_URL);
+    }
+
+    #[test]
+    fn every_malformed_secret_gets_a_reason_that_quotes_no_value() {
+        let cases = [
+            (
+                format!("{{\"apiKey\":\"{KEY}\",\"secretKey\":\"{SECRET}\""),
+                "not valid JSON",
+            ),
+            (format!("[\"{KEY}\"]"), "not a JSON object"),
+            (
+                format!("{{\"secretKey\":\"{SECRET}\",\"paper\":true}}"),
+                "\"apiKey\" is missing",
+            ),
+            (
+                format!("{{\"apiKey\":\"{KEY}\",\"paper\":true}}"),
+                "\"secretKey\" is missing",
+            ),
+            (
+                format!("{{\"apiKey\":\"{KEY}\",\"secretKey\":\"{SECRET}\"}}"),
+                "\"paper\" is missing",
+            ),
+            (
+                format!("{{\"apiKey\":\"{KEY}\",\"secretKey\":\"{SECRET}\",\"paper\":\"{SECRET}\"}}"),
+                "\"paper\" is not true or false",
+            ),
+            (
+                format!("{{\"apiKey\":1,\"secretKey\":\"{SECRET}\",\"paper\":true}}"),
+                "\"apiKey\" is not a string",
+            ),
+            (
+                format!("{{\"apiKey\":\"{KEY}\",\"secretKey\":\" \",\"paper\":true}}"),
+                "\"secretKey\" is empty",
+            ),
+        ];
+        for (text, reason) in cases {
+            let error = parse_secret("prod/alpaca", &text).expect_err(&text);
+            let message = error.to_string();
+            assert!(message.contains(reason), "{message}");
+            assert!(message.contains("prod/alpaca"), "{message}");
+            assert!(!message.contains(KEY) && !message.contains(SECRET), "{message}");
+            assert!(!format!("{error:?}").contains(SECRET));
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_keys() {
+        let secret = AlpacaSecret {
+            credentials: Credentials::new(KEY, SECRET),
+            paper: true,
+        };
+        let debug = format!("{secret:?}");
+        assert!(!debug.contains(KEY) && !debug.contains(SECRET), "{debug}");
+    }
+}

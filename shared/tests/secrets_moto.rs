@@ -1,0 +1,123 @@
+//! `SecretsSource` against Secrets Manager on the local AWS-API server
+//! (moto, started by `bash scripts/test`): fetch, cache, rotation on
+//! refusal, and every error a secret can have.
+
+use aws_sdk_secretsmanager::primitives::Blob;
+use signal9_shared::alpaca::{CredentialSource, Credentials};
+use signal9_shared::aws::AwsTarget;
+use signal9_shared::secrets::{SecretError, SecretsSource};
+use std::time::Duration;
+
+async fn config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("SIGNAL9_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    AwsTarget::local(endpoint).load().await
+}
+
+fn name(what: &str) -> String {
+    format!("t{}/{what}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn json(key: &str, secret: &str, paper: bool) -> String {
+    format!(r#"{{"apiKey":"{key}","secretKey":"{secret}","paper":{paper}}}"#)
+}
+
+async fn put(config: &aws_config::SdkConfig, name: &str, value: &str) {
+    let client = aws_sdk_secretsmanager::Client::new(config);
+    if client
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .is_err()
+    {
+        client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("put_secret_value");
+    }
+}
+
+#[tokio::test]
+async fn the_secret_is_cached_and_read_again_only_after_a_refusal() {
+    let config = config().await;
+    let name = name("alpaca");
+    put(&config, &name, &json("k1", "s1", false)).await;
+    let source = SecretsSource::new(&config, &name, Duration::from_secs(3600));
+    assert_eq!(source.name(), name);
+    let first = source.secret().await.expect("secret");
+    assert_eq!(first.credentials, Credentials::new("k1", "s1"));
+    assert!(!first.paper);
+
+    // Rotated on the server: the cache still answers the old pair...
+    put(&config, &name, &json("k2", "s2", false)).await;
+    assert_eq!(source.current().await.expect("current"), Credentials::new("k1", "s1"));
+    // ...until the API refuses it; then the new pair, once.
+    let fresh = source.refresh(&Credentials::new("k1", "s1")).await.expect("refresh");
+    assert_eq!(fresh, Some(Credentials::new("k2", "s2")));
+    assert_eq!(source.current().await.expect("current"), Credentials::new("k2", "s2"));
+    // A late refusal of the old pair gets the new one without a fetch.
+    let again = source.refresh(&Credentials::new("k1", "s1")).await.expect("refresh");
+    assert_eq!(again, Some(Credentials::new("k2", "s2")));
+    // A refusal of the pair the secret still holds: nothing new.
+    assert_eq!(
+        source.refresh(&Credentials::new("k2", "s2")).await.expect("refresh"),
+        None
+    );
+    assert_eq!(
+        source.refresh(&Credentials::new("k2", "s2")).await.expect("quiet"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_short_ttl_reads_the_secret_again() {
+    let config = config().await;
+    let name = name("ttl");
+    put(&config, &name, &json("a1", "b1", true)).await;
+    let source = SecretsSource::new(&config, &name, Duration::from_millis(50));
+    assert_eq!(source.current().await.expect("current"), Credentials::new("a1", "b1"));
+    put(&config, &name, &json("a2", "b2", true)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(source.current().await.expect("current"), Credentials::new("a2", "b2"));
+}
+
+#[tokio::test]
+async fn every_broken_secret_is_a_clear_error() {
+    let config = config().await;
+    let missing = SecretsSource::new(&config, name("missing"), Duration::from_secs(60));
+    assert!(matches!(missing.fetch().await, Err(SecretError::Missing { .. })));
+    let error = missing.current().await.expect_err("missing");
+    assert!(error.to_string().contains("has no secret"), "{error}");
+
+    let broken = name("broken");
+    put(&config, &broken, r#"{"apiKey":"k"}"#).await;
+    let source = SecretsSource::new(&config, &broken, Duration::from_secs(60));
+    let error = source.fetch().await.expect_err("malformed");
+    assert!(error.to_string().contains("\"secretKey\" is missing"), "{error}");
+
+    let binary = name("binary");
+    aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name(&binary)
+        .secret_binary(Blob::new(b"\x00\x01".to_vec()))
+        .send()
+        .await
+        .expect("create binary secret");
+    let source = SecretsSource::new(&config, &binary, Duration::from_secs(60));
+    let error = source.fetch().await.expect_err("binary");
+    assert!(error.to_string().contains("binary secret"), "{error}");
+
+    let unreachable = SecretsSource::new(
+        &AwsTarget::local("http://127.0.0.1:9").load().await,
+        "x",
+        Duration::from_secs(1),
+    );
+    assert!(matches!(
+        unreachable.fetch().await,
+        Err(SecretError::Unavailable { .. })
+    ));
+}
