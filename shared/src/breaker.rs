@@ -162,6 +162,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn state_names_are_the_metric_and_log_spellings() {
+        assert_eq!(BreakerState::Closed.as_str(), "closed");
+        assert_eq!(BreakerState::Open.as_str(), "open");
+        assert_eq!(BreakerState::HalfOpen.as_str(), "half_open");
+    }
+
+    #[test]
     fn opens_after_consecutive_failures_and_closes_after_a_good_probe() {
         let breaker = Breaker::new(
             "data",

@@ -334,6 +334,22 @@ mod tests {
         alpaca: AlpacaSettings,
     }
 
+    #[derive(Debug, Parser)]
+    struct All {
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        broker: BrokerSettings,
+        #[command(flatten)]
+        budget: BudgetSettings,
+    }
+
+    fn all(args: &[&str]) -> Result<All, String> {
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        All::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
     fn settings(args: &[&str]) -> AlpacaSettings {
         let mut argv = vec!["test"];
         argv.extend_from_slice(args);
@@ -369,5 +385,129 @@ mod tests {
             !debug.contains("AKDEBUGCHECK") && !debug.contains("debug-secret-value"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn broker_budget_and_store_settings_parse_from_flags() {
+        let parsed = all(&[
+            "--namespace",
+            "ns-1",
+            "--retry-tiers",
+            "1s,2m",
+            "--trading-limit",
+            "7",
+            "--data-window-secs",
+            "0.5",
+            "--store",
+            "dynamodb",
+            "--dynamodb-table-prefix",
+            "prod.s9",
+        ])
+        .expect("valid flags");
+        let topology = parsed.broker.topology();
+        assert_eq!(topology.namespace(), "ns-1");
+        assert_eq!(
+            topology.retry_tiers(),
+            [Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        assert_eq!(parsed.budget.trading_limit, 7);
+        assert_eq!(parsed.budget.data_window_secs, 0.5);
+        assert_eq!(parsed.store.kind, StoreKind::Dynamodb);
+        assert_eq!(parsed.store.describe(), "dynamodb tables prod.s9-*");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_flag() {
+        let cases = [
+            (&["--namespace", "Bad/NS"][..], "--namespace"),
+            (&["--namespace", ""][..], "--namespace"),
+            (&["--retry-tiers", "5x"][..], "--retry-tiers"),
+            (&["--data-window-secs", "0"][..], "--data-window-secs"),
+            (&["--trading-window-secs", "inf"][..], "--trading-window-secs"),
+            (&["--trading-limit", "0"][..], "--trading-limit"),
+            (&["--breaker-backoff-secs", "1"][..], "--breaker-backoff-secs"),
+            (&["--store", "postgres"][..], "--store"),
+            (&["--dynamodb-table-prefix", "a b"][..], "--dynamodb-table-prefix"),
+        ];
+        for (args, flag) in cases {
+            let error = all(args).expect_err(&format!("{args:?} is refused"));
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_urls_that_may_hold_passwords() {
+        let parsed = all(&[
+            "--amqp-url",
+            "amqp://u:hunter2@mq:5672/%2f",
+            "--redis-url",
+            "redis://:hunter3@cache:6379",
+        ])
+        .expect("valid flags");
+        let debug = format!("{:?} {:?}", parsed.broker, parsed.budget);
+        assert!(!debug.contains("hunter2") && !debug.contains("hunter3"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn the_key_pair_needs_both_halves() {
+        let neither = AlpacaSettings {
+            key_id: None,
+            secret_key: None,
+            ..settings(&[])
+        };
+        let error = neither.credentials().expect_err("no key");
+        assert!(error.to_string().contains("APCA_API_KEY_ID"), "{error}");
+        let empty = AlpacaSettings {
+            key_id: Some(String::new()),
+            secret_key: Some("s".into()),
+            ..settings(&[])
+        };
+        assert!(empty.credentials().is_err());
+        let both = settings(&["--alpaca-key-id", "k", "--alpaca-secret-key", "s"]);
+        assert_eq!(both.credentials().expect("both set"), Credentials::new("k", "s"));
+    }
+
+    #[tokio::test]
+    async fn a_client_without_a_secret_uses_the_key_pair_and_without_one_refuses() {
+        // The real gate: building a client makes no call, so Redis is not asked.
+        let guard = all(&[]).expect("defaults").budget.guard("t-config").expect("guard");
+        let gate: std::sync::Arc<dyn Gate> = std::sync::Arc::new(guard);
+        let with_keys = AlpacaSettings {
+            secret: None,
+            ..settings(&["--alpaca-key-id", "k", "--alpaca-secret-key", "s"])
+        };
+        assert!(with_keys.client(gate.clone()).await.is_ok());
+        let without = AlpacaSettings {
+            key_id: None,
+            secret_key: None,
+            secret: None,
+            ..settings(&[])
+        };
+        let error = without.client(gate).await.expect_err("no key pair");
+        assert!(error.to_string().contains("APCA_API_SECRET_KEY"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_store_opens_with_its_schema_and_names_its_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested").join("s.db");
+        let parsed = all(&["--sqlite-path", path.to_str().expect("utf-8 path")]).expect("valid flags");
+        assert_eq!(parsed.store.kind, StoreKind::Sqlite);
+        assert!(parsed.store.describe().starts_with("sqlite "));
+        let store = parsed.store.open().await.expect("opens");
+        assert!(store.latest_run().await.expect("reads").is_none());
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn the_guard_builds_from_the_budget_settings() {
+        let parsed = all(&["--data-limit", "3", "--data-window-secs", "1.5"]).expect("valid flags");
+        assert!(parsed.budget.guard("t-config").is_ok());
+        let bad = BudgetSettings {
+            redis_url: "not a url".into(),
+            ..parsed.budget
+        };
+        assert!(bad.guard("t-config").is_err());
     }
 }

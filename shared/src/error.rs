@@ -45,3 +45,32 @@ pub trait Classify {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_class_names_are_the_ones_headers_and_metrics_carry() {
+        assert_eq!(ErrorClass::Transient.to_string(), "transient");
+        assert_eq!(ErrorClass::Permanent.as_str(), "permanent");
+        let json = serde_json::to_string(&[ErrorClass::Transient, ErrorClass::Permanent]).unwrap_or_default();
+        assert_eq!(json, r#"["transient","permanent"]"#);
+        let back: ErrorClass = serde_json::from_str("\"permanent\"").unwrap_or(ErrorClass::Transient);
+        assert_eq!(back, ErrorClass::Permanent);
+    }
+
+    struct Plain;
+
+    impl Classify for Plain {
+        fn class(&self) -> ErrorClass {
+            ErrorClass::Transient
+        }
+    }
+
+    #[test]
+    fn an_error_defers_only_when_it_says_so() {
+        assert!(!Plain.defers());
+        assert_eq!(Plain.class(), ErrorClass::Transient);
+    }
+}

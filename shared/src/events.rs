@@ -109,3 +109,41 @@ impl Event {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routing_key_is_the_serialised_type() {
+        for kind in [
+            EventType::AssetListed,
+            EventType::AssetStatusChanged,
+            EventType::AssetDelisted,
+            EventType::SyncCompleted,
+            EventType::SyncSuspect,
+        ] {
+            let event = Event::new(kind, None, json!({}));
+            let wire = serde_json::to_value(&event).unwrap_or_default();
+            assert_eq!(wire["type"], kind.as_str());
+            assert!(wire.get("run_id").is_none(), "no run, no field");
+        }
+    }
+
+    #[test]
+    fn a_listed_event_says_what_to_fetch() {
+        let asset: Asset = serde_json::from_value(json!({
+            "id": "904837e3-3b76-47ec-b432-046db621571b", "class": "us_equity", "exchange": "NASDAQ",
+            "symbol": "AAPL", "name": "Apple Inc.", "status": "active", "tradable": true,
+            "marginable": true, "shortable": true, "easy_to_borrow": true, "fractionable": true,
+            "attributes": []
+        }))
+        .unwrap_or_else(|e| panic!("asset: {e}"));
+        let event = Event::listed(&asset, Some("run-7"));
+        assert_eq!(event.kind, EventType::AssetListed);
+        assert_eq!(event.run_id.as_deref(), Some("run-7"));
+        assert_eq!(event.data["symbol"], "AAPL");
+        assert_eq!(event.data["priority"], "bulk");
+        assert!(event.data["data_types"].as_array().is_some_and(|t| !t.is_empty()));
+    }
+}

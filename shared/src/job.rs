@@ -393,4 +393,49 @@ mod tests {
             "fetch-bars.interactive"
         );
     }
+
+    #[test]
+    fn every_kind_round_trips_and_names_its_symbol() {
+        let symbol = Symbol::parse("BTC/USD").unwrap();
+        let payloads = [
+            Payload::SyncPage(SyncPage {
+                asset_class: AssetClass::Crypto,
+                exchange: Some("CRYPTO".into()),
+                status: Some(AssetStatus::Active),
+            }),
+            Payload::StatusCheck(StatusCheck { symbol: symbol.clone() }),
+        ];
+        for (payload, kind, named) in [
+            (payloads[0].clone(), JobKind::SyncPage, None),
+            (payloads[1].clone(), JobKind::StatusCheck, Some(&symbol)),
+        ] {
+            let job = Job::new(
+                "sync:run-1:crypto",
+                payload,
+                Priority::Interactive,
+                Some("run-1".into()),
+            );
+            assert_eq!(job.payload.kind(), kind);
+            assert_eq!(job.payload.symbol(), named);
+            assert_eq!(Job::parse(&job.to_bytes()).unwrap(), job);
+        }
+        let fetch = Job::parse(fetch().to_string().as_bytes()).unwrap();
+        assert_eq!(fetch.payload.symbol().map(Symbol::as_str), Some("BRK.B"));
+        assert_eq!(Priority::Bulk.as_str(), "bulk");
+        assert_eq!(Priority::Interactive.as_str(), "interactive");
+    }
+
+    #[test]
+    fn a_bad_run_id_is_refused_and_every_refusal_is_permanent() {
+        let mut v = fetch();
+        v["run_id"] = json!("run id with spaces");
+        let error = Job::parse(v.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("run_id must be"), "{error}");
+        assert_eq!(error.class(), ErrorClass::Permanent);
+        // Control characters are dropped from a quoted value and long ones cut.
+        let mut v = fetch();
+        v["kind"] = json!(format!("bad\u{7}{}", "k".repeat(300)));
+        let message = Job::parse(v.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(!message.contains('\u{7}') && message.contains('…'), "{message}");
+    }
 }

@@ -127,6 +127,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_status_is_known_only_when_the_api_answered() {
+        let rate = AlpacaError::RateLimited {
+            endpoint: "e",
+            reset: None,
+        };
+        assert_eq!(rate.status(), Some(429));
+        let server = AlpacaError::Server {
+            endpoint: "e",
+            status: 503,
+            message: String::new(),
+        };
+        assert_eq!(server.status(), Some(503));
+        let rejected = AlpacaError::Rejected {
+            endpoint: "e",
+            status: 422,
+            code: Some(1),
+            message: String::new(),
+        };
+        assert_eq!(rejected.status(), Some(422));
+        assert_eq!(AlpacaError::Timeout { endpoint: "e" }.status(), None);
+        assert_eq!(AlpacaError::InvalidRequest("x".into()).status(), None);
+        assert!(AlpacaError::NotAdmitted("budget".into()).defers());
+        assert!(!rate.defers());
+    }
+
+    #[test]
     fn statuses_classify_by_code() {
         for s in [408, 429, 500, 502, 503, 504] {
             assert_eq!(classify_status(s), ErrorClass::Transient, "{s}");

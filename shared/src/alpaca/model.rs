@@ -209,6 +209,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn class_and_status_names_round_trip_and_unknown_ones_are_refused() {
+        for class in AssetClass::ALL {
+            assert_eq!(class.to_string().parse::<AssetClass>(), Ok(class));
+        }
+        assert!("bond".parse::<AssetClass>().unwrap_err().contains("\"bond\""));
+        for status in [AssetStatus::Active, AssetStatus::Inactive] {
+            assert_eq!(status.to_string().parse::<AssetStatus>(), Ok(status));
+        }
+        assert!("halted"
+            .parse::<AssetStatus>()
+            .unwrap_err()
+            .contains("active or inactive"));
+    }
+
+    #[test]
     fn asset_reads_the_real_shape_with_new_and_missing_fields() {
         let json = r#"{"id":"b0b6dd9d-8b9b-48a9-ba46-b9d54906e415","class":"us_equity","exchange":"NASDAQ",
             "symbol":"AAPL","name":"Apple Inc. Common Stock","status":"active","tradable":true,"marginable":true,

@@ -202,6 +202,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn feed_names_round_trip_and_a_long_bad_one_is_quoted_short() {
+        for feed in [Feed::Sip, Feed::Iex, Feed::Otc, Feed::Boats] {
+            assert_eq!(feed.to_string().parse::<Feed>(), Ok(feed));
+        }
+        let error = "x".repeat(1_000).parse::<Feed>().unwrap_err();
+        assert!(error.len() < 120, "{error}");
+    }
+
+    #[test]
     fn adjustments_are_canonical() {
         assert_eq!(
             "dividend,split".parse::<Adjustment>().unwrap(),

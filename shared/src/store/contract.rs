@@ -169,6 +169,35 @@ pub async fn assets_list_filters(store: &dyn Store) {
     assert_eq!(active.len(), 2);
 }
 
+/// The backfill's symbols: active, tradable, not delisted US equities,
+/// sorted, each once even when a recycled ticker has two assets.
+pub async fn active_equity_symbols_are_the_backfill_set(store: &dyn Store) {
+    let recycled = Asset {
+        status: AssetStatus::Inactive,
+        tradable: false,
+        ..sample_asset(33, "MSFT")
+    };
+    let untradable = Asset {
+        tradable: false,
+        ..sample_asset(34, "NOTR")
+    };
+    let gone = sample_asset(35, "GONE");
+    let assets = [
+        sample_asset(30, "MSFT"),
+        sample_asset(31, "BRK.B"),
+        sample_asset(32, "ETH/USD"),
+        recycled,
+        untradable,
+        gone.clone(),
+        sample_asset(36, "BRK.B"),
+    ];
+    store.upsert_assets(&assets, t0()).await.unwrap();
+    store.mark_delisted(std::slice::from_ref(&gone.id), t0()).await.unwrap();
+    let symbols = super::active_equity_symbols(store).await.unwrap();
+    let names: Vec<&str> = symbols.iter().map(Symbol::as_str).collect();
+    assert_eq!(names, ["BRK.B", "MSFT"]);
+}
+
 /// Delisting marks, never deletes; a delisted asset seen again is relisted.
 pub async fn assets_delist_and_relist(store: &dyn Store) {
     let a = sample_asset(20, "GONE");
@@ -471,7 +500,7 @@ pub async fn reconcile_claim_is_exclusive_under_concurrency(store: &dyn Store) {
 macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
-            assets_upsert_and_classify_changes, assets_list_filters, assets_delist_and_relist,
+            assets_upsert_and_classify_changes, assets_list_filters, assets_delist_and_relist, active_equity_symbols_are_the_backfill_set,
             bars_upsert_is_idempotent, bars_series_never_collide, bar_sets_write_like_single_upserts, bars_range_is_inclusive,
             coverage_merges_ranges, coverage_of_many_series_merges_per_series, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency);
     };

@@ -342,3 +342,28 @@ pub fn classify_change(stored: Option<&StoredAsset>, fresh: &Asset) -> AssetChan
         relisted,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_failures_retry_and_bad_data_does_not() {
+        assert_eq!(StoreError::Backend("busy".into()).class(), ErrorClass::Transient);
+        assert_eq!(StoreError::Corrupt("x".into()).class(), ErrorClass::Permanent);
+        assert_eq!(StoreError::NotFound("run".into()).class(), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn run_statuses_read_back_as_written() {
+        for status in [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Suspect,
+            RunStatus::Failed,
+        ] {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(RunStatus::parse("paused"), None);
+    }
+}
