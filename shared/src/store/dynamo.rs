@@ -20,6 +20,7 @@
 //! to the end.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex, KeySchemaElement, KeyType,
     KeysAndAttributes, Projection, ProjectionType, PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
@@ -89,6 +90,21 @@ pub fn parse_table_prefix(text: &str) -> Result<String, String> {
 
 fn backend(error: impl std::error::Error + 'static) -> StoreError {
     StoreError::Backend(crate::aws::describe(&error))
+}
+
+/// A conditional write's result: `true` when it was applied, `false` when
+/// its condition did not hold (DynamoDB's ConditionalCheckFailedException),
+/// any other failure a backend error.
+fn applied<T, E, R>(result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(backend(e)),
+    }
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -757,16 +773,7 @@ impl Store for DynamoStore {
                         .expression_attribute_values(":at", s(ts(at)))
                         .send()
                         .await;
-                    match result {
-                        Ok(_) => Ok(true),
-                        Err(e)
-                            if e.as_service_error()
-                                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                        {
-                            Ok(false)
-                        }
-                        Err(e) => Err(backend(e)),
-                    }
+                    applied(result)
                 }
             })
             .buffer_unordered(16)
@@ -902,16 +909,7 @@ impl Store for DynamoStore {
             .condition_expression("attribute_not_exists(run_id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        applied(result)
     }
 
     async fn record_page(
@@ -936,14 +934,8 @@ impl Store for DynamoStore {
             .condition_expression("attribute_not_exists(page_id)")
             .send()
             .await;
-        match put {
-            Ok(_) => {}
-            // Recorded before: the first result stays.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(backend(e)),
-        }
+        // Recorded before (condition failed): the first result stays.
+        applied(put)?;
         Ok(RunProgress {
             pages_done: self.pages_done(run_id).await?,
             pages_total,
@@ -995,16 +987,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":stale", n(stale))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        applied(result)
     }
 
     async fn finish_run(
@@ -1029,15 +1012,10 @@ impl Store for DynamoStore {
             .expression_attribute_values(":at", s(ts(at)))
             .send()
             .await;
-        match update {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NotFound(format!("sync run {run_id:?}")))
-            }
-            Err(e) => Err(backend(e)),
+        if applied(update)? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("sync run {run_id:?}")))
         }
     }
 
