@@ -33,6 +33,10 @@ pub struct PublishOptions {
     /// With --wait: give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     wait_timeout_secs: u64,
+    /// How long to keep reconnecting to RabbitMQ and publishing the jobs it
+    /// has not confirmed, in seconds (a broker restart); 0: fail at once.
+    #[arg(long, env = "SIGNAL9_PUBLISH_RECONNECT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    reconnect_secs: u64,
 }
 
 impl PublishOptions {
@@ -45,6 +49,11 @@ impl PublishOptions {
     pub fn wait(&self) -> Option<Duration> {
         self.wait.then(|| Duration::from_secs(self.wait_timeout_secs))
     }
+}
+
+/// A delay between 50 % and 100 % of `base`.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {
@@ -226,18 +235,24 @@ pub fn job_properties(job: &Job, reply_to: Option<&str>, span: &tracing::Span) -
     properties
 }
 
-/// Publishes jobs with confirms and, with `--wait`, prints their outcomes.
-pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()> {
+/// One connection to the broker with what publishing needs on it.
+struct Session {
+    // Kept open for the publisher's and the reply consumer's channels.
+    _connection: lapin::Connection,
+    publisher: Publisher,
+    /// With `--wait`: the reply queue's channel, name and consumer.
+    replies: Option<(lapin::Channel, String, lapin::Consumer)>,
+}
+
+async fn open_session(options: &PublishOptions, topology: &broker::Topology) -> Result<Session> {
     let connection = broker::connect(&options.broker.amqp_url, "signal9-producer")
         .await
         .context("connecting to RabbitMQ")?;
     let publisher = Publisher::open(&connection).await?;
-    let topology = options.broker.topology();
     topology
         .declare(publisher.channel())
         .await
         .context("declaring the topology")?;
-
     let mut replies = None;
     if options.wait {
         let channel = connection.create_channel().await?;
@@ -265,12 +280,19 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
             .await?;
         replies = Some((channel, queue.name().to_string(), consumer));
     }
-    let reply_to = replies.as_ref().map(|(_, name, _)| name.clone());
+    Ok(Session {
+        _connection: connection,
+        publisher,
+        replies,
+    })
+}
 
-    // Publish everything, then collect the confirms: one round trip per batch, not per job.
-    let exchange = topology.jobs_exchange();
+/// Publishes `jobs` on one session, then collects the confirms (one round
+/// trip per batch, not per job). Returns the jobs the broker did not confirm.
+async fn publish_batch<'a>(session: &Session, exchange: &str, jobs: &[&'a Job]) -> Vec<&'a Job> {
+    let reply_to = session.replies.as_ref().map(|(_, name, _)| name.as_str());
     let mut confirms = Vec::with_capacity(jobs.len());
-    for job in &jobs {
+    for job in jobs {
         // Each job starts its own trace, as a job is what an operator follows.
         let span = tracing::info_span!(
             parent: None,
@@ -279,14 +301,15 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
             kind = %job.payload.kind(),
             symbol = %job.payload.symbol().map(ToString::to_string).unwrap_or_default()
         );
-        let confirm = publisher
+        let confirm = session
+            .publisher
             .channel()
             .basic_publish(
-                exchange.as_str().into(),
+                exchange.into(),
                 job.routing_key().as_str().into(),
                 BasicPublishOptions::default(),
                 &job.to_bytes(),
-                job_properties(job, reply_to.as_deref(), &span),
+                job_properties(job, reply_to, &span),
             )
             .instrument(span.clone())
             .await;
@@ -299,32 +322,122 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
             Err(_) => false,
         };
         if !ok {
-            unconfirmed.push(format!(
-                "{} ({})",
-                job.id,
-                job.payload.symbol().map(ToString::to_string).unwrap_or_default()
-            ));
+            unconfirmed.push(*job);
         }
+    }
+    unconfirmed
+}
+
+/// Publishes jobs with confirms and, with `--wait`, prints their outcomes.
+///
+/// A lost connection or an unconfirmed job is not the end: the producer
+/// reconnects with capped, jittered back-off and publishes again every job
+/// the broker has not confirmed, for up to `--reconnect-secs`. A job that
+/// was delivered but whose confirm was lost may so be published twice; the
+/// worker's writes are idempotent upserts, so that costs a call, not data.
+pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()> {
+    let topology = options.broker.topology();
+    let exchange = topology.jobs_exchange();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(options.reconnect_secs);
+    let mut pending: Vec<&Job> = jobs.iter().collect();
+    let mut session: Option<Session> = None;
+    let mut backoff = Duration::from_millis(200);
+    let mut last_error = String::new();
+    // Jobs confirmed on the current session, and those confirmed on a
+    // session that was lost since: their replies went to its reply queue,
+    // which the broker deleted with the connection.
+    let mut confirmed_here: Vec<String> = Vec::new();
+    let mut orphaned: HashSet<String> = HashSet::new();
+    while !pending.is_empty() {
+        let current = match session.take() {
+            Some(current) => current,
+            None => match open_session(options, &topology).await {
+                Ok(fresh) => fresh,
+                Err(error) if options.reconnect_secs == 0 => return Err(error),
+                Err(error) => {
+                    last_error = format!("{error:#}");
+                    if tokio::time::Instant::now() >= give_up {
+                        break;
+                    }
+                    eprintln!("warning: {last_error}; connecting again in {} ms", backoff.as_millis());
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        let failed = publish_batch(&current, &exchange, &pending).await;
+        let failed_ids: HashSet<&str> = failed.iter().map(|j| j.id.as_str()).collect();
+        confirmed_here.extend(
+            pending
+                .iter()
+                .filter(|j| !failed_ids.contains(j.id.as_str()))
+                .map(|j| j.id.clone()),
+        );
+        pending = failed;
+        if pending.is_empty() {
+            session = Some(current);
+            break;
+        }
+        if current.publisher.channel().status().connected() {
+            // Refused (nacked) on a live channel: again on this session.
+            last_error = format!("the broker refused {} jobs", pending.len());
+            session = Some(current);
+        } else {
+            last_error = format!("the connection was lost with {} jobs unconfirmed", pending.len());
+            if options.wait {
+                orphaned.extend(confirmed_here.drain(..));
+            }
+        }
+        if options.reconnect_secs == 0 || tokio::time::Instant::now() >= give_up {
+            break;
+        }
+        eprintln!(
+            "warning: {last_error}; publishing them again in {} ms",
+            backoff.as_millis()
+        );
+        tokio::time::sleep(jittered(backoff)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     println!(
         "published {} of {} jobs to {} (confirmed by the broker)",
-        jobs.len() - unconfirmed.len(),
+        jobs.len() - pending.len(),
         jobs.len(),
         exchange
     );
-    if !unconfirmed.is_empty() {
+    if !pending.is_empty() {
+        let listed: Vec<String> = pending
+            .iter()
+            .take(20)
+            .map(|j| {
+                format!(
+                    "{} ({})",
+                    j.id,
+                    j.payload.symbol().map(ToString::to_string).unwrap_or_default()
+                )
+            })
+            .collect();
         bail!(
-            "the broker did not confirm {} jobs: {}",
-            unconfirmed.len(),
-            unconfirmed.join(", ")
+            "the broker did not confirm {} jobs within {} s ({last_error}): {}",
+            pending.len(),
+            options.reconnect_secs,
+            listed.join(", ")
         );
     }
+    let replies = session.and_then(|s| s.replies);
     let Some((_channel, _, mut consumer)) = replies else {
         return Ok(());
     };
+    if !orphaned.is_empty() {
+        println!(
+            "{} jobs were published before the broker connection was lost; their replies cannot arrive",
+            orphaned.len()
+        );
+    }
 
     let mut waiting: BTreeMap<String, String> = jobs
         .iter()
+        .filter(|j| !orphaned.contains(&j.id))
         .map(|j| {
             (
                 j.id.clone(),
@@ -366,13 +479,13 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
     println!(
         "succeeded {succeeded}, dead-lettered {}, no answer {}",
         failed.len(),
-        waiting.len()
+        waiting.len() + orphaned.len()
     );
     for line in failed.iter().take(20) {
         println!("  dead-lettered: {line}");
     }
-    if !failed.is_empty() || !waiting.is_empty() {
-        bail!("{} jobs did not succeed", failed.len() + waiting.len());
+    if !failed.is_empty() || !waiting.is_empty() || !orphaned.is_empty() {
+        bail!("{} jobs did not succeed", failed.len() + waiting.len() + orphaned.len());
     }
     Ok(())
 }

@@ -57,31 +57,44 @@ struct Run {
 }
 
 async fn start(name: &str) -> Run {
+    start_publishing(name, jobs()).await
+}
+
+fn fetch_args(file: &str) -> Vec<String> {
+    [
+        "fetch-bars",
+        "--symbols-file",
+        file,
+        "--timeframe",
+        "1Day",
+        "--start",
+        DAY,
+        "--end",
+        DAY,
+        "--feed",
+        "iex",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starts the pipeline for `jobs()` symbols, publishing the first `now` of
+/// them before the workers start (the rest are the scenario's to publish).
+async fn start_publishing(name: &str, now: usize) -> Run {
     let n = jobs();
     let mut stack = Stack::start(&["--assets", "40000", "--limit", &BUDGET.to_string(), "--window", "1"]).unwrap();
     stack.retry_tiers = "1s,2s,4s".into();
     let symbols = active_symbols(42, 40_000, n);
     assert_eq!(symbols.len(), n);
-    let file = stack.symbols_file(&symbols);
+    let file = stack.symbols_file(&symbols[..now]);
+    let args = fetch_args(&file);
     let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            DAY,
-            "--end",
-            DAY,
-            "--feed",
-            "iex",
-        ])
+        .producer(&args.iter().map(String::as_str).collect::<Vec<_>>())
         .await
         .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        out.status.success() && printed.contains(&format!("published {n} of {n} jobs")),
+        out.status.success() && printed.contains(&format!("published {now} of {now} jobs")),
         "{name}: {printed}{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -223,11 +236,35 @@ async fn workers_killed_at_random_moments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restarted_mid_run() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let run = start("rabbitmq_restarted").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Half the jobs are queued before the workers start; the producer
+    // publishes the other half while the broker stops and starts, so the
+    // producer reconnects as well as the workers.
+    let half = jobs() / 2;
+    let run = start_publishing("rabbitmq_restarted", half).await;
+    let file = run.stack.symbols_file(&run.symbols[half..]);
+    let args = fetch_args(&file);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let producer = run
+        .stack
+        .producer_spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     rabbitmqctl("stop_app");
     tokio::time::sleep(Duration::from_secs(3)).await;
     rabbitmqctl("start_app");
+    let out = producer.wait_with_output().await.unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let rest = run.symbols.len() - half;
+    assert!(
+        out.status.success() && printed.contains(&format!("published {rest} of {rest} jobs")),
+        "the producer publishes through the restart: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let retried = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .count();
+    println!("chaos rabbitmq_restarted: the producer published {rest} jobs through the restart, {retried} reconnect attempts");
     reconcile("rabbitmq_restarted", run, 0).await;
 }
 
