@@ -16,8 +16,11 @@ pub struct WorkerSettings {
     /// Most fetch-bars jobs coalesced into one multi-symbol request.
     #[arg(long, env = "SIGNAL9_COALESCE_MAX", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
     pub coalesce_max: u16,
-    /// How long a fetch-bars job may wait for compatible jobs to join it, in milliseconds.
-    #[arg(long, env = "SIGNAL9_COALESCE_WAIT_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    /// How long a bulk fetch-bars job may wait for compatible jobs to join
+    /// it, in milliseconds (interactive jobs never wait). Long enough that a
+    /// backlog still being published fills whole requests: API calls, not
+    /// seconds, are what a bulk backfill runs short of.
+    #[arg(long, env = "SIGNAL9_COALESCE_WAIT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub coalesce_wait_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish, in seconds.
     #[arg(long, env = "SIGNAL9_SHUTDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
