@@ -413,6 +413,29 @@ pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The producer arguments of a daily-bar fetch from the IEX feed for every
+/// symbol in `file` over `start..=end` (dates or RFC 3339), waiting up to
+/// `wait_secs` for the outcomes when given.
+pub fn fetch_iex_days<'a>(file: &'a str, start: &'a str, end: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "fetch-bars",
+        "--symbols-file",
+        file,
+        "--timeframe",
+        "1Day",
+        "--start",
+        start,
+        "--end",
+        end,
+        "--feed",
+        "iex",
+    ];
+    if let Some(secs) = wait_secs {
+        args.extend_from_slice(&["--wait", "--wait-timeout-secs", secs]);
+    }
+    args
+}
+
 /// The producer arguments of a daily-bar fetch for every symbol in `file`
 /// on one `day`, waiting up to `wait_secs` for the outcomes when given.
 pub fn fetch_day<'a>(file: &'a str, day: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {

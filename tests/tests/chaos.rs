@@ -12,7 +12,7 @@
 use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
-use signal9_e2e::{active_symbols, queue_depth, rabbitmqctl, start_redis, Stack, AMQP_URL, SIM_NOW};
+use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, rabbitmqctl, start_redis, Stack, AMQP_URL, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::job::{JobKind, Priority};
 use signal9_shared::store::{SeriesKey, SqliteStore, Store};
@@ -60,24 +60,6 @@ async fn start(name: &str) -> Run {
     start_publishing(name, jobs()).await
 }
 
-fn fetch_args(file: &str) -> Vec<String> {
-    [
-        "fetch-bars",
-        "--symbols-file",
-        file,
-        "--timeframe",
-        "1Day",
-        "--start",
-        DAY,
-        "--end",
-        DAY,
-        "--feed",
-        "iex",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// Starts the pipeline for `jobs()` symbols, publishing the first `now` of
 /// them before the workers start (the rest are the scenario's to publish).
 async fn start_publishing(name: &str, now: usize) -> Run {
@@ -87,11 +69,7 @@ async fn start_publishing(name: &str, now: usize) -> Run {
     let symbols = active_symbols(42, 40_000, n);
     assert_eq!(symbols.len(), n);
     let file = stack.symbols_file(&symbols[..now]);
-    let args = fetch_args(&file);
-    let out = stack
-        .producer(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let out = stack.producer(&fetch_iex_days(&file, DAY, DAY, None)).await.unwrap();
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success() && printed.contains(&format!("published {now} of {now} jobs")),
@@ -242,11 +220,10 @@ async fn rabbitmq_restarted_mid_run() {
     let half = jobs() / 2;
     let run = start_publishing("rabbitmq_restarted", half).await;
     let file = run.stack.symbols_file(&run.symbols[half..]);
-    let args = fetch_args(&file);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let producer = run
         .stack
-        .producer_spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .producer_spawn(&fetch_iex_days(&file, DAY, DAY, None))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     rabbitmqctl("stop_app");

@@ -6,7 +6,7 @@
 
 use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use chrono::{DateTime, Utc};
-use signal9_e2e::{active_symbols, queue_depth, text, Stack, SIM_NOW};
+use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, text, Stack, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::store::{SeriesKey, Store};
 
@@ -51,22 +51,7 @@ async fn fetch_bars_of_1000_symbols_on_dynamodb_stores_every_bar_once() {
     }
     let file = stack.symbols_file(&symbols);
     let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            START,
-            "--end",
-            END,
-            "--feed",
-            "iex",
-            "--wait",
-            "--wait-timeout-secs",
-            "300",
-        ])
+        .producer(&fetch_iex_days(&file, START, END, Some("300")))
         .await
         .unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::BasicProperties;
-use signal9_e2e::{active_symbols, eventually, queue_depth, text, Stack, AMQP_URL, SIM_NOW};
+use signal9_e2e::{active_symbols, eventually, fetch_iex_days, queue_depth, text, Stack, AMQP_URL, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::broker::{header_str, HEADER_ERROR_CLASS, HEADER_LAST_ERROR};
 use signal9_shared::store::{SeriesKey, SqliteStore, Store};
@@ -42,19 +42,7 @@ async fn stored_bars(stack: &Stack, symbol: &str) -> usize {
 }
 
 fn fetch_args<'a>(file: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "fetch-bars",
-        "--symbols-file",
-        file,
-        "--timeframe",
-        "1Day",
-        "--start",
-        START,
-        "--end",
-        END,
-        "--feed",
-        "iex",
-    ];
+    let mut args = fetch_iex_days(file, START, END, None);
     args.extend_from_slice(extra);
     args
 }

@@ -12,7 +12,7 @@
 use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use anyhow::{ensure, Context, Result};
 use chrono::{DateTime, Utc};
-use signal9_e2e::{active_symbols, aws_endpoint, flag, Stack, SIM_NOW};
+use signal9_e2e::{active_symbols, aws_endpoint, fetch_iex_days, flag, Stack, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, Bar, Feed, Symbol, Timeframe};
 use signal9_shared::store::{DynamoStore, SeriesKey, SqliteStore, Store};
 use std::sync::atomic::Ordering;
@@ -88,24 +88,7 @@ async fn pipeline(symbols: &[String], workers: usize, dynamodb: bool) -> Result<
     }
     let file = stack.symbols_file(symbols);
     let started = Instant::now();
-    let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            START,
-            "--end",
-            END,
-            "--feed",
-            "iex",
-            "--wait",
-            "--wait-timeout-secs",
-            "1200",
-        ])
-        .await?;
+    let out = stack.producer(&fetch_iex_days(&file, START, END, Some("1200"))).await?;
     let secs = started.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     ensure!(
