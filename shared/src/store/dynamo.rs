@@ -786,10 +786,6 @@ impl Store for DynamoStore {
         Ok(changed)
     }
 
-    async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError> {
-        self.upsert_bar_sets(&[(series.clone(), bars.to_vec())]).await
-    }
-
     async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
         // One item per (series, t): a batch may not name a key twice, and the
         // last bar of a time wins, as with one upsert after another.
@@ -822,15 +818,6 @@ impl Store for DynamoStore {
             .expression_attribute_values(":b", n(end.timestamp_millis()))
             .consistent_read(true);
         self.query_all(request).await?.iter().map(decode_bar).collect()
-    }
-
-    async fn add_coverage(
-        &self,
-        series: &SeriesKey,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.add_coverage_many(std::slice::from_ref(series), start, end).await
     }
 
     async fn add_coverage_many(

@@ -220,18 +220,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Upserts bars of one series (key = series + bar time). Returns how many
     /// bars were written.
-    async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError>;
+    async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError> {
+        self.upsert_bar_sets(&[(series.clone(), bars.to_vec())]).await
+    }
 
     /// Upserts the bars of several series at once, as [`Store::upsert_bars`]
-    /// does for each; a backend may pack them into fewer writes. Returns how
-    /// many bars were written.
-    async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
-        let mut written = 0;
-        for (series, bars) in sets {
-            written += self.upsert_bars(series, bars).await?;
-        }
-        Ok(written)
-    }
+    /// does for each, packed into as few writes as the backend allows.
+    /// Returns how many bars were written.
+    async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError>;
 
     /// The series' bars with `start <= t <= end`, ordered by time.
     async fn bars(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<Bar>, StoreError>;
@@ -243,21 +239,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         series: &SeriesKey,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.add_coverage_many(std::slice::from_ref(series), start, end).await
+    }
 
     /// Records `[start, end]` as held in full for each of several series,
-    /// as [`Store::add_coverage`] does for each; a backend may batch them.
+    /// as [`Store::add_coverage`] does for each, in as few writes as the
+    /// backend allows.
     async fn add_coverage_many(
         &self,
         series: &[SeriesKey],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        for key in series {
-            self.add_coverage(key, start, end).await?;
-        }
-        Ok(())
-    }
+    ) -> Result<(), StoreError>;
 
     /// True when one recorded range holds all of `[start, end]`.
     async fn covers(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<bool, StoreError>;

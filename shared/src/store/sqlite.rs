@@ -422,10 +422,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn upsert_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<usize, StoreError> {
-        self.upsert_bar_sets(&[(series.clone(), bars.to_vec())]).await
-    }
-
     async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
         // One transaction for every set: one write lock, one commit.
         let sets: Vec<(String, Vec<Bar>)> = sets.iter().map(|(k, b)| (k.to_string(), b.clone())).collect();
@@ -505,15 +501,6 @@ impl Store for SqliteStore {
             .collect()
         })
         .await
-    }
-
-    async fn add_coverage(
-        &self,
-        series: &SeriesKey,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.add_coverage_many(std::slice::from_ref(series), start, end).await
     }
 
     async fn add_coverage_many(
