@@ -413,10 +413,16 @@ pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// The producer arguments of a daily-bar fetch from the IEX feed for every
-/// symbol in `file` over `start..=end` (dates or RFC 3339), waiting up to
-/// `wait_secs` for the outcomes when given.
-pub fn fetch_iex_days<'a>(file: &'a str, start: &'a str, end: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {
+/// The producer arguments of a daily-bar fetch for every symbol in `file`
+/// over `start..=end` (dates or RFC 3339), from `feed` (the API's default
+/// when `None`), waiting up to `wait_secs` for the outcomes when given.
+fn fetch_daily<'a>(
+    file: &'a str,
+    start: &'a str,
+    end: &'a str,
+    feed: Option<&'a str>,
+    wait_secs: Option<&'a str>,
+) -> Vec<&'a str> {
     let mut args = vec![
         "fetch-bars",
         "--symbols-file",
@@ -427,33 +433,24 @@ pub fn fetch_iex_days<'a>(file: &'a str, start: &'a str, end: &'a str, wait_secs
         start,
         "--end",
         end,
-        "--feed",
-        "iex",
     ];
+    if let Some(feed) = feed {
+        args.extend_from_slice(&["--feed", feed]);
+    }
     if let Some(secs) = wait_secs {
         args.extend_from_slice(&["--wait", "--wait-timeout-secs", secs]);
     }
     args
 }
 
-/// The producer arguments of a daily-bar fetch for every symbol in `file`
-/// on one `day`, waiting up to `wait_secs` for the outcomes when given.
+/// A daily-bar fetch from the IEX feed over `start..=end`.
+pub fn fetch_iex_days<'a>(file: &'a str, start: &'a str, end: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {
+    fetch_daily(file, start, end, Some("iex"), wait_secs)
+}
+
+/// A daily-bar fetch of one `day` from the API's default feed.
 pub fn fetch_day<'a>(file: &'a str, day: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {
-    let mut args = vec![
-        "fetch-bars",
-        "--symbols-file",
-        file,
-        "--timeframe",
-        "1Day",
-        "--start",
-        day,
-        "--end",
-        day,
-    ];
-    if let Some(secs) = wait_secs {
-        args.extend_from_slice(&["--wait", "--wait-timeout-secs", secs]);
-    }
-    args
+    fetch_daily(file, day, day, None, wait_secs)
 }
 
 /// A finished command's stdout then stderr, for assertions and messages.
