@@ -96,6 +96,7 @@ async fn main() -> Result<()> {
         outage_secs: args.outage_secs,
         rate_limit_secs: None,
         duplicate_crypto_bars: false,
+        truncate_class: Default::default(),
     };
     let config = SimConfig {
         seed: args.seed,

@@ -82,6 +82,10 @@ pub struct Faults {
     /// Keep only this fraction (0–1) of every asset listing.
     #[serde(default)]
     pub truncate_assets: Option<f64>,
+    /// Keep only this fraction (0–1) of the listings of one asset class,
+    /// e.g. `{"crypto": 0.0}` for an empty crypto listing (HTTP 200, `[]`).
+    #[serde(default)]
+    pub truncate_class: BTreeMap<String, f64>,
     /// An outage: every API request gets a gateway 503 for this many seconds from now.
     #[serde(default)]
     pub outage_secs: Option<f64>,
@@ -350,6 +354,16 @@ struct AssetChanges {
     /// Symbols whose listings disappear from the API entirely.
     #[serde(default)]
     remove: Vec<String>,
+    /// `[{"symbol": "X", "omit": ["status"]}]`: the listing of X leaves these
+    /// fields out from now on (a listed asset our validation refuses).
+    #[serde(default)]
+    set_omit: Vec<SetOmit>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SetOmit {
+    symbol: String,
+    omit: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -368,6 +382,12 @@ struct SetTradable {
 struct AddAsset {
     symbol: String,
     exchange: String,
+    /// The listing's name; `"{symbol} Inc."` by default.
+    #[serde(default)]
+    name: Option<String>,
+    /// Fields the listing leaves out, e.g. `["fractionable"]`.
+    #[serde(default)]
+    omit: Vec<String>,
 }
 
 async fn change_assets(State(sim): State<Shared>, body: axum::body::Bytes) -> Response {
@@ -413,6 +433,15 @@ async fn change_assets(State(sim): State<Shared>, body: axum::body::Bytes) -> Re
             None => missing.push(change.symbol.clone()),
         }
     }
+    for change in &changes.set_omit {
+        match universe.iter_mut().find(|a| a.symbol == change.symbol) {
+            Some(asset) => {
+                asset.omit = change.omit.clone();
+                changed.push(asset.id.clone());
+            }
+            None => missing.push(change.symbol.clone()),
+        }
+    }
     for symbol in &changes.remove {
         let before = universe.len();
         universe.retain(|a| a.symbol != *symbol);
@@ -430,7 +459,8 @@ async fn change_assets(State(sim): State<Shared>, body: axum::body::Bytes) -> Re
         asset.id = uuid::Uuid::new_v4().to_string();
         asset.symbol = new.symbol.clone();
         asset.exchange = new.exchange.clone();
-        asset.name = Some(format!("{} Inc.", new.symbol));
+        asset.name = Some(new.name.clone().unwrap_or_else(|| format!("{} Inc.", new.symbol)));
+        asset.omit = new.omit.clone();
         asset.active = true;
         asset.tradable = true;
         added.push(asset.id.clone());
@@ -716,7 +746,11 @@ fn list_assets(sim: &Sim, params: &HashMap<String, String>) -> Answer {
         .filter(|a| attributes.is_empty() || a.attributes.iter().any(|x| attributes.contains(x)))
         .map(SimAsset::to_json)
         .collect();
-    if let Some(keep) = lock(&sim.faults).faults.truncate_assets {
+    let faults = lock(&sim.faults).faults.clone();
+    if let Some(keep) = faults.truncate_assets {
+        list.truncate((list.len() as f64 * keep.clamp(0.0, 1.0)).ceil() as usize);
+    }
+    if let Some(keep) = faults.truncate_class.get(class) {
         list.truncate((list.len() as f64 * keep.clamp(0.0, 1.0)).ceil() as usize);
     }
     Answer {

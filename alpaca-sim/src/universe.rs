@@ -105,6 +105,9 @@ pub struct SimAsset {
     pub attributes: Vec<&'static str>,
     /// CUSIP, for most equities.
     pub cusip: Option<String>,
+    /// Fields this asset's listing leaves out, as the real API sometimes
+    /// does (set through `POST /_sim/assets`; empty in the generated universe).
+    pub omit: Vec<String>,
 }
 
 impl SimAsset {
@@ -145,6 +148,9 @@ impl SimAsset {
         }
         if let Some(cusip) = &self.cusip {
             m.insert("cusip".into(), json!(cusip));
+        }
+        for field in &self.omit {
+            m.remove(field);
         }
         Value::Object(m)
     }
@@ -232,6 +238,7 @@ fn equity(rng: &mut ChaCha8Rng, symbol: String, exchange: &str, name: Option<Str
         cusip: rng
             .random_bool(0.8)
             .then(|| format!("{:09}", rng.random_range(0..1_000_000_000u64))),
+        omit: Vec::new(),
     }
 }
 
@@ -260,6 +267,7 @@ pub fn generate(seed: u64, n: usize) -> Vec<SimAsset> {
             margin_long_short: None,
             attributes: vec![],
             cusip: None,
+            omit: Vec::new(),
         });
     }
     for (symbol, exchange, name) in FIXED_EQUITIES.iter().take(n.saturating_sub(assets.len())) {

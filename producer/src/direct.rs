@@ -61,7 +61,7 @@ pub async fn run(args: DirectArgs) -> Result<()> {
             class: Some(class),
             ..AssetQuery::default()
         };
-        let report = ingest::sync_slice(&client, store.as_ref(), &query, now)
+        let report = signal9_shared::sync::sync_slice(&client, store.as_ref(), &query, None)
             .await
             .with_context(|| format!("listing {class}"))?;
         println!(

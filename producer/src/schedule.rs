@@ -1,15 +1,17 @@
 //! `schedule`: fires the asset sync on a cron schedule (default 04:00 UTC
 //! daily). Safe to run as several replicas: a lease in Redis elects one
 //! leader, and each run id fires at most once, whatever the number of
-//! replicas or restarts (a `fired` key taken before publishing). On start,
-//! the most recent scheduled run is fired if it has not run (the process was
-//! down at its time), unless `--no-catch-up`.
+//! replicas or restarts (the run recorded in the store, and a short-lived
+//! `fired` key taken before recording it). On start, the most recent
+//! scheduled run is fired if it has not run (the process was down at its
+//! time), unless `--no-catch-up`. Every tick, the leader heals the current
+//! run if it was left behind: pages never published (the process that
+//! fired it died first) or all pages done and never closed.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use croner::Cron;
-use deadpool_redis::redis::Script;
 use std::time::Duration;
 
 use signal9_shared::alpaca::{Adjustment, Feed, Timeframe};
@@ -20,7 +22,7 @@ use signal9_shared::limiter::redis_pool;
 use signal9_shared::store::{active_equity_symbols, RunStatus};
 
 use crate::publish::{publish_jobs, PublishOptions};
-use crate::sync::start_run;
+use crate::sync::{heal_run, start_run};
 
 /// `schedule` settings.
 #[derive(Debug, Args)]
@@ -68,19 +70,6 @@ fn parse_cron(text: &str) -> Result<Cron, String> {
         .map_err(|e| format!("invalid cron expression {text:?}: {e}"))
 }
 
-const LEAD: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
 /// Runs the scheduler until the process is stopped.
 pub async fn run(args: ScheduleArgs) -> Result<()> {
     let pool = redis_pool(&args.redis_url)?;
@@ -89,7 +78,6 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
     let me = uuid::Uuid::new_v4().to_string();
     let lease_key = format!("{namespace}:scheduler:leader");
     let lease_ms = args.lease_secs * 1000;
-    let script = Script::new(LEAD);
     let started = Utc::now();
     let tick = Duration::from_millis((lease_ms / 3).clamp(200, 1000));
     let mut leading = false;
@@ -106,19 +94,8 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
         args.lease_secs
     );
     loop {
-        let is_leader: Result<i64, String> = async {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            script
-                .key(&lease_key)
-                .arg(&me)
-                .arg(lease_ms)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        match is_leader {
-            Ok(1) => {
+        match signal9_shared::lease::hold(&pool, &lease_key, &me, lease_ms).await {
+            Ok(true) => {
                 if !leading {
                     println!("scheduler {me}: leading");
                     leading = true;
@@ -157,10 +134,14 @@ async fn fire_due(
     }
     let run_id = due.format(&args.run_id_format).to_string();
     if store.get_run(&run_id).await?.is_some() {
+        // Fired before: complete it if whoever fired it left it behind.
+        heal_run(store, &args.options, &run_id).await?;
         return Ok(());
     }
+    // Only one replica fires a run id. The marker is short-lived: should
+    // its holder die before recording the run, a later tick fires it.
     let fired_key = format!("{namespace}:scheduler:fired:{run_id}");
-    if !take_marker(pool, &fired_key).await? {
+    if !take_marker(pool, &fired_key, FIRE_MARKER_SECS).await? {
         return Ok(());
     }
     println!("scheduler: firing run {run_id} (scheduled {due})");
@@ -173,15 +154,20 @@ async fn fire_due(
     Ok(())
 }
 
+/// How long a fire marker keeps other replicas from firing the same run.
+const FIRE_MARKER_SECS: u64 = 300;
+/// How long a backfill marker keeps a completed run from being backfilled twice.
+const BACKFILL_MARKER_SECS: u64 = 8 * 24 * 3600;
+
 /// Takes a once-only marker in Redis; false when someone already has it.
-async fn take_marker(pool: &deadpool_redis::Pool, key: &str) -> Result<bool> {
+async fn take_marker(pool: &deadpool_redis::Pool, key: &str, ttl_secs: u64) -> Result<bool> {
     let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("Redis: {e}"))?;
     let taken: Option<String> = deadpool_redis::redis::cmd("SET")
         .arg(key)
         .arg(Utc::now().to_rfc3339())
         .arg("NX")
         .arg("EX")
-        .arg(8 * 24 * 3600)
+        .arg(ttl_secs)
         .query_async(&mut conn)
         .await
         .map_err(|e| anyhow::anyhow!("Redis: {e}"))?;
@@ -212,7 +198,7 @@ async fn backfill_latest(
         return Ok(());
     }
     let key = format!("{namespace}:scheduler:backfilled:{}", run.run_id);
-    if !take_marker(pool, &key).await? {
+    if !take_marker(pool, &key, BACKFILL_MARKER_SECS).await? {
         return Ok(());
     }
     let day = previous_trading_day(ny_date(run.started_at));

@@ -3,8 +3,9 @@
 //!
 //! Job ids are deterministic (`sync:{run}:{slice}`) and the run is recorded
 //! in the store, so triggering the same run again publishes only the pages
-//! that are not done yet. Reconciling a finished run (delisting, events) is
-//! not built yet.
+//! that are not done yet. The run is marked published once its pages are
+//! confirmed; a run left unpublished, or with every page done but never
+//! closed, is healed by [`heal_run`] (the scheduler calls it every tick).
 
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
@@ -67,27 +68,29 @@ pub async fn run(args: SyncArgs) -> Result<()> {
             .context("the run disappeared from the store")?;
         if run.status != RunStatus::Running {
             let r = run.result.unwrap_or_default();
-            let n = |k: &str| r[k].as_u64().unwrap_or(0);
             println!(
                 "run {run_id}: {} in {:.1} s: pages {}/{}, assets seen {}, new {}, updated {}, unchanged {}, status changes {}, delisted {}, rejected {}, listing calls {}",
                 run.status.as_str(),
                 started.elapsed().as_secs_f64(),
                 run.pages_done,
                 run.pages_total,
-                n("listed"),
-                n("new"),
-                n("updated"),
-                n("unchanged"),
-                n("status_changes"),
-                n("delisted"),
-                n("rejected"),
-                run.pages_done
+                r.listed,
+                r.new,
+                r.updated,
+                r.unchanged,
+                r.status_changes,
+                r.delisted,
+                r.rejected,
+                u64::from(run.pages_done) + u64::from(r.relisted_pages)
             );
+            for reason in r.rejections.iter().take(5) {
+                println!("  rejected (still counted as listed): {reason}");
+            }
             if run.status == RunStatus::Suspect {
                 bail!(
-                    "run {run_id} is suspect: it would delist {} assets, more than the limit of {}; nothing was delisted",
-                    n("would_delist"),
-                    n("delist_limit")
+                    "run {run_id} is suspect: nothing was delisted ({} would have been): {}",
+                    r.would_delist,
+                    r.suspect.join("; ")
                 );
             }
             return Ok(());
@@ -110,10 +113,10 @@ pub async fn start_run(store: &dyn Store, options: &PublishOptions, run_id: &str
         .create_run(run_id, u32::try_from(slices.len()).unwrap_or(u32::MAX), Utc::now())
         .await?;
     let done: Vec<String> = store
-        .page_results(run_id)
+        .page_records(run_id)
         .await?
         .into_iter()
-        .map(|(page, _)| page)
+        .map(|page| page.page_id)
         .collect();
     let jobs: Vec<Job> = slices
         .into_iter()
@@ -134,7 +137,91 @@ pub async fn start_run(store: &dyn Store, options: &PublishOptions, run_id: &str
     );
     if jobs.is_empty() {
         println!("run {run_id}: every page is already done; nothing published");
+        store.mark_published(run_id, Utc::now()).await?;
         return Ok(());
     }
-    publish_jobs(options, jobs).await
+    publish_jobs(options, jobs).await?;
+    store.mark_published(run_id, Utc::now()).await?;
+    Ok(())
+}
+
+/// How long a run may stay unpublished before another scheduler publishes
+/// its pages (its creator may still be publishing them).
+pub const HEAL_PUBLISH_AFTER: chrono::Duration = chrono::Duration::minutes(1);
+/// How long a run may sit with every page done but not closed before a page
+/// is published again to close it (its reconcile claim goes stale after 120 s).
+pub const HEAL_CLOSE_AFTER: chrono::Duration = chrono::Duration::minutes(3);
+/// How long a published run may have pages not done before they are
+/// published again (the snapshot window: reconcile lists stale pages anyway).
+pub const HEAL_PAGES_AFTER: chrono::Duration = chrono::Duration::minutes(30);
+
+/// What [`heal_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heal {
+    /// The run needs nothing (closed, or progressing).
+    Nothing,
+    /// Its pages had never been published: published now.
+    Published,
+    /// Every page was done but the run never closed: one page published again.
+    Reclosed,
+    /// Pages still not done long after publishing: published again.
+    Republished,
+}
+
+/// Completes a run that its creator left behind: pages never published (the
+/// scheduler died between recording the run and publishing), or every page
+/// done and the run still open (its last reconcile died and nothing retried
+/// it). Page job ids are deterministic and a page is recorded once, so a
+/// page published twice changes nothing but costs one listing call.
+pub async fn heal_run(store: &dyn Store, options: &PublishOptions, run_id: &str) -> Result<Heal> {
+    let Some(run) = store.get_run(run_id).await? else {
+        return Ok(Heal::Nothing);
+    };
+    if run.status != RunStatus::Running {
+        return Ok(Heal::Nothing);
+    }
+    let now = Utc::now();
+    let Some(published_at) = run.published_at else {
+        if now - run.started_at < HEAL_PUBLISH_AFTER {
+            return Ok(Heal::Nothing);
+        }
+        println!("run {run_id}: its pages were never published; publishing them");
+        start_run(store, options, run_id).await?;
+        return Ok(Heal::Published);
+    };
+    if run.pages_done >= run.pages_total {
+        let last_activity = [Some(published_at), run.reconcile_claimed_at]
+            .into_iter()
+            .flatten()
+            .chain(store.page_records(run_id).await?.iter().map(|p| p.listed_at))
+            .max()
+            .unwrap_or(published_at);
+        if now - last_activity < HEAL_CLOSE_AFTER {
+            return Ok(Heal::Nothing);
+        }
+        let Some((slice, page)) = slices().into_iter().next() else {
+            return Ok(Heal::Nothing);
+        };
+        println!(
+            "run {run_id}: every page is done but the run never closed; publishing page {slice} again to close it"
+        );
+        let job = Job::new(
+            format!("sync:{run_id}:{slice}"),
+            Payload::SyncPage(page),
+            Priority::Bulk,
+            Some(run_id.to_owned()),
+        );
+        publish_jobs(options, vec![job]).await?;
+        store.mark_published(run_id, now).await?;
+        return Ok(Heal::Reclosed);
+    }
+    if now - published_at < HEAL_PAGES_AFTER {
+        return Ok(Heal::Nothing);
+    }
+    println!(
+        "run {run_id}: pages still not done {} min after publishing; publishing them again",
+        (now - published_at).num_minutes()
+    );
+    start_run(store, options, run_id).await?;
+    Ok(Heal::Republished)
 }

@@ -4,14 +4,26 @@
 //! ```json
 //! {"v":1, "id":"…", "type":"asset.listed", "occurred_at":"…", "run_id":"2026-11-23", "data":{…}}
 //! ```
+//!
+//! Events are never published straight from a handler: the store writes
+//! each one into its outbox in the same transaction as the change it
+//! describes, and the relay ([`crate::outbox`]) publishes from there.
+//! Delivery is therefore at-least-once. An event's `id` is stable: it is
+//! derived from what happened (the asset, the change, the state before it),
+//! so the same change found twice, by a retry or by two workers, carries the
+//! same id, and consumers drop duplicates by id.
 
 use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::alpaca::Asset;
 use crate::broker::{BrokerError, Publisher, Topology};
+use crate::store::{AssetChange, RunStatus, RunTotals, StoredAsset};
+
+/// The namespace of event ids (UUID v5 over a description of the change).
+const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e9a_1e00_0000_4000_8000_0000_0000_0009);
 
 /// What the downstream pipeline fetches for a newly listed asset.
 pub const DATA_TYPES: [&str; 5] = [
@@ -23,9 +35,10 @@ pub const DATA_TYPES: [&str; 5] = [
 ];
 
 /// The kinds of event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {
-    /// A new asset appeared in a sync.
+    /// A new asset appeared in a sync, or a delisted one was listed again
+    /// (`data.relisted` is then true).
     #[serde(rename = "asset.listed")]
     AssetListed,
     /// An asset's status or tradable flag changed.
@@ -56,11 +69,11 @@ impl EventType {
 }
 
 /// One event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Envelope version.
     pub v: u32,
-    /// Unique id.
+    /// Stable id: the same change always has the same id.
     pub id: String,
     /// The type, also the routing key.
     #[serde(rename = "type")]
@@ -68,33 +81,102 @@ pub struct Event {
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
     /// The run that found it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     /// The event's data.
     pub data: Value,
 }
 
 impl Event {
-    /// A new event now.
-    pub fn new(kind: EventType, run_id: Option<&str>, data: Value) -> Self {
+    /// An event whose id is derived from `identity`, a description of the
+    /// change that is the same whoever finds it.
+    pub fn stable(kind: EventType, identity: &str, run_id: Option<&str>, data: Value, at: DateTime<Utc>) -> Self {
+        let name = format!("{}|{identity}", kind.as_str());
         Event {
             v: 1,
-            id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string(),
             kind,
-            occurred_at: Utc::now(),
+            occurred_at: at,
             run_id: run_id.map(str::to_owned),
             data,
         }
     }
 
     /// `asset.listed` for a new asset, with what the pipeline should fetch.
-    pub fn listed(asset: &Asset, run_id: Option<&str>) -> Self {
-        let data = json!({
-            "asset_id": asset.id, "symbol": asset.symbol, "class": asset.class, "exchange": asset.exchange,
-            "name": asset.name, "status": asset.status, "tradable": asset.tradable,
-            "data_types": DATA_TYPES, "priority": "bulk", "source": "sync",
-        });
-        Event::new(EventType::AssetListed, run_id, data)
+    pub fn listed(asset: &Asset, run_id: Option<&str>, at: DateTime<Utc>) -> Self {
+        Event::stable(
+            EventType::AssetListed,
+            &format!("{}|new", asset.id),
+            run_id,
+            listed_data(asset, false),
+            at,
+        )
+    }
+
+    /// The event an upsert's change raises, if any: `asset.listed` for a new
+    /// or relisted asset, `asset.status_changed` for a status or tradable
+    /// change. `before` is the stored record the change was found against.
+    pub fn for_change(
+        before: Option<&StoredAsset>,
+        after: &Asset,
+        change: &AssetChange,
+        run_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Option<Self> {
+        match (change, before) {
+            (AssetChange::New, _) => Some(Event::listed(after, run_id, at)),
+            (AssetChange::Updated { relisted: true, .. }, Some(before)) => {
+                let delisted = before.delisted_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+                Some(Event::stable(
+                    EventType::AssetListed,
+                    &format!("{}|relisted|{delisted}", after.id),
+                    run_id,
+                    listed_data(after, true),
+                    at,
+                ))
+            }
+            (AssetChange::Updated { status, tradable, .. }, Some(before)) if status.is_some() || tradable.is_some() => {
+                let data = json!({
+                    "id": after.id, "symbol": after.symbol, "status": status, "tradable": tradable,
+                });
+                let identity = format!(
+                    "{}|{}|{status:?}|{tradable:?}",
+                    after.id,
+                    before.updated_at.to_rfc3339()
+                );
+                Some(Event::stable(
+                    EventType::AssetStatusChanged,
+                    &identity,
+                    run_id,
+                    data,
+                    at,
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// `asset.delisted` for a stored asset a run stopped seeing.
+    pub fn delisted(before: &StoredAsset, run_id: Option<&str>, at: DateTime<Utc>) -> Self {
+        let data = json!({"asset_id": before.asset.id, "symbol": before.asset.symbol});
+        let identity = format!("{}|{}", before.asset.id, before.updated_at.to_rfc3339());
+        Event::stable(EventType::AssetDelisted, &identity, run_id, data, at)
+    }
+
+    /// `sync.completed` or `sync.suspect` for a closed run.
+    pub fn run_closed(run_id: &str, status: RunStatus, totals: &RunTotals, at: DateTime<Utc>) -> Self {
+        let kind = if status == RunStatus::Suspect {
+            EventType::SyncSuspect
+        } else {
+            EventType::SyncCompleted
+        };
+        let data = serde_json::to_value(totals).unwrap_or_default();
+        Event::stable(kind, run_id, Some(run_id), data, at)
+    }
+
+    /// The event as stored in an outbox.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Publishes the event with a broker confirm.
@@ -110,6 +192,14 @@ impl Event {
     }
 }
 
+fn listed_data(asset: &Asset, relisted: bool) -> Value {
+    json!({
+        "asset_id": asset.id, "symbol": asset.symbol, "class": asset.class, "exchange": asset.exchange,
+        "name": asset.name, "status": asset.status, "tradable": asset.tradable,
+        "data_types": DATA_TYPES, "priority": "bulk", "source": "sync", "relisted": relisted,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +213,7 @@ mod tests {
             EventType::SyncCompleted,
             EventType::SyncSuspect,
         ] {
-            let event = Event::new(kind, None, json!({}));
+            let event = Event::stable(kind, "x", None, json!({}), Utc::now());
             let wire = serde_json::to_value(&event).unwrap_or_default();
             assert_eq!(wire["type"], kind.as_str());
             assert!(wire.get("run_id").is_none(), "no run, no field");
@@ -139,8 +229,12 @@ mod tests {
             "attributes": []
         }))
         .unwrap_or_else(|e| panic!("asset: {e}"));
-        let event = Event::listed(&asset, Some("run-7"));
+        let event = Event::listed(&asset, Some("run-7"), Utc::now());
         assert_eq!(event.kind, EventType::AssetListed);
+        let again = Event::listed(&asset, Some("run-8"), Utc::now());
+        assert_eq!(event.id, again.id, "the same change has the same id");
+        let back: Event = serde_json::from_str(&event.to_json()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, event);
         assert_eq!(event.run_id.as_deref(), Some("run-7"));
         assert_eq!(event.data["symbol"], "AAPL");
         assert_eq!(event.data["priority"], "bulk");

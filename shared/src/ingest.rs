@@ -1,22 +1,19 @@
-//! The two units of ingestion work, shared by every caller (the worker's
-//! handlers and the direct ingest): list and store one slice of the asset
-//! universe; fetch, validate and store the bars of a set of symbols.
+//! Bar ingestion, shared by every caller (the worker's handlers and the
+//! direct ingest): fetch, validate and store the bars of a set of symbols.
+//! Listing the asset universe lives in [`crate::sync`].
 //!
 //! Both are idempotent: running them twice leaves the store as running
 //! them once, and a closed range the store already holds costs no call.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use tracing::Instrument;
 
-use crate::alpaca::{
-    Adjustment, AlpacaClient, AlpacaError, AssetQuery, AssetStatus, BarsQuery, Feed, Symbol, Timeframe,
-};
+use crate::alpaca::{Adjustment, AlpacaClient, AlpacaError, BarsQuery, Feed, Symbol, Timeframe};
 use crate::error::{Classify, ErrorClass};
-use crate::store::{AssetChange, SeriesKey, Store, StoreError};
-use crate::validate::{self, AssetRejection, BarRejection, Duplicates};
+use crate::store::{SeriesKey, Store, StoreError};
+use crate::validate::{self, BarRejection, Duplicates};
 
 /// The most symbols in one multi-symbol request by default: long symbol
 /// lists are refused by common proxies, and the API documents no maximum.
@@ -44,93 +41,6 @@ impl Classify for IngestError {
             IngestError::Store(e) => e.class(),
         }
     }
-}
-
-/// A status or tradable change found by a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusChange {
-    /// Asset id.
-    pub id: String,
-    /// Ticker.
-    pub symbol: String,
-    /// `(before, after)` when the status changed.
-    pub status: Option<(AssetStatus, AssetStatus)>,
-    /// `(before, after)` when the tradable flag changed.
-    pub tradable: Option<(bool, bool)>,
-}
-
-/// What listing one slice did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SliceReport {
-    /// Elements the API returned.
-    pub listed: usize,
-    /// Assets not known before.
-    pub new: usize,
-    /// Known assets whose record changed.
-    pub updated: usize,
-    /// Known assets exactly as stored.
-    pub unchanged: usize,
-    /// Status and tradable changes among the updated.
-    pub status_changes: Vec<StatusChange>,
-    /// Elements refused by validation, with reasons.
-    #[serde(skip)]
-    pub rejected: Vec<AssetRejection>,
-    /// Ids of every valid asset seen.
-    #[serde(skip)]
-    pub seen_ids: Vec<String>,
-    /// The assets that were new.
-    #[serde(skip)]
-    pub new_assets: Vec<crate::alpaca::Asset>,
-}
-
-/// Lists one slice (one API call), validates each asset (a bad one is
-/// reported, never fatal), and upserts the valid ones.
-pub async fn sync_slice(
-    client: &AlpacaClient,
-    store: &dyn Store,
-    query: &AssetQuery,
-    at: DateTime<Utc>,
-) -> Result<SliceReport, IngestError> {
-    let listing = client.list_assets(query).await?;
-    let mut report = SliceReport {
-        listed: listing.body.len(),
-        ..SliceReport::default()
-    };
-    let mut valid = Vec::with_capacity(listing.body.len());
-    for raw in &listing.body {
-        match validate::asset(raw) {
-            Ok(asset) => valid.push(asset),
-            Err(rejection) => report.rejected.push(rejection),
-        }
-    }
-    let symbols: BTreeMap<String, String> = valid.iter().map(|a| (a.id.clone(), a.symbol.to_string())).collect();
-    let writes = store
-        .upsert_assets(&valid, at)
-        .instrument(tracing::info_span!("store write", assets = valid.len()))
-        .await?;
-    for (write, asset) in writes.into_iter().zip(&valid) {
-        match write.change {
-            AssetChange::New => {
-                report.new += 1;
-                report.new_assets.push(asset.clone());
-            }
-            AssetChange::Unchanged => report.unchanged += 1,
-            AssetChange::Updated { status, tradable, .. } => {
-                report.updated += 1;
-                if status.is_some() || tradable.is_some() {
-                    let symbol = symbols.get(&write.id).cloned().unwrap_or_default();
-                    report.status_changes.push(StatusChange {
-                        id: write.id.clone(),
-                        symbol,
-                        status,
-                        tradable,
-                    });
-                }
-            }
-        }
-        report.seen_ids.push(write.id);
-    }
-    Ok(report)
 }
 
 /// A bar request for one or more symbols over an inclusive range.

@@ -150,7 +150,13 @@ async fn jobs_retries_dead_letters_and_events_flow_through_the_topology() {
         )
         .await
         .unwrap();
-    let event = Event::new(EventType::SyncCompleted, Some("run-1"), serde_json::json!({"pages": 2}));
+    let event = Event::stable(
+        EventType::SyncCompleted,
+        "run-1",
+        Some("run-1"),
+        serde_json::json!({"pages": 2}),
+        chrono::Utc::now(),
+    );
     event.publish(&publisher, &topology).await.unwrap();
     let got = get(&channel, &listener, Duration::from_secs(5))
         .await

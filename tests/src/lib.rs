@@ -389,6 +389,52 @@ where
     false
 }
 
+/// Declares a queue that receives every event of the stack's namespace and
+/// returns its name: a server-named, exclusive one when `durable` is `None`,
+/// or the durable queue of that name, which outlives a broker restart.
+pub async fn events_queue(stack: &Stack, channel: &lapin::Channel, durable: Option<&str>) -> anyhow::Result<String> {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    stack.topology().declare(channel).await?;
+    let options = match durable {
+        Some(_) => QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        None => QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+    };
+    let queue = channel
+        .queue_declare(
+            durable.unwrap_or("").into(),
+            options,
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            stack.topology().events_exchange().as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok(queue.name().to_string())
+}
+
+/// Waits (up to 60 s) until the store's outbox is empty: every event the
+/// workers wrote has been published. Panics if it does not empty.
+pub async fn outbox_settled(store: &dyn signal9_shared::store::Store) {
+    let empty = eventually(Duration::from_secs(60), || async {
+        store.pending_events(1).await.map(|e| e.is_empty()).unwrap_or(false)
+    })
+    .await;
+    assert!(empty, "the outbox did not empty within 60 s");
+}
+
 /// The first `n` active, tradable US-equity symbols of the simulator's
 /// universe for `seed` and `assets`, sorted.
 pub fn active_symbols(seed: u64, assets: usize, n: usize) -> Vec<String> {

@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use signal9_e2e::{active_symbols, sim_client, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, AssetClass, AssetQuery, AssetStatus, Feed, Symbol, Timeframe};
 use signal9_shared::error::{Classify, ErrorClass};
-use signal9_shared::ingest::{fetch_bars, sync_slice, BarsRequest, IngestError, SymbolOutcome};
+use signal9_shared::ingest::{fetch_bars, BarsRequest, IngestError, SymbolOutcome};
 use signal9_shared::store::{SqliteStore, Store};
+use signal9_shared::sync::sync_slice;
 use std::time::Duration;
 
 const ASSETS: usize = 600;
@@ -49,18 +50,22 @@ async fn a_slice_synced_twice_is_new_then_unchanged_and_changes_are_reported() {
     let (_dir, store) = temp_store();
     store.init().await.unwrap();
 
-    let first = sync_slice(&client, &store, &equities(), Utc::now()).await.unwrap();
+    let first = sync_slice(&client, &store, &equities(), None).await.unwrap();
     assert!(first.listed > 0);
     assert_eq!(
         first.new + first.rejected.len(),
         first.listed,
         "every asset new or rejected"
     );
-    assert_eq!(first.new_assets.len(), first.new);
-    assert_eq!(first.seen_ids.len(), first.new);
+    let events = store.pending_events(100_000).await.unwrap();
+    assert_eq!(
+        events.len(),
+        first.new,
+        "one asset.listed event per new asset, in the outbox"
+    );
     assert_eq!((first.updated, first.unchanged), (0, 0));
 
-    let second = sync_slice(&client, &store, &equities(), Utc::now()).await.unwrap();
+    let second = sync_slice(&client, &store, &equities(), None).await.unwrap();
     assert_eq!((second.new, second.updated), (0, 0));
     assert_eq!(second.unchanged, first.new);
 
@@ -73,7 +78,7 @@ async fn a_slice_synced_twice_is_new_then_unchanged_and_changes_are_reported() {
         .await
         .unwrap();
     assert!(changed.status().is_success());
-    let third = sync_slice(&client, &store, &equities(), Utc::now()).await.unwrap();
+    let third = sync_slice(&client, &store, &equities(), None).await.unwrap();
     assert_eq!(third.updated, 1, "{:?}", third.status_changes);
     assert_eq!(third.status_changes.len(), 1);
     let change = &third.status_changes[0];
@@ -165,9 +170,7 @@ async fn a_failed_step_carries_the_class_of_its_cause() {
         signal9_shared::alpaca::Credentials::new("wrong", "key"),
         std::sync::Arc::new(signal9_shared::alpaca::Unmetered),
     );
-    let error = sync_slice(&refused, &store, &equities(), Utc::now())
-        .await
-        .expect_err("401");
+    let error = sync_slice(&refused, &store, &equities(), None).await.expect_err("401");
     assert!(matches!(error, IngestError::Alpaca(_)), "{error}");
     assert_eq!(error.class(), ErrorClass::Permanent);
     assert!(!error.defers());
@@ -175,7 +178,7 @@ async fn a_failed_step_carries_the_class_of_its_cause() {
     // Nobody listening: transient.
     drop(sim);
     let gone = sim_client("http://127.0.0.1:1", Duration::from_secs(2));
-    let error = sync_slice(&gone, &store, &equities(), Utc::now())
+    let error = sync_slice(&gone, &store, &equities(), None)
         .await
         .expect_err("no answer");
     assert_eq!(error.class(), ErrorClass::Transient, "{error}");

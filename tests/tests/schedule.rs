@@ -95,3 +95,97 @@ async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once(
     assert!(text.contains(&format!("{} jobs", symbols.len())), "{text}");
     stack.cleanup().await;
 }
+
+/// The scheduler's arguments for a run id that is always `run_id`.
+fn fixed_run_schedule(run_id: &str) -> Vec<&str> {
+    vec![
+        "schedule",
+        "--cron",
+        "0 4 * * *",
+        "--run-id-format",
+        run_id,
+        "--lease-secs",
+        "2",
+        "--backfill-timeframes",
+        "",
+    ]
+}
+
+async fn wait_closed(store: &signal9_shared::store::SqliteStore, run_id: &str) -> bool {
+    use signal9_shared::store::{RunStatus, Store};
+    signal9_e2e::eventually(Duration::from_secs(60), || async {
+        store
+            .get_run(run_id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.status == RunStatus::Completed)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_recorded_but_never_published_is_completed_by_the_next_scheduler() {
+    use signal9_shared::store::{SqliteStore, Store};
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    // What a scheduler killed between recording the run and publishing its
+    // pages leaves: the run, two minutes old, with no page published.
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    store.init().await.unwrap();
+    let recorded = chrono::Utc::now() - chrono::Duration::minutes(2);
+    assert!(store.create_run("healed", 2, recorded).await.unwrap());
+
+    let mut scheduler = stack.producer_spawn(&fixed_run_schedule("healed")).unwrap();
+    let closed = wait_closed(&store, "healed").await;
+    scheduler.start_kill().unwrap();
+    let out = scheduler.wait_with_output().await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(closed, "the run did not close\n{said}\n{}", stack.worker_logs());
+    assert!(said.contains("run healed: its pages were never published"), "{said}");
+    let run = store.get_run("healed").await.unwrap().unwrap();
+    assert_eq!((run.pages_done, run.result.unwrap().listed), (2, 300));
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_pages_all_ended_but_never_closed_is_closed_by_the_scheduler() {
+    use signal9_shared::alpaca::AssetClass;
+    use signal9_shared::job::SyncPage;
+    use signal9_shared::store::{PageRecord, SqliteStore, Store};
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    // Both pages recorded ten minutes ago, and the run still open: its
+    // reconcile died and nothing retried it.
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    store.init().await.unwrap();
+    let then = chrono::Utc::now() - chrono::Duration::minutes(10);
+    store.create_run("stuck", 2, then).await.unwrap();
+    store.mark_published("stuck", then).await.unwrap();
+    let client = signal9_e2e::sim_client(&stack.sim.base_url(), Duration::from_secs(30));
+    for class in [AssetClass::UsEquity, AssetClass::Crypto] {
+        let slice = SyncPage {
+            asset_class: class,
+            exchange: None,
+            status: None,
+        };
+        let query = signal9_shared::sync::slice_query(&slice);
+        let report = signal9_shared::sync::sync_slice(&client, &store, &query, Some("stuck"))
+            .await
+            .unwrap();
+        let page = PageRecord {
+            listed_at: then,
+            ..report.record(&format!("sync:stuck:{class}"), &slice)
+        };
+        store.record_page("stuck", &page).await.unwrap();
+    }
+
+    let mut scheduler = stack.producer_spawn(&fixed_run_schedule("stuck")).unwrap();
+    let closed = wait_closed(&store, "stuck").await;
+    scheduler.start_kill().unwrap();
+    let out = scheduler.wait_with_output().await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(closed, "the run did not close\n{said}\n{}", stack.worker_logs());
+    assert!(said.contains("every page is done but the run never closed"), "{said}");
+    stack.cleanup().await;
+}

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use signal9_e2e::{text, Stack, AMQP_URL};
 use signal9_shared::store::{AssetFilter, RunStatus, SqliteStore, Store};
@@ -16,32 +16,10 @@ async fn event_tap(stack: &Stack) -> (lapin::Connection, lapin::Consumer) {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    stack.topology().declare(&channel).await.unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            stack.topology().events_exchange().as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let queue = signal9_e2e::events_queue(stack, &channel, None).await.unwrap();
     let consumer = channel
         .basic_consume(
-            queue.name().clone(),
+            queue.as_str().into(),
             "tap".into(),
             BasicConsumeOptions {
                 no_ack: true,
@@ -123,7 +101,7 @@ async fn a_full_sync_stores_the_active_universe_once_and_a_second_run_changes_no
     assert!(text(&out).contains("run r2: completed"), "{}", text(&out));
     let run = store.get_run("r2").await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Completed);
-    assert_eq!(run.result.unwrap()["delisted"], 0);
+    assert_eq!(run.result.unwrap().delisted, 0);
     let events = drain(&mut tap).await;
     assert!(!events.contains_key("asset.listed"), "nothing new the second time");
     assert_eq!(events.get("sync.completed").map_or(0, Vec::len), 1);
@@ -139,6 +117,7 @@ async fn a_truncated_listing_trips_the_guard_and_delists_nothing() {
     stack.start_worker(&[]).unwrap();
     let out = stack.producer(&["sync", "--run-id", "full", "--wait"]).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    signal9_e2e::outbox_settled(&SqliteStore::open(stack.sqlite_path()).unwrap()).await;
     let (_connection, mut tap) = event_tap(&stack).await;
 
     stack
@@ -182,6 +161,7 @@ async fn changes_between_runs_are_stored_and_published_exactly() {
     stack.start_worker(&[]).unwrap();
     let out = stack.producer(&["sync", "--run-id", "before", "--wait"]).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    signal9_e2e::outbox_settled(&SqliteStore::open(stack.sqlite_path()).unwrap()).await;
     let (_connection, mut tap) = event_tap(&stack).await;
 
     let symbols = signal9_e2e::active_symbols(42, 2_000, 4);
@@ -241,11 +221,7 @@ async fn changes_between_runs_are_stored_and_published_exactly() {
     let run = store.get_run("after").await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Completed);
     let result = run.result.unwrap();
-    assert_eq!(
-        (result["new"].as_u64(), result["status_changes"].as_u64()),
-        (Some(1), Some(3)),
-        "{result}"
-    );
+    assert_eq!((result.new, result.status_changes), (1, 3), "{result:?}");
     stack.cleanup().await;
 }
 
@@ -268,7 +244,54 @@ async fn a_worker_killed_mid_run_still_ends_in_one_reconcile_and_a_closed_run() 
     let store = SqliteStore::open(stack.sqlite_path()).unwrap();
     let run = store.get_run("killed").await.unwrap().unwrap();
     assert_eq!((run.status, run.pages_done), (RunStatus::Completed, 2));
+    // The killed worker may have held the relay lease: wait it out.
+    signal9_e2e::outbox_settled(&store).await;
     let events = drain(&mut tap).await;
-    assert_eq!(events.get("sync.completed").map_or(0, Vec::len), 1, "one reconcile");
+    let closed: HashSet<&str> = events
+        .get("sync.completed")
+        .into_iter()
+        .flatten()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(closed.len(), 1, "one reconcile (delivered at least once)");
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_worker_killed_before_publishing_are_sent_by_another_worker() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "1000"]).unwrap();
+    let (_connection, mut tap) = event_tap(&stack).await;
+    // A worker that writes its changes and their events but never relays
+    // them: as one killed between the store write and the publish.
+    stack.start_worker(&["--outbox-relay", "off"]).unwrap();
+    let out = stack
+        .producer(&["sync", "--run-id", "killed-early", "--wait"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let waiting = store.pending_events(100_000).await.unwrap();
+    assert_eq!(
+        waiting.len(),
+        1001,
+        "1,000 asset.listed and sync.completed wait in the outbox"
+    );
+    assert!(drain(&mut tap).await.is_empty(), "nothing was published yet");
+    stack.signal_worker(0, "-KILL").unwrap();
+
+    stack.start_worker(&[]).unwrap();
+    signal9_e2e::outbox_settled(&store).await;
+    let events = drain(&mut tap).await;
+    let listed: HashSet<&str> = events["asset.listed"]
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1000, "every asset.listed arrived (at least once)");
+    let expected: HashSet<&str> = waiting.iter().map(|p| p.event.id.as_str()).collect();
+    assert!(
+        listed.iter().all(|id| expected.contains(id)),
+        "the ids are the ones written"
+    );
+    assert_eq!(events.get("sync.completed").map_or(0, Vec::len), 1);
     stack.cleanup().await;
 }

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod handlers;
 pub mod health;
 pub mod outcome;
+pub mod relay;
 pub mod settings;
 
 use anyhow::{Context as _, Result};
@@ -74,8 +75,10 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
         client,
         store,
         symbols_per_call: usize::from(settings.coalesce_max),
-        max_delist_fraction: settings.max_delist_fraction,
+        reconcile: settings.reconcile(),
+        outbox_written: Arc::new(tokio::sync::Notify::new()),
     };
+    let sync_watch = tokio::spawn(relay::watch_sync_runs(Arc::clone(&ctx.store), shutdown.clone()));
     let shared = Shared {
         topology: settings.broker.topology(),
         settings,
@@ -84,6 +87,7 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
     };
     let result = sessions(&shared, &mut shutdown).await;
     let _ = heartbeat.await;
+    sync_watch.abort();
     result
 }
 
@@ -161,6 +165,23 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
         }
     }
     shared.health.set_broker_up(true);
+    // The relay publishes on its own channel: a failed event publish must
+    // not close the channel the jobs' retries and replies go through.
+    let relay = if settings.outbox_relay {
+        let relay_publisher = Publisher::open(&connection).await?;
+        Some(tokio::spawn(relay::run(
+            relay::RelayContext {
+                store: Arc::clone(&shared.ctx.store),
+                publisher: relay_publisher,
+                topology: shared.topology.clone(),
+                redis_url: settings.budget.redis_url.clone(),
+                written: Arc::clone(&shared.ctx.outbox_written),
+            },
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
     let mut interactive = select_all(interactive);
     let mut bulk = select_all(bulk);
     info!(namespace = %shared.topology.namespace(), concurrency, coalesce, "Worker consuming");
@@ -199,9 +220,17 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
     };
     if let Err(error) = outcome {
         tasks.abort_all();
+        if let Some(relay) = relay {
+            relay.abort();
+        }
         return Err(error);
     }
     drain(shared, &connection, consumers, &mut batcher, &mut tasks).await;
+    if let Some(relay) = relay {
+        // It has seen the shutdown and makes a last pass; what it cannot
+        // send in time stays in the outbox for the next relay.
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    }
     Ok(())
 }
 
@@ -310,13 +339,7 @@ fn dispatch(
                 let result = async {
                     match &pending.job.payload {
                         Payload::StatusCheck(p) => handlers::status_check::run(&shared.ctx, p).await,
-                        Payload::SyncPage(p) => {
-                            let events = handlers::Events {
-                                publisher: publisher.clone(),
-                                topology: shared.topology.clone(),
-                            };
-                            handlers::sync_page::run(&shared.ctx, &events, &pending.job, p).await
-                        }
+                        Payload::SyncPage(p) => handlers::sync_page::run(&shared.ctx, &pending.job, p).await,
                         Payload::FetchBars(_) => Err(Failure::permanent("fetch-bars jobs go through the batcher")),
                     }
                 }

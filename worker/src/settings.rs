@@ -25,10 +25,28 @@ pub struct WorkerSettings {
     /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish, in seconds.
     #[arg(long, env = "SIGNAL9_SHUTDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_secs: u64,
-    /// A sync run refuses to delist more than this share of the known active
-    /// assets (a truncated or empty listing must not empty the store).
+    /// A sync run refuses to delist more than this share of an asset class's
+    /// known active assets (a truncated listing must not empty the store);
+    /// judged per class, so a small class is not hidden by a large one.
     #[arg(long, env = "SIGNAL9_MAX_DELIST_FRACTION", default_value_t = 0.05, value_parser = parse_fraction)]
     pub max_delist_fraction: f64,
+    /// Per-class shares that override --max-delist-fraction, as
+    /// CLASS=FRACTION pairs: `crypto=0.2,us_equity=0.05`. A class whose
+    /// listing comes back empty while active assets are known always makes
+    /// the run suspect, whatever its share.
+    #[arg(long, env = "SIGNAL9_DELIST_GUARD", default_value = "", value_parser = parse_guard)]
+    pub delist_guard: GuardOverrides,
+    /// Pages of one run listed more than this many seconds before its
+    /// reconcile are listed again first, so a run never compares a fresh
+    /// listing with an old one (a page replayed from the dead-letter queue
+    /// hours later).
+    #[arg(long, env = "SIGNAL9_SYNC_SNAPSHOT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    pub sync_snapshot_secs: u64,
+    /// Publish events from the store's outbox (`on`), or leave that to
+    /// other workers (`off`). Every change's event is written to the outbox
+    /// with the change; one relay at a time (a lease in Redis) publishes it.
+    #[arg(long, env = "SIGNAL9_OUTBOX_RELAY", default_value = "on", value_parser = parse_on_off)]
+    pub outbox_relay: bool,
     /// Where /metrics (Prometheus), /healthz and /readyz are served; port 0
     /// picks a free port (the heartbeat and `signal9-producer status` show
     /// it), `off` serves nothing. A port already taken is logged and skipped.
@@ -61,6 +79,36 @@ fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
     text.parse()
         .map(MetricsAddr::At)
         .map_err(|_| "expected HOST:PORT (e.g. 0.0.0.0:9464) or off".into())
+}
+
+/// Per-class delisting shares.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GuardOverrides(pub Vec<(signal9_shared::alpaca::AssetClass, f64)>);
+
+fn parse_guard(text: &str) -> Result<GuardOverrides, String> {
+    signal9_shared::sync::DelistGuard::parse_overrides(text).map(GuardOverrides)
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+impl WorkerSettings {
+    /// How this worker closes sync runs.
+    pub fn reconcile(&self) -> signal9_shared::sync::ReconcileSettings {
+        let guard = self.delist_guard.0.iter().fold(
+            signal9_shared::sync::DelistGuard::new(self.max_delist_fraction),
+            |g, (class, f)| g.with_class(*class, *f),
+        );
+        signal9_shared::sync::ReconcileSettings {
+            guard,
+            snapshot_window: std::time::Duration::from_secs(self.sync_snapshot_secs),
+        }
+    }
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {

@@ -112,15 +112,20 @@ pub struct Asset {
     pub status: AssetStatus,
     /// Whether orders are accepted.
     pub tradable: bool,
-    /// Whether the asset can be bought on margin.
-    pub marginable: bool,
-    /// Whether the asset can be sold short.
-    pub shortable: bool,
+    /// Whether the asset can be bought on margin; real listings sometimes
+    /// leave it out, so it may be absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marginable: Option<bool>,
+    /// Whether the asset can be sold short; may be absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortable: Option<bool>,
     /// Deprecated by the API and may be absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub easy_to_borrow: Option<bool>,
-    /// Whether fractional orders are accepted.
-    pub fractionable: bool,
+    /// Whether fractional orders are accepted; may be absent (real listings
+    /// of AMD, NVDA, NFLX and PYPL have been returned without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fractionable: Option<bool>,
     /// Deprecated by the API and may be absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_margin_requirement: Option<f64>,
@@ -240,6 +245,24 @@ mod tests {
         let asset: Asset = serde_json::from_str(minimal).unwrap();
         assert_eq!(asset.name, None);
         assert!(asset.attributes.is_empty());
+    }
+
+    #[test]
+    fn only_the_fields_an_asset_cannot_be_used_without_are_required() {
+        // As the API has returned AMD: empty name, no fractionable.
+        let sparse = r#"{"id":"03fb07bb-5db1-4077-8dea-5d711b272625","class":"us_equity","exchange":"NASDAQ",
+            "symbol":"AMD","name":"","status":"active","tradable":true}"#;
+        let asset: Asset = serde_json::from_str(sparse).unwrap();
+        assert_eq!(
+            (asset.fractionable, asset.marginable, asset.shortable),
+            (None, None, None)
+        );
+        for required in ["id", "symbol", "class", "exchange", "status", "tradable"] {
+            let mut value: serde_json::Value = serde_json::from_str(sparse).unwrap();
+            value.as_object_mut().unwrap().remove(required);
+            let error = serde_json::from_value::<Asset>(value).unwrap_err().to_string();
+            assert!(error.contains(required), "{required}: {error}");
+        }
     }
 
     #[test]

@@ -12,10 +12,11 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
 
-use super::{AssetChange, AssetFilter, RunStatus, SeriesKey, Store};
+use super::{AssetChange, AssetFilter, PageRecord, RunStatus, RunTotals, SeriesKey, Store};
 use crate::alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
+use crate::events::EventType;
+use crate::job::SyncPage;
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_763_614_800, 0).unwrap_or_default() // 2025-11-20T05:00:00Z
@@ -39,10 +40,10 @@ pub fn sample_asset(n: u32, symbol: &str) -> Asset {
         name: Some(format!("Sample {symbol} Ünïcode")),
         status: AssetStatus::Active,
         tradable: true,
-        marginable: true,
-        shortable: false,
+        marginable: Some(true),
+        shortable: Some(false),
         easy_to_borrow: None,
-        fractionable: true,
+        fractionable: Some(true),
         maintenance_margin_requirement: Some(30.0),
         margin_requirement_long: Some("30".into()),
         margin_requirement_short: None,
@@ -192,7 +193,10 @@ pub async fn active_equity_symbols_are_the_backfill_set(store: &dyn Store) {
         sample_asset(36, "BRK.B"),
     ];
     store.upsert_assets(&assets, t0()).await.unwrap();
-    store.mark_delisted(std::slice::from_ref(&gone.id), t0()).await.unwrap();
+    store
+        .mark_delisted(std::slice::from_ref(&gone.id), t0(), None)
+        .await
+        .unwrap();
     let symbols = super::active_equity_symbols(store).await.unwrap();
     let names: Vec<&str> = symbols.iter().map(Symbol::as_str).collect();
     assert_eq!(names, ["BRK.B", "MSFT"]);
@@ -203,15 +207,24 @@ pub async fn assets_delist_and_relist(store: &dyn Store) {
     let a = sample_asset(20, "GONE");
     store.upsert_assets(std::slice::from_ref(&a), t0()).await.unwrap();
     let at = t0() + Duration::days(2);
-    assert_eq!(store.mark_delisted(std::slice::from_ref(&a.id), at).await.unwrap(), 1);
     assert_eq!(
-        store.mark_delisted(std::slice::from_ref(&a.id), at).await.unwrap(),
+        store
+            .mark_delisted(std::slice::from_ref(&a.id), at, None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .mark_delisted(std::slice::from_ref(&a.id), at, None)
+            .await
+            .unwrap(),
         0,
         "delisting twice changes nothing"
     );
     assert_eq!(
         store
-            .mark_delisted(&["00000000-0000-4000-8000-777777777777".into()], at)
+            .mark_delisted(&["00000000-0000-4000-8000-777777777777".into()], at, None)
             .await
             .unwrap(),
         0
@@ -390,6 +403,25 @@ pub async fn coverage_of_many_series_merges_per_series(store: &dyn Store) {
     store.add_coverage_many(&[], day(0), day(1)).await.unwrap();
 }
 
+fn page(id: &str, class: AssetClass, listed: u32, at: DateTime<Utc>) -> PageRecord {
+    PageRecord {
+        page_id: id.into(),
+        slice: SyncPage {
+            asset_class: class,
+            exchange: None,
+            status: None,
+        },
+        listed_at: at,
+        listed,
+        new: listed,
+        updated: 0,
+        unchanged: 0,
+        status_changes: 0,
+        rejected: 0,
+        rejections: vec![],
+    }
+}
+
 /// Runs: created once, pages counted once each, reconcile claimed once.
 pub async fn sync_runs_count_pages_once(store: &dyn Store) {
     assert!(store.create_run("2026-11-23", 3, t0()).await.unwrap());
@@ -397,29 +429,45 @@ pub async fn sync_runs_count_pages_once(store: &dyn Store) {
         !store.create_run("2026-11-23", 99, t0()).await.unwrap(),
         "a second create changes nothing"
     );
-    let p = store
-        .record_page("2026-11-23", "us_equity", &json!({"seen": 10}))
-        .await
-        .unwrap();
+    let equity = page("us_equity", AssetClass::UsEquity, 10, t0());
+    let p = store.record_page("2026-11-23", &equity).await.unwrap();
     assert_eq!((p.pages_done, p.pages_total), (1, 3));
-    let p = store
-        .record_page("2026-11-23", "us_equity", &json!({"seen": 10}))
-        .await
-        .unwrap();
+    let again = PageRecord {
+        listed: 11,
+        ..equity.clone()
+    };
+    let p = store.record_page("2026-11-23", &again).await.unwrap();
     assert_eq!(p.pages_done, 1, "recording a page twice counts once");
-    store
-        .record_page("2026-11-23", "crypto", &json!({"seen": 2}))
-        .await
-        .unwrap();
+    let crypto = page("crypto", AssetClass::Crypto, 2, t0());
+    store.record_page("2026-11-23", &crypto).await.unwrap();
     let p = store
-        .record_page("2026-11-23", "us_option", &json!({"seen": 0}))
+        .record_page("2026-11-23", &page("us_option", AssetClass::UsOption, 0, t0()))
         .await
         .unwrap();
     assert!(p.is_complete());
-    assert!(store.record_page("no-such-run", "x", &json!({})).await.is_err());
-    let pages = store.page_results("2026-11-23").await.unwrap();
+    assert!(store.record_page("no-such-run", &crypto).await.is_err());
+    let pages = store.page_records("2026-11-23").await.unwrap();
     assert_eq!(pages.len(), 3);
-    assert!(pages.contains(&("crypto".to_string(), json!({"seen": 2}))));
+    assert!(pages.contains(&crypto));
+    assert!(pages.contains(&equity), "the first record of a page stays");
+
+    let relisted = PageRecord {
+        listed_at: t0() + Duration::hours(1),
+        listed: 12,
+        ..equity.clone()
+    };
+    store.replace_page("2026-11-23", &relisted).await.unwrap();
+    let pages = store.page_records("2026-11-23").await.unwrap();
+    assert_eq!(pages.len(), 3, "a replaced page is still one page");
+    assert!(pages.contains(&relisted));
+
+    let run = store.get_run("2026-11-23").await.unwrap().expect("run");
+    assert_eq!(run.published_at, None);
+    store
+        .mark_published("2026-11-23", t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(store.mark_published("nope", t0()).await.is_err());
 
     let stale = std::time::Duration::from_secs(60);
     assert!(store.claim_reconcile("2026-11-23", t0(), stale).await.unwrap());
@@ -447,18 +495,20 @@ pub async fn sync_runs_count_pages_once(store: &dyn Store) {
         (run.status, run.pages_done, run.pages_total),
         (RunStatus::Running, 3, 3)
     );
+    assert_eq!(run.published_at, Some(t0() + Duration::seconds(1)));
+    assert_eq!(run.reconcile_claimed_at, Some(t0() + Duration::seconds(61)));
+    assert!(store.last_completed_run().await.unwrap().is_none());
+    let totals = RunTotals {
+        new: 5,
+        ..RunTotals::default()
+    };
     store
-        .finish_run(
-            "2026-11-23",
-            RunStatus::Completed,
-            &json!({"new": 5}),
-            t0() + Duration::hours(1),
-        )
+        .finish_run("2026-11-23", RunStatus::Completed, &totals, t0() + Duration::hours(1))
         .await
         .unwrap();
     let run = store.get_run("2026-11-23").await.unwrap().expect("run");
     assert_eq!(run.status, RunStatus::Completed);
-    assert_eq!(run.result, Some(json!({"new": 5})));
+    assert_eq!(run.result, Some(totals));
     assert_eq!(run.finished_at, Some(t0() + Duration::hours(1)));
     assert!(
         !store
@@ -473,11 +523,124 @@ pub async fn sync_runs_count_pages_once(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(store.latest_run().await.unwrap().expect("latest").run_id, "2026-11-24");
+    assert_eq!(
+        store.last_completed_run().await.unwrap().expect("completed").run_id,
+        "2026-11-23"
+    );
     assert!(store.get_run("nope").await.unwrap().is_none());
     assert!(store
-        .finish_run("nope", RunStatus::Failed, &json!({}), t0())
+        .finish_run("nope", RunStatus::Failed, &RunTotals::default(), t0())
         .await
         .is_err());
+}
+
+/// Every asset a listing returns is stamped seen at the listing's time; a
+/// stamp never moves back; refused-but-listed assets can be stamped alone.
+pub async fn assets_are_stamped_seen(store: &dyn Store) {
+    let a = sample_asset(40, "SEEN");
+    let b = sample_asset(41, "ALSO");
+    store.upsert_assets(&[a.clone(), b.clone()], t0()).await.unwrap();
+    let later = t0() + Duration::hours(2);
+    store.upsert_assets(std::slice::from_ref(&a), later).await.unwrap();
+    let seen = |id: String| async move { store.get_asset(&id).await.unwrap().expect("stored").seen_at };
+    assert_eq!(
+        seen(a.id.clone()).await,
+        Some(later),
+        "an unchanged asset is stamped too"
+    );
+    assert_eq!(seen(b.id.clone()).await, Some(t0()));
+    assert_eq!(
+        store.get_asset(&a.id).await.unwrap().expect("stored").updated_at,
+        t0(),
+        "a stamp is not a change"
+    );
+    store.upsert_assets(std::slice::from_ref(&a), t0()).await.unwrap();
+    assert_eq!(
+        seen(a.id.clone()).await,
+        Some(later),
+        "an older listing never moves it back"
+    );
+
+    let stamped = store
+        .mark_seen(&[b.id.clone(), "00000000-0000-4000-8000-555555555555".into()], later)
+        .await
+        .unwrap();
+    assert_eq!(stamped, 1, "unknown ids are skipped");
+    assert_eq!(seen(b.id.clone()).await, Some(later));
+}
+
+/// Each change puts its event in the outbox with it; an unchanged asset
+/// puts none; the same change has the same event id; sent events leave.
+pub async fn changes_put_their_events_in_the_outbox(store: &dyn Store) {
+    let a = sample_asset(50, "EVNT");
+    store
+        .upsert_assets_seen(std::slice::from_ref(&a), t0(), Some("r1"))
+        .await
+        .unwrap();
+    store
+        .upsert_assets_seen(std::slice::from_ref(&a), t0() + Duration::hours(1), Some("r1"))
+        .await
+        .unwrap();
+    let pending = store.pending_events(100).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].event.kind, EventType::AssetListed);
+    assert_eq!(pending[0].event.run_id.as_deref(), Some("r1"));
+    let listed_id = pending[0].event.id.clone();
+
+    let flipped = Asset {
+        status: AssetStatus::Inactive,
+        ..a.clone()
+    };
+    let at = t0() + Duration::days(1);
+    store
+        .upsert_assets_seen(std::slice::from_ref(&flipped), at, Some("r2"))
+        .await
+        .unwrap();
+    store
+        .mark_delisted(std::slice::from_ref(&a.id), at + Duration::hours(1), Some("r2"))
+        .await
+        .unwrap();
+    store
+        .upsert_assets_seen(std::slice::from_ref(&flipped), at + Duration::hours(2), Some("r3"))
+        .await
+        .unwrap();
+    store.create_run("r3", 1, at).await.unwrap();
+    store
+        .finish_run("r3", RunStatus::Suspect, &RunTotals::default(), at + Duration::hours(3))
+        .await
+        .unwrap();
+    let pending = store.pending_events(100).await.unwrap();
+    let kinds: Vec<EventType> = pending.iter().map(|e| e.event.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventType::AssetListed,
+            EventType::AssetStatusChanged,
+            EventType::AssetDelisted,
+            EventType::AssetListed,
+            EventType::SyncSuspect
+        ],
+        "oldest first: {pending:?}"
+    );
+    assert_eq!(
+        pending[3].event.data["relisted"], true,
+        "a delisted asset seen again is listed again"
+    );
+    assert_ne!(pending[3].event.id, listed_id);
+    assert!(store.pending_events(2).await.unwrap().len() >= 2);
+
+    // Sent events leave (by receipt: a backend may keep several together).
+    let first: Vec<_> = pending
+        .iter()
+        .filter(|p| p.receipt == pending[0].receipt)
+        .cloned()
+        .collect();
+    store.events_sent(&first).await.unwrap();
+    let left = store.pending_events(100).await.unwrap();
+    assert_eq!(left.len(), pending.len() - first.len());
+    assert!(left.iter().all(|e| e.event.id != listed_id));
+    store.events_sent(&left).await.unwrap();
+    assert!(store.pending_events(100).await.unwrap().is_empty());
 }
 
 /// Concurrent claims of one reconcile: exactly one wins.
@@ -502,7 +665,8 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $make;
             assets_upsert_and_classify_changes, assets_list_filters, assets_delist_and_relist, active_equity_symbols_are_the_backfill_set,
             bars_upsert_is_idempotent, bars_series_never_collide, bar_sets_write_like_single_upserts, bars_range_is_inclusive,
-            coverage_merges_ranges, coverage_of_many_series_merges_per_series, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency);
+            coverage_merges_ranges, coverage_of_many_series_merges_per_series, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency,
+            assets_are_stamped_seen, changes_put_their_events_in_the_outbox);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

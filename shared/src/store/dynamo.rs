@@ -4,11 +4,25 @@
 //!
 //! | table | partition key | sort key | what |
 //! | --- | --- | --- | --- |
-//! | `assets` | `id` (S) | | one item per asset id; index `by_symbol` (`symbol`, `id`) |
+//! | `assets` | `id` (S) | | one item per asset id; indexes `by_symbol` (`symbol`, `id`) and `outbox` |
 //! | `bars` | `series` (S, `AAPL\|1Day\|raw\|iex`) | `t` (N, epoch ms) | one item per bar |
 //! | `coverage` | `series` (S) | `start_ms` (N) | closed ranges held in full |
-//! | `runs` | `run_id` (S) | | one item per sync run; index `by_start` (`kind`, `started`) |
-//! | `run_pages` | `run_id` (S) | `page_id` (S) | one item per recorded page |
+//! | `runs` | `run_id` (S) | | one item per sync run; indexes `by_start` (`kind`, `started`) and `outbox` |
+//! | `run_pages` | `run_id` (S) | `page_id` (S) | one item per recorded page (counts, never ids) |
+//!
+//! Nothing grows with the universe in one item: which assets a sync saw is
+//! the `seen_at` stamp on each asset item, and a page record holds counts.
+//!
+//! **The outbox lives in the changed item.** An event is written into the
+//! very item whose change it describes (the asset, or the run), in the same
+//! single-item write: attribute `outbox` (a list of event JSON), `outbox_n`
+//! (its length), and the keys of the sparse index `outbox`: `outbox_shard`
+//! (`0`-`7`, spread so a first sync of a whole universe does not heat one
+//! partition) and `outbox_key` (`{oldest occurred_at}|{event id}`). A
+//! single-item write is atomic, so no TransactWriteItems is needed: the
+//! change and its event land together or not at all. The relay reads the
+//! index, publishes, and removes the attributes with a conditional update
+//! (`outbox_n` unchanged), so an event appended meanwhile stays.
 //!
 //! No query needs `begins_with` on a partition key: a series is one
 //! partition, a bar range is a `BETWEEN` on its sort key, the latest run is
@@ -34,10 +48,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    classify_change, AssetChange, AssetFilter, AssetWrite, RunProgress, RunStatus, SeriesKey, Store, StoreError,
-    StoredAsset, SyncRun,
+    plan_asset, AssetFilter, AssetWrite, PageRecord, PendingEvent, RunProgress, RunStatus, RunTotals, SeriesKey, Store,
+    StoreError, StoredAsset, SyncRun,
 };
 use crate::alpaca::{Asset, AssetStatus, Bar, Symbol};
+use crate::events::Event;
 
 /// Items in one BatchWriteItem request (DynamoDB's limit).
 pub const BATCH_WRITE_MAX: usize = 25;
@@ -45,6 +60,10 @@ pub const BATCH_WRITE_MAX: usize = 25;
 const BATCH_GET_MAX: usize = 100;
 /// Rounds of resending unprocessed items before the write fails.
 const UNPROCESSED_ROUNDS: u32 = 10;
+/// Partitions the outbox index is spread over.
+const OUTBOX_SHARDS: u32 = 8;
+/// The sparse index of items with events waiting.
+const OUTBOX_INDEX: &str = "outbox";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -59,6 +78,42 @@ pub struct DynamoCounters {
     pub unprocessed: AtomicU64,
     /// Single-item writes (PutItem, UpdateItem).
     pub item_writes: AtomicU64,
+    /// Write units as AWS bills them: per item written, its size rounded up
+    /// to 1 KB (1 for an update whose item size is not known here). Index
+    /// writes are not counted.
+    pub write_units: AtomicU64,
+    /// The largest item written, in bytes as AWS counts them.
+    pub largest_item: AtomicU64,
+}
+
+impl DynamoCounters {
+    fn wrote(&self, item: &Item) {
+        let size = item_size(item) as u64;
+        let units = size.div_ceil(1024).max(1);
+        self.write_units.fetch_add(units, Ordering::Relaxed);
+        self.largest_item.fetch_max(size, Ordering::Relaxed);
+    }
+}
+
+/// An item's size as DynamoDB counts it: each attribute's name plus its
+/// value (strings and binaries by length, numbers about a byte per two
+/// digits plus one, booleans and nulls one byte, lists and maps 3 bytes
+/// plus their elements).
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(v) => v.len(),
+        AttributeValue::N(v) => v.trim_start_matches('-').len().div_ceil(2) + 1,
+        AttributeValue::B(v) => v.as_ref().len(),
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(v) => 3 + v.iter().map(|(k, e)| 1 + k.len() + value_size(e)).sum::<usize>(),
+        _ => 1,
+    }
 }
 
 /// The DynamoDB store.
@@ -179,7 +234,79 @@ fn asset_item(stored: &StoredAsset) -> Result<Item, StoreError> {
     if let Some(at) = stored.status_changed_at {
         item.insert("status_changed_at".into(), s(ts(at)));
     }
+    if let Some(at) = stored.seen_at {
+        item.insert("seen_at".into(), s(ts(at)));
+    }
     Ok(item)
+}
+
+/// Runs one conditional write per id, 16 at a time, and counts those applied.
+async fn count_applied<F, Fut>(ids: &[String], write: F) -> Result<usize, StoreError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StoreError>>,
+{
+    let results: Vec<Result<bool, StoreError>> = futures::stream::iter(ids.iter().cloned())
+        .map(write)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().try_fold(0, |n, r| Ok(n + usize::from(r?)))
+}
+
+/// The outbox partition of an item, by its key.
+fn outbox_shard(key: &str) -> String {
+    let hash = key
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    (hash % OUTBOX_SHARDS).to_string()
+}
+
+fn outbox_key(event: &Event) -> String {
+    format!("{}|{}", ts(event.occurred_at), event.id)
+}
+
+/// The events waiting in an item, as JSON, oldest first.
+fn pending_in(item: &Item) -> Vec<String> {
+    match item.get("outbox") {
+        Some(AttributeValue::L(list)) => list.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds events to an item about to be written whole, keeping those already
+/// waiting in it (`waiting`, read before).
+fn attach_events(item: &mut Item, key: &str, waiting: Vec<String>, events: &[Event]) {
+    let mut first_key = None;
+    let mut list: Vec<AttributeValue> = waiting.into_iter().map(AttributeValue::S).collect();
+    if let (Some(event), true) = (events.first(), list.is_empty()) {
+        first_key = Some(outbox_key(event));
+    }
+    list.extend(events.iter().map(|e| AttributeValue::S(e.to_json())));
+    if list.is_empty() {
+        return;
+    }
+    item.insert("outbox_n".into(), n(list.len()));
+    item.insert("outbox".into(), AttributeValue::L(list));
+    item.insert("outbox_shard".into(), s(outbox_shard(key)));
+    if let Some(k) = first_key {
+        item.insert("outbox_key".into(), s(k));
+    }
+}
+
+/// The update-expression part that appends `event` to an item's outbox.
+const APPEND_EVENT: &str = "outbox = list_append(if_not_exists(outbox, :no_events), :event), \
+     outbox_shard = if_not_exists(outbox_shard, :shard), outbox_key = if_not_exists(outbox_key, :okey) \
+     ADD outbox_n :one";
+
+fn append_values(key: &str, event: &Event) -> [(&'static str, AttributeValue); 5] {
+    [
+        (":no_events", AttributeValue::L(vec![])),
+        (":event", AttributeValue::L(vec![AttributeValue::S(event.to_json())])),
+        (":shard", s(outbox_shard(key))),
+        (":okey", s(outbox_key(event))),
+        (":one", n(1)),
+    ]
 }
 
 fn decode_asset(item: &Item) -> Result<StoredAsset, StoreError> {
@@ -201,6 +328,7 @@ fn decode_asset(item: &Item) -> Result<StoredAsset, StoreError> {
         previous_status,
         previous_tradable,
         status_changed_at: opt_ts(item, "status_changed_at")?,
+        seen_at: opt_ts(item, "seen_at")?,
     })
 }
 
@@ -235,8 +363,20 @@ fn decode_bar(item: &Item) -> Result<Bar, StoreError> {
 /// An attribute of a key: its name and type.
 type KeyAttr = (&'static str, ScalarAttributeType);
 
-/// A global secondary index: its name, partition key and sort key.
-type IndexSpec = (&'static str, KeyAttr, KeyAttr);
+/// A global secondary index: its name, partition key, sort key, and the
+/// attributes it projects besides the keys (`None`: all).
+type IndexSpec = (&'static str, KeyAttr, KeyAttr, Option<&'static [&'static str]>);
+
+/// The outbox index of a table whose items may hold events.
+fn outbox_index() -> IndexSpec {
+    use ScalarAttributeType::S;
+    (
+        OUTBOX_INDEX,
+        ("outbox_shard", S),
+        ("outbox_key", S),
+        Some(&["outbox", "outbox_n"]),
+    )
+}
 
 /// What recording one range of coverage writes.
 #[derive(Debug)]
@@ -252,7 +392,7 @@ struct TableSpec {
     name: &'static str,
     hash: KeyAttr,
     range: Option<KeyAttr>,
-    index: Option<IndexSpec>,
+    indexes: Vec<IndexSpec>,
 }
 
 fn specs() -> Vec<TableSpec> {
@@ -262,33 +402,51 @@ fn specs() -> Vec<TableSpec> {
             name: "assets",
             hash: ("id", S),
             range: None,
-            index: Some(("by_symbol", ("symbol", S), ("id", S))),
+            indexes: vec![("by_symbol", ("symbol", S), ("id", S), None), outbox_index()],
         },
         TableSpec {
             name: "bars",
             hash: ("series", S),
             range: Some(("t", N)),
-            index: None,
+            indexes: vec![],
         },
         TableSpec {
             name: "coverage",
             hash: ("series", S),
             range: Some(("start_ms", N)),
-            index: None,
+            indexes: vec![],
         },
         TableSpec {
             name: "runs",
             hash: ("run_id", S),
             range: None,
-            index: Some(("by_start", ("kind", S), ("started", S))),
+            indexes: vec![("by_start", ("kind", S), ("started", S), None), outbox_index()],
         },
         TableSpec {
             name: "run_pages",
             hash: ("run_id", S),
             range: Some(("page_id", S)),
-            index: None,
+            indexes: vec![],
         },
     ]
+}
+
+fn gsi(index: &IndexSpec) -> Result<GlobalSecondaryIndex, StoreError> {
+    let (name, (hash, _), (range, _), include) = index;
+    let projection = match include {
+        None => Projection::builder().projection_type(ProjectionType::All).build(),
+        Some(attributes) => Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(attributes.iter().map(|a| (*a).to_owned()).collect()))
+            .build(),
+    };
+    GlobalSecondaryIndex::builder()
+        .index_name(*name)
+        .key_schema(key(hash, KeyType::Hash)?)
+        .key_schema(key(range, KeyType::Range)?)
+        .projection(projection)
+        .build()
+        .map_err(backend)
 }
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
@@ -373,20 +531,14 @@ impl DynamoStore {
             attributes.push(attribute(name, kind.clone())?);
             request = request.key_schema(key(name, KeyType::Range)?);
         }
-        if let Some((index, (hash, hash_kind), (range, range_kind))) = &spec.index {
+        for index in &spec.indexes {
+            let (_, (hash, hash_kind), (range, range_kind), _) = index;
             for (name, kind) in [(hash, hash_kind), (range, range_kind)] {
                 if !attributes.iter().any(|a| a.attribute_name() == *name) {
                     attributes.push(attribute(name, kind.clone())?);
                 }
             }
-            let gsi = GlobalSecondaryIndex::builder()
-                .index_name(*index)
-                .key_schema(key(hash, KeyType::Hash)?)
-                .key_schema(key(range, KeyType::Range)?)
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                .build()
-                .map_err(backend)?;
-            request = request.global_secondary_indexes(gsi);
+            request = request.global_secondary_indexes(gsi(index)?);
         }
         match request.set_attribute_definitions(Some(attributes)).send().await {
             Ok(_) => {}
@@ -405,14 +557,56 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(backend)?;
-            if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
+            let table_desc = described.table();
+            let indexes_active = table_desc
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default()
+                .iter()
+                .all(|i| i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active));
+            if table_desc.and_then(|t| t.table_status()) == Some(&TableStatus::Active) && indexes_active {
+                let existing: Vec<String> = table_desc
+                    .map(|t| t.global_secondary_indexes())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|i| i.index_name().map(str::to_owned))
+                    .collect();
+                match spec.indexes.iter().find(|i| !existing.iter().any(|e| e == i.0)) {
+                    None => return Ok(()),
+                    // A table made by an older version lacks an index: add it
+                    // (one at a time, as DynamoDB allows) and wait again.
+                    Some(missing) => self.add_index(&table, missing).await?,
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Err(StoreError::Backend(format!(
             "table {table} did not become ACTIVE within 60 s"
         )))
+    }
+
+    async fn add_index(&self, table: &str, index: &IndexSpec) -> Result<(), StoreError> {
+        let (name, (hash, hash_kind), (range, range_kind), _) = index;
+        let built = gsi(index)?;
+        let create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+            .index_name(*name)
+            .set_key_schema(Some(built.key_schema().to_vec()))
+            .set_projection(built.projection().cloned())
+            .build()
+            .map_err(backend)?;
+        self.client
+            .update_table()
+            .table_name(table)
+            .attribute_definitions(attribute(hash, hash_kind.clone())?)
+            .attribute_definitions(attribute(range, range_kind.clone())?)
+            .global_secondary_index_updates(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                    .create(create)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     /// Puts items with BatchWriteItem (see [`DynamoStore::batch_write`]).
@@ -437,6 +631,14 @@ impl DynamoStore {
                 self.counters
                     .items_written
                     .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                for request in &pending {
+                    match request.put_request() {
+                        Some(put) => self.counters.wrote(put.item()),
+                        None => {
+                            self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 let output = self
                     .client
                     .batch_write_item()
@@ -584,6 +786,59 @@ impl DynamoStore {
         u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("page count {count}")))
     }
 
+    /// Appends one event to an item's outbox in one conditional update,
+    /// together with `set` (the change itself). `Ok(false)` when the
+    /// condition did not hold (nothing written).
+    async fn update_with_event(
+        &self,
+        table: &str,
+        key: (&str, &str),
+        set: &str,
+        condition: &str,
+        values: Vec<(&'static str, AttributeValue)>,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.write_units.fetch_add(2, Ordering::Relaxed);
+        let (set_part, add_part) = APPEND_EVENT.split_once(" ADD ").unwrap_or((APPEND_EVENT, ""));
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key(key.0, s(key.1))
+            .update_expression(format!("SET {set}, {set_part} ADD {add_part}"))
+            .condition_expression(condition);
+        for (name, value) in values.into_iter().chain(append_values(key.1, event)) {
+            request = request.expression_attribute_values(name, value);
+        }
+        if condition.contains("#key") {
+            request = request.expression_attribute_names("#key", key.0);
+        }
+        if set.contains("#status") {
+            request = request
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#result", "result");
+        }
+        applied(request.send().await)
+    }
+
+    /// Puts a page record; with `first_only`, only if the page has none yet
+    /// (`Ok(false)` when it had).
+    async fn put_page(&self, run_id: &str, page: &PageRecord, first_only: bool) -> Result<bool, StoreError> {
+        let item = page_item(run_id, page)?;
+        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.wrote(&item);
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(self.table("run_pages"))
+            .set_item(Some(item));
+        if first_only {
+            put = put.condition_expression("attribute_not_exists(page_id)");
+        }
+        applied(put.send().await)
+    }
+
     async fn decode_run(&self, item: &Item) -> Result<SyncRun, StoreError> {
         let run_id = req_s(item, "run_id")?.to_owned();
         let status = req_s(item, "status")?;
@@ -591,6 +846,7 @@ impl DynamoStore {
         let result = get_s(item, "result")?
             .map(|r| serde_json::from_str(r).map_err(|e| StoreError::Corrupt(format!("run result: {e}"))))
             .transpose()?;
+        let claimed: i64 = get_n(item, "reconcile_claimed")?.unwrap_or(0);
         Ok(SyncRun {
             pages_done: self.pages_done(&run_id).await?,
             started_at: parse_ts(req_s(item, "started_at")?)?,
@@ -598,6 +854,10 @@ impl DynamoStore {
             status,
             finished_at: opt_ts(item, "finished_at")?,
             result,
+            published_at: opt_ts(item, "published_at")?,
+            reconcile_claimed_at: (claimed > 0)
+                .then(|| DateTime::from_timestamp_millis(claimed))
+                .flatten(),
             run_id,
         })
     }
@@ -645,7 +905,12 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError> {
+    async fn upsert_assets_seen(
+        &self,
+        assets: &[Asset],
+        at: DateTime<Utc>,
+        run_id: Option<&str>,
+    ) -> Result<Vec<AssetWrite>, StoreError> {
         let mut ids: Vec<&str> = assets.iter().map(|a| a.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -654,60 +919,72 @@ impl Store for DynamoStore {
             .map(|id| HashMap::from([("id".to_owned(), s(*id))]))
             .collect();
         let mut stored: HashMap<String, StoredAsset> = HashMap::new();
+        // Events still waiting in an item are carried into its new version.
+        let mut waiting: HashMap<String, Vec<String>> = HashMap::new();
+        let mut waiting_keys: HashMap<String, AttributeValue> = HashMap::new();
         for item in self.batch_get(&self.table("assets"), keys).await? {
             let asset = decode_asset(&item)?;
+            let pending = pending_in(&item);
+            if !pending.is_empty() {
+                waiting.insert(asset.asset.id.clone(), pending);
+                if let Some(k) = item.get("outbox_key") {
+                    waiting_keys.insert(asset.asset.id.clone(), k.clone());
+                }
+            }
             stored.insert(asset.asset.id.clone(), asset);
         }
         let mut writes = Vec::with_capacity(assets.len());
-        // The last version of an id wins, as with one upsert after another.
-        let mut items: HashMap<String, Item> = HashMap::new();
+        // The last version of an id wins, as with one upsert after another;
+        // its events all stay.
+        let mut items: HashMap<String, StoredAsset> = HashMap::new();
+        let mut events: HashMap<String, Vec<Event>> = HashMap::new();
         for asset in assets {
-            let before = stored.get(&asset.id);
-            let change = classify_change(before, asset);
-            let after = match (&change, before) {
-                (AssetChange::New, _) => Some(StoredAsset {
-                    asset: asset.clone(),
-                    first_seen: at,
-                    updated_at: at,
-                    delisted_at: None,
-                    previous_status: None,
-                    previous_tradable: None,
-                    status_changed_at: None,
-                }),
-                (AssetChange::Updated { status, tradable, .. }, Some(before)) => {
-                    let changed = status.is_some() || tradable.is_some();
-                    Some(StoredAsset {
-                        asset: asset.clone(),
-                        first_seen: before.first_seen,
-                        updated_at: at,
-                        delisted_at: None,
-                        previous_status: if changed {
-                            Some(before.asset.status)
-                        } else {
-                            before.previous_status
-                        },
-                        previous_tradable: if changed {
-                            Some(before.asset.tradable)
-                        } else {
-                            before.previous_tradable
-                        },
-                        status_changed_at: if changed { Some(at) } else { before.status_changed_at },
-                    })
-                }
-                _ => None,
-            };
-            if let Some(after) = after {
-                items.insert(asset.id.clone(), asset_item(&after)?);
-                stored.insert(asset.id.clone(), after);
+            let plan = plan_asset(stored.get(&asset.id), asset, at, run_id);
+            if let Some(event) = plan.event {
+                events.entry(asset.id.clone()).or_default().push(event);
             }
-            writes.push(AssetWrite {
-                id: asset.id.clone(),
-                change,
-            });
+            items.insert(asset.id.clone(), plan.after.clone());
+            stored.insert(asset.id.clone(), plan.after);
+            writes.push(plan.write);
         }
-        self.batch_put(&self.table("assets"), items.into_values().collect())
-            .await?;
+        // One whole-item put per asset: the change, the seen stamp and its
+        // events land together (a single-item write is atomic).
+        let mut puts = Vec::with_capacity(items.len());
+        for (id, after) in items {
+            let mut item = asset_item(&after)?;
+            let new = events.remove(&id).unwrap_or_default();
+            attach_events(&mut item, &id, waiting.remove(&id).unwrap_or_default(), &new);
+            if let Some(k) = waiting_keys.remove(&id) {
+                item.insert("outbox_key".into(), k);
+            }
+            puts.push(item);
+        }
+        self.batch_put(&self.table("assets"), puts).await?;
         Ok(writes)
+    }
+
+    async fn mark_seen(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError> {
+        let table = self.table("assets");
+        count_applied(ids, |id| {
+            let table = table.clone();
+            async move {
+                self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+                self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(table)
+                    .key("id", s(id))
+                    .update_expression("SET seen_at = :at")
+                    .condition_expression("attribute_exists(#id) AND (attribute_not_exists(seen_at) OR seen_at < :at)")
+                    .expression_attribute_names("#id", "id")
+                    .expression_attribute_values(":at", s(ts(at)))
+                    .send()
+                    .await;
+                applied(result)
+            }
+        })
+        .await
     }
 
     async fn get_asset(&self, id: &str) -> Result<Option<StoredAsset>, StoreError> {
@@ -755,35 +1032,38 @@ impl Store for DynamoStore {
         Ok(assets)
     }
 
-    async fn mark_delisted(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError> {
+    async fn mark_delisted(
+        &self,
+        ids: &[String],
+        at: DateTime<Utc>,
+        run_id: Option<&str>,
+    ) -> Result<usize, StoreError> {
         let table = self.table("assets");
-        let results: Vec<Result<bool, StoreError>> = futures::stream::iter(ids.iter().cloned())
-            .map(|id| {
-                let table = table.clone();
-                async move {
-                    self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-                    let result = self
-                        .client
-                        .update_item()
-                        .table_name(table)
-                        .key("id", s(id))
-                        .update_expression("SET delisted_at = :at, updated_at = :at")
-                        .condition_expression("attribute_exists(#id) AND attribute_not_exists(delisted_at)")
-                        .expression_attribute_names("#id", "id")
-                        .expression_attribute_values(":at", s(ts(at)))
-                        .send()
-                        .await;
-                    applied(result)
+        count_applied(ids, |id| {
+            let table = table.clone();
+            async move {
+                let key = HashMap::from([("id".to_owned(), s(&id))]);
+                let Some(item) = self.get_item(&table, key).await? else {
+                    return Ok(false);
+                };
+                let before = decode_asset(&item)?;
+                if before.delisted_at.is_some() {
+                    return Ok(false);
                 }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut changed = 0;
-        for result in results {
-            changed += usize::from(result?);
-        }
-        Ok(changed)
+                // The flag and its event, in one conditional update.
+                let event = Event::delisted(&before, run_id, at);
+                self.update_with_event(
+                    &table,
+                    ("id", &id),
+                    "delisted_at = :at, updated_at = :at",
+                    "attribute_exists(#key) AND attribute_not_exists(delisted_at)",
+                    vec![(":at", s(ts(at)))],
+                    &event,
+                )
+                .await
+            }
+        })
+        .await
     }
 
     async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
@@ -882,6 +1162,7 @@ impl Store for DynamoStore {
 
     async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError> {
         self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.write_units.fetch_add(1, Ordering::Relaxed);
         let result = self
             .client
             .put_item()
@@ -899,37 +1180,25 @@ impl Store for DynamoStore {
         applied(result)
     }
 
-    async fn record_page(
-        &self,
-        run_id: &str,
-        page_id: &str,
-        result: &serde_json::Value,
-    ) -> Result<RunProgress, StoreError> {
+    async fn record_page(&self, run_id: &str, page: &PageRecord) -> Result<RunProgress, StoreError> {
         let run = self
             .get_item(&self.table("runs"), HashMap::from([("run_id".to_owned(), s(run_id))]))
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("sync run {run_id:?}")))?;
         let pages_total: u32 = req_n(&run, "pages_total")?;
-        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-        let put = self
-            .client
-            .put_item()
-            .table_name(self.table("run_pages"))
-            .item("run_id", s(run_id))
-            .item("page_id", s(page_id))
-            .item("result", s(result.to_string()))
-            .condition_expression("attribute_not_exists(page_id)")
-            .send()
-            .await;
-        // Recorded before (condition failed): the first result stays.
-        applied(put)?;
+        // Recorded before (condition failed): the first record stays.
+        self.put_page(run_id, page, true).await?;
         Ok(RunProgress {
             pages_done: self.pages_done(run_id).await?,
             pages_total,
         })
     }
 
-    async fn page_results(&self, run_id: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    async fn replace_page(&self, run_id: &str, page: &PageRecord) -> Result<(), StoreError> {
+        self.put_page(run_id, page, false).await.map(drop)
+    }
+
+    async fn page_records(&self, run_id: &str) -> Result<Vec<PageRecord>, StoreError> {
         let request = self
             .client
             .query()
@@ -941,11 +1210,30 @@ impl Store for DynamoStore {
             .await?
             .iter()
             .map(|item| {
-                let value = serde_json::from_str(req_s(item, "result")?)
-                    .map_err(|e| StoreError::Corrupt(format!("page result: {e}")))?;
-                Ok((req_s(item, "page_id")?.to_owned(), value))
+                serde_json::from_str(req_s(item, "result")?)
+                    .map_err(|e| StoreError::Corrupt(format!("page record: {e}")))
             })
             .collect()
+    }
+
+    async fn mark_published(&self, run_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+        let update = self
+            .client
+            .update_item()
+            .table_name(self.table("runs"))
+            .key("run_id", s(run_id))
+            .update_expression("SET published_at = :at")
+            .condition_expression("attribute_exists(run_id)")
+            .expression_attribute_values(":at", s(ts(at)))
+            .send()
+            .await;
+        if applied(update)? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("sync run {run_id:?}")))
+        }
     }
 
     async fn claim_reconcile(
@@ -957,6 +1245,7 @@ impl Store for DynamoStore {
         let now = at.timestamp_millis();
         let stale = now - i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
         self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.write_units.fetch_add(1, Ordering::Relaxed);
         // One conditional update decides, as SQLite's single UPDATE does.
         let result = self
             .client
@@ -981,25 +1270,26 @@ impl Store for DynamoStore {
         &self,
         run_id: &str,
         status: RunStatus,
-        result: &serde_json::Value,
+        result: &RunTotals,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-        let update = self
-            .client
-            .update_item()
-            .table_name(self.table("runs"))
-            .key("run_id", s(run_id))
-            .update_expression("SET #status = :status, #result = :result, finished_at = :at")
-            .condition_expression("attribute_exists(run_id)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#result", "result")
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":result", s(result.to_string()))
-            .expression_attribute_values(":at", s(ts(at)))
-            .send()
-            .await;
-        if applied(update)? {
+        let body = serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event = Event::run_closed(run_id, status, result, at);
+        let applied = self
+            .update_with_event(
+                &self.table("runs"),
+                ("run_id", run_id),
+                "#status = :status, #result = :result, finished_at = :at",
+                "attribute_exists(#key)",
+                vec![
+                    (":status", s(status.as_str())),
+                    (":result", s(body)),
+                    (":at", s(ts(at))),
+                ],
+                &event,
+            )
+            .await?;
+        if applied {
             Ok(())
         } else {
             Err(StoreError::NotFound(format!("sync run {run_id:?}")))
@@ -1033,4 +1323,107 @@ impl Store for DynamoStore {
         };
         self.get_run(run_id).await
     }
+
+    async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError> {
+        let mut stream = self
+            .client
+            .query()
+            .table_name(self.table("runs"))
+            .index_name("by_start")
+            .key_condition_expression("#kind = :k")
+            .filter_expression("#status = :completed")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":k", s("run"))
+            .expression_attribute_values(":completed", s(RunStatus::Completed.as_str()))
+            .scan_index_forward(false)
+            .into_paginator()
+            .items()
+            .send();
+        let Some(item) = stream.next().await else {
+            return Ok(None);
+        };
+        let item = item.map_err(backend)?;
+        self.get_run(req_s(&item, "run_id")?).await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
+        let per_shard = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        // (outbox_key, events of one item, receipt)
+        let mut found: Vec<(String, Vec<String>, String)> = Vec::new();
+        for (table, key_name) in [("assets", "id"), ("runs", "run_id")] {
+            let table = self.table(table);
+            for shard in 0..OUTBOX_SHARDS {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&table)
+                    .index_name(OUTBOX_INDEX)
+                    .key_condition_expression("outbox_shard = :s")
+                    .expression_attribute_values(":s", s(shard.to_string()))
+                    .limit(per_shard)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in output.items() {
+                    let okey = req_s(item, "outbox_key")?.to_owned();
+                    let count: u64 = get_n(item, "outbox_n")?.unwrap_or(0);
+                    let receipt = format!("{table}\n{key_name}\n{}\n{count}", req_s(item, key_name)?);
+                    found.push((okey, pending_in(item), receipt));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut pending = Vec::new();
+        for (_, events, receipt) in found {
+            if pending.len() >= limit {
+                break;
+            }
+            for json in events {
+                let event: Event =
+                    serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("outbox event: {e}")))?;
+                pending.push(PendingEvent {
+                    event,
+                    receipt: receipt.clone(),
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    async fn events_sent(&self, sent: &[PendingEvent]) -> Result<(), StoreError> {
+        let mut receipts: Vec<&str> = sent.iter().map(|p| p.receipt.as_str()).collect();
+        receipts.sort_unstable();
+        receipts.dedup();
+        for receipt in receipts {
+            let parts: Vec<&str> = receipt.split('\n').collect();
+            let [table, key_name, key, count] = parts[..] else {
+                return Err(StoreError::Corrupt(format!("outbox receipt {receipt:?}")));
+            };
+            self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+            self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+            // Only if no event was added since it was read: those would be lost.
+            let result = self
+                .client
+                .update_item()
+                .table_name(table)
+                .key(key_name, s(key))
+                .update_expression("REMOVE outbox, outbox_n, outbox_shard, outbox_key")
+                .condition_expression("outbox_n = :n")
+                .expression_attribute_values(":n", AttributeValue::N(count.to_owned()))
+                .send()
+                .await;
+            applied(result)?;
+        }
+        Ok(())
+    }
+}
+
+fn page_item(run_id: &str, page: &PageRecord) -> Result<Item, StoreError> {
+    let result = serde_json::to_string(page).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(HashMap::from([
+        ("run_id".into(), s(run_id)),
+        ("page_id".into(), s(&page.page_id)),
+        ("result".into(), s(result)),
+    ]))
 }

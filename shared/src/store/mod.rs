@@ -6,6 +6,7 @@
 
 pub mod contract;
 pub mod dynamo;
+pub mod run;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -15,8 +16,10 @@ use std::fmt;
 
 use crate::alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
 use crate::error::{Classify, ErrorClass};
+use crate::events::Event;
 
 pub use dynamo::DynamoStore;
+pub use run::{ClassTotals, PageRecord, RunTotals, MAX_REJECTIONS_KEPT};
 pub use sqlite::SqliteStore;
 
 /// One bar series: bars of one symbol at one timeframe, adjustment and feed.
@@ -58,6 +61,10 @@ pub struct StoredAsset {
     pub previous_tradable: Option<bool>,
     /// When status or tradable last changed.
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// When a listing (or lookup) last returned it; `None` for assets stored
+    /// before signal9 recorded it. Reconcile delists what a run's listings
+    /// did not see: assets whose `seen_at` is older than the run's listing.
+    pub seen_at: Option<DateTime<Utc>>,
 }
 
 /// What an upsert did to one asset.
@@ -152,7 +159,12 @@ pub struct SyncRun {
     /// When it was closed.
     pub finished_at: Option<DateTime<Utc>>,
     /// The run's result, once closed.
-    pub result: Option<serde_json::Value>,
+    pub result: Option<RunTotals>,
+    /// When its pages were published; `None` if whoever created the run
+    /// died before publishing them (the scheduler heals such a run).
+    pub published_at: Option<DateTime<Utc>>,
+    /// When its reconcile was last claimed, if ever.
+    pub reconcile_claimed_at: Option<DateTime<Utc>>,
 }
 
 /// Progress of a run after a page was recorded.
@@ -200,10 +212,28 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Creates tables and indexes if they do not exist. Safe to call again.
     async fn init(&self) -> Result<(), StoreError>;
 
-    /// Upserts assets (identity = `id`), writing only those that changed, and
-    /// says what happened to each: one write per asset, in the input's order.
-    /// A delisted asset seen again is relisted.
-    async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError>;
+    /// Upserts assets with no run, as [`Store::upsert_assets_seen`] does.
+    async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError> {
+        self.upsert_assets_seen(assets, at, None).await
+    }
+
+    /// Upserts assets a listing or lookup returned at `at` (identity = `id`)
+    /// and says what happened to each, in the input's order. Every asset is
+    /// stamped `seen_at = at` (never moved back); a changed one is rewritten,
+    /// and a delisted one seen again is relisted. The event a change raises
+    /// ([`Event::for_change`]) goes into the outbox in the same transaction
+    /// (SQLite) or the same TransactWriteItems (DynamoDB) as the change.
+    async fn upsert_assets_seen(
+        &self,
+        assets: &[Asset],
+        at: DateTime<Utc>,
+        run_id: Option<&str>,
+    ) -> Result<Vec<AssetWrite>, StoreError>;
+
+    /// Stamps `seen_at = at` on stored assets a listing returned but
+    /// validation refused: the API still lists them, so they are not
+    /// delisted. Unknown ids are skipped. Returns how many were stamped.
+    async fn mark_seen(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// One asset by id.
     async fn get_asset(&self, id: &str) -> Result<Option<StoredAsset>, StoreError>;
@@ -214,9 +244,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Assets matching the filter, ordered by symbol then id.
     async fn list_assets(&self, filter: &AssetFilter) -> Result<Vec<StoredAsset>, StoreError>;
 
-    /// Marks assets delisted at `at` (never deletes them or their bars).
+    /// Marks assets delisted at `at` (never deletes them or their bars),
+    /// each with its `asset.delisted` event in the outbox, written together.
     /// Returns how many were not delisted before.
-    async fn mark_delisted(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError>;
+    async fn mark_delisted(&self, ids: &[String], at: DateTime<Utc>, run_id: Option<&str>)
+        -> Result<usize, StoreError>;
 
     /// Upserts bars of one series (key = series + bar time). Returns how many
     /// bars were written.
@@ -260,17 +292,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// when it already exists.
     async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
-    /// Records one page of a run as done with its result; recording the same
-    /// page again changes nothing.
-    async fn record_page(
-        &self,
-        run_id: &str,
-        page_id: &str,
-        result: &serde_json::Value,
-    ) -> Result<RunProgress, StoreError>;
+    /// Records one page of a run as done; recording the same page again
+    /// changes nothing (the first record stays).
+    async fn record_page(&self, run_id: &str, page: &PageRecord) -> Result<RunProgress, StoreError>;
 
-    /// The results of every recorded page of a run.
-    async fn page_results(&self, run_id: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+    /// Replaces a recorded page with a newer listing of it (reconcile lists
+    /// a page again when its listing is too old to compare with the others).
+    async fn replace_page(&self, run_id: &str, page: &PageRecord) -> Result<(), StoreError>;
+
+    /// Every recorded page of a run, ordered by page id.
+    async fn page_records(&self, run_id: &str) -> Result<Vec<PageRecord>, StoreError>;
+
+    /// Records that the run's pages were published.
+    async fn mark_published(&self, run_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Claims the run's reconcile at `at`. While the run is running, exactly
     /// one caller gets `true`, unless the claim is older than `stale_after`
@@ -283,12 +317,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         stale_after: std::time::Duration,
     ) -> Result<bool, StoreError>;
 
-    /// Closes a run with its final status and result.
+    /// Closes a run with its final status and result, and puts its
+    /// `sync.completed` or `sync.suspect` event in the outbox, together.
     async fn finish_run(
         &self,
         run_id: &str,
         status: RunStatus,
-        result: &serde_json::Value,
+        result: &RunTotals,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
@@ -297,6 +332,96 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The most recently started run.
     async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError>;
+
+    /// The most recently started run that completed.
+    async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError>;
+
+    /// About `limit` events in the outbox (more when the last item read
+    /// holds several), oldest first.
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError>;
+
+    /// Removes published events from the outbox. An event written beside
+    /// them since they were read stays (and they may be sent again with it).
+    async fn events_sent(&self, sent: &[PendingEvent]) -> Result<(), StoreError>;
+}
+
+/// An event waiting in a store's outbox, with the backend's receipt for
+/// removing it once published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    /// The event.
+    pub event: Event,
+    /// Where it is kept (opaque; the backend's own).
+    pub receipt: String,
+}
+
+/// What an upsert writes for one asset: the record after it (`None` when
+/// only the `seen_at` stamp moves) and the event it raises.
+#[derive(Debug)]
+pub(crate) struct AssetPlan {
+    pub write: AssetWrite,
+    pub after: StoredAsset,
+    pub rewrite: bool,
+    pub event: Option<Event>,
+}
+
+/// Plans an upsert of one asset against its stored record: the shared
+/// logic of every backend's [`Store::upsert_assets_seen`].
+pub(crate) fn plan_asset(
+    before: Option<&StoredAsset>,
+    fresh: &Asset,
+    at: DateTime<Utc>,
+    run_id: Option<&str>,
+) -> AssetPlan {
+    let change = classify_change(before, fresh);
+    let event = Event::for_change(before, fresh, &change, run_id, at);
+    let seen_at = Some(before.and_then(|b| b.seen_at).map_or(at, |s| s.max(at)));
+    let after = match (&change, before) {
+        (AssetChange::Updated { status, tradable, .. }, Some(before)) => {
+            let changed = status.is_some() || tradable.is_some();
+            StoredAsset {
+                asset: fresh.clone(),
+                first_seen: before.first_seen,
+                updated_at: at,
+                delisted_at: None,
+                previous_status: if changed {
+                    Some(before.asset.status)
+                } else {
+                    before.previous_status
+                },
+                previous_tradable: if changed {
+                    Some(before.asset.tradable)
+                } else {
+                    before.previous_tradable
+                },
+                status_changed_at: if changed { Some(at) } else { before.status_changed_at },
+                seen_at,
+            }
+        }
+        (AssetChange::Unchanged, Some(before)) => StoredAsset {
+            seen_at,
+            ..before.clone()
+        },
+        _ => StoredAsset {
+            asset: fresh.clone(),
+            first_seen: at,
+            updated_at: at,
+            delisted_at: None,
+            previous_status: None,
+            previous_tradable: None,
+            status_changed_at: None,
+            seen_at,
+        },
+    };
+    AssetPlan {
+        write: AssetWrite {
+            id: fresh.id.clone(),
+            change,
+        },
+        rewrite: change != AssetChange::Unchanged,
+        after,
+        event,
+    }
 }
 
 /// The symbols of every active, tradable, not delisted US equity, sorted and

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    classify_change, AssetChange, AssetFilter, AssetWrite, RunProgress, RunStatus, SeriesKey, Store, StoreError,
-    StoredAsset, SyncRun,
+    plan_asset, AssetFilter, AssetWrite, PageRecord, PendingEvent, RunProgress, RunStatus, RunTotals, SeriesKey, Store,
+    StoreError, StoredAsset, SyncRun,
 };
 use crate::alpaca::{Asset, AssetStatus, Bar, Symbol};
+use crate::events::Event;
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS assets (
     delisted_at TEXT,
     previous_status TEXT,
     previous_tradable INTEGER,
-    status_changed_at TEXT
+    status_changed_at TEXT,
+    seen_at TEXT
 );
 CREATE INDEX IF NOT EXISTS assets_by_symbol ON assets(symbol);
 CREATE TABLE IF NOT EXISTS bars (
@@ -56,7 +58,8 @@ CREATE TABLE IF NOT EXISTS sync_runs (
     status TEXT NOT NULL,
     reconcile_claimed INTEGER NOT NULL DEFAULT 0,
     finished_at TEXT,
-    result TEXT
+    result TEXT,
+    published_at TEXT
 );
 CREATE TABLE IF NOT EXISTS sync_pages (
     run_id TEXT NOT NULL,
@@ -64,7 +67,42 @@ CREATE TABLE IF NOT EXISTS sync_pages (
     result TEXT NOT NULL,
     PRIMARY KEY (run_id, page_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    occurred_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 ";
+
+/// Columns added after a table was first created: `(table, column, type)`.
+/// `init` adds those an older file lacks.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [("assets", "seen_at", "TEXT"), ("sync_runs", "published_at", "TEXT")];
+
+fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let mut stmt = conn
+            .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))
+            .map_err(backend)?;
+        if !stmt.exists(params![column]).map_err(backend)? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts events in the outbox; an event already there (same id) stays once.
+fn enqueue_events<'a>(tx: &Connection, events: impl IntoIterator<Item = &'a Event>) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO outbox (id, occurred_at, body) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING")
+        .map_err(backend)?;
+    for event in events {
+        stmt.execute(params![event.id, ts(event.occurred_at), event.to_json()])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -161,7 +199,7 @@ fn parse_opt_ts(text: Option<String>) -> Result<Option<DateTime<Utc>>, StoreErro
 }
 
 const ASSET_COLUMNS: &str =
-    "body, first_seen, updated_at, delisted_at, previous_status, previous_tradable, status_changed_at";
+    "body, first_seen, updated_at, delisted_at, previous_status, previous_tradable, status_changed_at, seen_at";
 
 type AssetRow = (
     String,
@@ -170,6 +208,7 @@ type AssetRow = (
     Option<String>,
     Option<String>,
     Option<bool>,
+    Option<String>,
     Option<String>,
 );
 
@@ -182,11 +221,13 @@ fn read_asset_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AssetRow> {
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
     ))
 }
 
 fn decode_asset(row: AssetRow) -> Result<StoredAsset, StoreError> {
-    let (body, first_seen, updated_at, delisted_at, previous_status, previous_tradable, status_changed_at) = row;
+    let (body, first_seen, updated_at, delisted_at, previous_status, previous_tradable, status_changed_at, seen_at) =
+        row;
     let asset: Asset = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("asset body: {e}")))?;
     let previous_status = previous_status
         .map(|s| s.parse::<AssetStatus>().map_err(StoreError::Corrupt))
@@ -199,6 +240,7 @@ fn decode_asset(row: AssetRow) -> Result<StoredAsset, StoreError> {
         previous_status,
         previous_tradable,
         status_changed_at: parse_opt_ts(status_changed_at)?,
+        seen_at: parse_opt_ts(seen_at)?,
     })
 }
 
@@ -271,13 +313,24 @@ fn merge_coverage(tx: &rusqlite::Transaction<'_>, key: &str, mut lo: i64, mut hi
     Ok(())
 }
 
-/// run_id, started_at, pages_total, status, finished_at, result, pages_done.
-type RunRow = (String, String, u32, String, Option<String>, Option<String>, u32);
+/// run_id, started_at, pages_total, status, finished_at, result, pages_done,
+/// published_at, reconcile_claimed (epoch ms, 0 when never).
+type RunRow = (
+    String,
+    String,
+    u32,
+    String,
+    Option<String>,
+    Option<String>,
+    u32,
+    Option<String>,
+    i64,
+);
 
 fn read_run(conn: &Connection, where_clause: &str, arg: Option<&str>) -> Result<Option<SyncRun>, StoreError> {
     let sql = format!(
         "SELECT run_id, started_at, pages_total, status, finished_at, result,
-                (SELECT COUNT(*) FROM sync_pages p WHERE p.run_id = r.run_id)
+                (SELECT COUNT(*) FROM sync_pages p WHERE p.run_id = r.run_id), published_at, reconcile_claimed
          FROM sync_runs r {where_clause}"
     );
     let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RunRow> {
@@ -289,6 +342,8 @@ fn read_run(conn: &Connection, where_clause: &str, arg: Option<&str>) -> Result<
             r.get(4)?,
             r.get(5)?,
             r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
         ))
     };
     let row = match arg {
@@ -297,7 +352,8 @@ fn read_run(conn: &Connection, where_clause: &str, arg: Option<&str>) -> Result<
     }
     .optional()
     .map_err(backend)?;
-    let Some((run_id, started_at, pages_total, status, finished_at, result, pages_done)) = row else {
+    let Some((run_id, started_at, pages_total, status, finished_at, result, pages_done, published_at, claimed)) = row
+    else {
         return Ok(None);
     };
     let status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status {status:?}")))?;
@@ -312,62 +368,101 @@ fn read_run(conn: &Connection, where_clause: &str, arg: Option<&str>) -> Result<
         status,
         finished_at: parse_opt_ts(finished_at)?,
         result,
+        published_at: parse_opt_ts(published_at)?,
+        reconcile_claimed_at: (claimed > 0)
+            .then(|| DateTime::from_timestamp_millis(claimed))
+            .flatten(),
     }))
+}
+
+fn decode_page(text: &str) -> Result<PageRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("page record: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn init(&self) -> Result<(), StoreError> {
-        self.with(|conn| conn.execute_batch(SCHEMA).map_err(backend)).await
+        self.with(|conn| {
+            conn.execute_batch(SCHEMA).map_err(backend)?;
+            add_missing_columns(conn)
+        })
+        .await
     }
 
-    async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError> {
+    async fn upsert_assets_seen(
+        &self,
+        assets: &[Asset],
+        at: DateTime<Utc>,
+        run_id: Option<&str>,
+    ) -> Result<Vec<AssetWrite>, StoreError> {
         let assets = assets.to_vec();
+        let run_id = run_id.map(str::to_owned);
         self.with(move |conn| {
             let tx = write_tx(conn)?;
             let mut writes = Vec::with_capacity(assets.len());
             for asset in &assets {
                 let stored = get_asset_tx(&tx, &asset.id)?;
-                let change = classify_change(stored.as_ref(), asset);
-                let body = serde_json::to_string(asset).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                match (&change, &stored) {
-                    (AssetChange::New, _) => {
-                        tx.execute(
-                            "INSERT INTO assets (id, symbol, class, status, body, first_seen, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                            params![asset.id, asset.symbol.as_str(), asset.class.as_str(), asset.status.as_str(), body, ts(at)],
-                        )
-                        .map_err(backend)?;
-                    }
-                    (AssetChange::Updated { status, tradable, .. }, Some(stored)) => {
-                        let changed = status.is_some() || tradable.is_some();
-                        let previous_status = if changed { Some(stored.asset.status) } else { stored.previous_status };
-                        let previous_tradable = if changed { Some(stored.asset.tradable) } else { stored.previous_tradable };
-                        let changed_at = if changed { Some(at) } else { stored.status_changed_at };
-                        tx.execute(
-                            "UPDATE assets SET symbol = ?2, class = ?3, status = ?4, body = ?5, updated_at = ?6,
-                                    delisted_at = NULL, previous_status = ?7, previous_tradable = ?8, status_changed_at = ?9
-                             WHERE id = ?1",
-                            params![
-                                asset.id,
-                                asset.symbol.as_str(),
-                                asset.class.as_str(),
-                                asset.status.as_str(),
-                                body,
-                                ts(at),
-                                previous_status.map(AssetStatus::as_str),
-                                previous_tradable,
-                                changed_at.map(ts),
-                            ],
-                        )
-                        .map_err(backend)?;
-                    }
-                    _ => {}
+                let plan = plan_asset(stored.as_ref(), asset, at, run_id.as_deref());
+                let after = &plan.after;
+                if plan.rewrite {
+                    let body = encode(&after.asset)?;
+                    tx.execute(
+                        "INSERT INTO assets (id, symbol, class, status, body, first_seen, updated_at, delisted_at,
+                                             previous_status, previous_tradable, status_changed_at, seen_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, ?10, ?11)
+                         ON CONFLICT (id) DO UPDATE SET symbol = ?2, class = ?3, status = ?4, body = ?5,
+                             updated_at = ?7, delisted_at = NULL, previous_status = ?8, previous_tradable = ?9,
+                             status_changed_at = ?10, seen_at = ?11",
+                        params![
+                            asset.id,
+                            asset.symbol.as_str(),
+                            asset.class.as_str(),
+                            asset.status.as_str(),
+                            body,
+                            ts(after.first_seen),
+                            ts(after.updated_at),
+                            after.previous_status.map(AssetStatus::as_str),
+                            after.previous_tradable,
+                            after.status_changed_at.map(ts),
+                            after.seen_at.map(ts),
+                        ],
+                    )
+                    .map_err(backend)?;
+                } else {
+                    tx.execute(
+                        "UPDATE assets SET seen_at = ?2 WHERE id = ?1",
+                        params![asset.id, after.seen_at.map(ts)],
+                    )
+                    .map_err(backend)?;
                 }
-                writes.push(AssetWrite { id: asset.id.clone(), change });
+                enqueue_events(&tx, plan.event.as_ref())?;
+                writes.push(plan.write);
             }
             tx.commit().map_err(backend)?;
             Ok(writes)
+        })
+        .await
+    }
+
+    async fn mark_seen(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError> {
+        let ids = ids.to_vec();
+        self.with(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut changed = 0;
+            {
+                let mut stmt = tx
+                    .prepare("UPDATE assets SET seen_at = ?2 WHERE id = ?1 AND (seen_at IS NULL OR seen_at < ?2)")
+                    .map_err(backend)?;
+                for id in &ids {
+                    changed += stmt.execute(params![id, ts(at)]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(changed)
         })
         .await
     }
@@ -401,20 +496,31 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_delisted(&self, ids: &[String], at: DateTime<Utc>) -> Result<usize, StoreError> {
+    async fn mark_delisted(
+        &self,
+        ids: &[String],
+        at: DateTime<Utc>,
+        run_id: Option<&str>,
+    ) -> Result<usize, StoreError> {
         let ids = ids.to_vec();
+        let run_id = run_id.map(str::to_owned);
         self.with(move |conn| {
             let tx = write_tx(conn)?;
             let mut changed = 0;
-            {
-                let mut stmt = tx
-                    .prepare(
-                        "UPDATE assets SET delisted_at = ?2, updated_at = ?2 WHERE id = ?1 AND delisted_at IS NULL",
-                    )
-                    .map_err(backend)?;
-                for id in &ids {
-                    changed += stmt.execute(params![id, ts(at)]).map_err(backend)?;
+            for id in &ids {
+                let Some(before) = get_asset_tx(&tx, id)? else {
+                    continue;
+                };
+                if before.delisted_at.is_some() {
+                    continue;
                 }
+                tx.execute(
+                    "UPDATE assets SET delisted_at = ?2, updated_at = ?2 WHERE id = ?1",
+                    params![id, ts(at)],
+                )
+                .map_err(backend)?;
+                enqueue_events(&tx, [&Event::delisted(&before, run_id.as_deref(), at)])?;
+                changed += 1;
             }
             tx.commit().map_err(backend)?;
             Ok(changed)
@@ -550,13 +656,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_page(
-        &self,
-        run_id: &str,
-        page_id: &str,
-        result: &serde_json::Value,
-    ) -> Result<RunProgress, StoreError> {
-        let (run_id, page_id, result) = (run_id.to_owned(), page_id.to_owned(), result.to_string());
+    async fn record_page(&self, run_id: &str, page: &PageRecord) -> Result<RunProgress, StoreError> {
+        let (run_id, page_id, result) = (run_id.to_owned(), page.page_id.clone(), encode(page)?);
         self.with(move |conn| {
             let tx = write_tx(conn)?;
             progress(&tx, &run_id)?;
@@ -572,24 +673,49 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn page_results(&self, run_id: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    async fn replace_page(&self, run_id: &str, page: &PageRecord) -> Result<(), StoreError> {
+        let (run_id, page_id, result) = (run_id.to_owned(), page.page_id.clone(), encode(page)?);
+        self.with(move |conn| {
+            let tx = write_tx(conn)?;
+            progress(&tx, &run_id)?;
+            tx.execute(
+                "INSERT INTO sync_pages (run_id, page_id, result) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, page_id) DO UPDATE SET result = ?3",
+                params![run_id, page_id, result],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn page_records(&self, run_id: &str) -> Result<Vec<PageRecord>, StoreError> {
         let run_id = run_id.to_owned();
         self.with(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT page_id, result FROM sync_pages WHERE run_id = ?1 ORDER BY page_id")
+                .prepare("SELECT result FROM sync_pages WHERE run_id = ?1 ORDER BY page_id")
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params![run_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
+                .query_map(params![run_id], |r| r.get::<_, String>(0))
                 .map_err(backend)?;
-            rows.map(|row| {
-                let (page, result) = row.map_err(backend)?;
-                let value =
-                    serde_json::from_str(&result).map_err(|e| StoreError::Corrupt(format!("page result: {e}")))?;
-                Ok((page, value))
-            })
-            .collect()
+            rows.map(|row| decode_page(&row.map_err(backend)?)).collect()
+        })
+        .await
+    }
+
+    async fn mark_published(&self, run_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let run_id = run_id.to_owned();
+        self.with(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE sync_runs SET published_at = ?2 WHERE run_id = ?1",
+                    params![run_id, ts(at)],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("sync run {run_id:?}")));
+            }
+            Ok(())
         })
         .await
     }
@@ -623,12 +749,14 @@ impl Store for SqliteStore {
         &self,
         run_id: &str,
         status: RunStatus,
-        result: &serde_json::Value,
+        result: &RunTotals,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (run_id, result) = (run_id.to_owned(), result.to_string());
+        let event = Event::run_closed(run_id, status, result, at);
+        let (run_id, result) = (run_id.to_owned(), encode(result)?);
         self.with(move |conn| {
-            let changed = conn
+            let tx = write_tx(conn)?;
+            let changed = tx
                 .execute(
                     "UPDATE sync_runs SET status = ?2, result = ?3, finished_at = ?4 WHERE run_id = ?1",
                     params![run_id, status.as_str(), result, ts(at)],
@@ -637,7 +765,8 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Err(StoreError::NotFound(format!("sync run {run_id:?}")));
             }
-            Ok(())
+            enqueue_events(&tx, [&event])?;
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -651,5 +780,53 @@ impl Store for SqliteStore {
     async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError> {
         self.with(|conn| read_run(conn, "ORDER BY started_at DESC, run_id DESC LIMIT 1", None))
             .await
+    }
+
+    async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError> {
+        self.with(|conn| {
+            read_run(
+                conn,
+                "WHERE status = 'completed' ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                None,
+            )
+        })
+        .await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT body FROM outbox ORDER BY seq LIMIT ?1")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![limit], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|row| {
+                let event: Event = serde_json::from_str(&row.map_err(backend)?)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox event: {e}")))?;
+                Ok(PendingEvent {
+                    receipt: event.id.clone(),
+                    event,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn events_sent(&self, sent: &[PendingEvent]) -> Result<(), StoreError> {
+        let ids: Vec<String> = sent.iter().map(|p| p.receipt.clone()).collect();
+        self.with(move |conn| {
+            let tx = write_tx(conn)?;
+            {
+                let mut stmt = tx.prepare("DELETE FROM outbox WHERE id = ?1").map_err(backend)?;
+                for id in &ids {
+                    stmt.execute(params![id]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
     }
 }

@@ -2,7 +2,8 @@
 //! ([`get`]); the worker serves it as text on `/metrics` ([`render`]).
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -37,8 +38,36 @@ pub struct Metrics {
     pub sync_runs: IntCounterVec,
     /// `signal9_sync_assets_total{change}`: new, updated, status_changed, delisted, rejected.
     pub sync_assets: IntCounterVec,
+    /// `signal9_sync_last_success_timestamp_seconds`: when the most recent
+    /// completed sync run closed (Unix seconds; 0 when none has), read from
+    /// the store, so every worker reports it.
+    pub sync_last_success: IntGauge,
+    /// `signal9_sync_last_run_suspect`: 1 when the most recent run ended suspect.
+    pub sync_last_run_suspect: IntGauge,
+    /// `signal9_outbox_pending`: events left in the outbox after the last relay pass.
+    pub outbox_pending: IntGauge,
+    /// `signal9_outbox_oldest_age_seconds`: age of the oldest event the last relay pass found.
+    pub outbox_oldest_age: IntGauge,
+    /// `signal9_outbox_published_total`: events published from the outbox.
+    pub outbox_published: IntCounter,
     /// `signal9_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
+}
+
+fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    metric
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    metric
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -146,6 +175,27 @@ impl Metrics {
                 "Assets seen by sync pages, by change",
                 &["change"],
             ),
+            sync_last_success: plain_gauge(
+                &r,
+                "signal9_sync_last_success_timestamp_seconds",
+                "When the most recent completed sync run closed, in Unix seconds (0: never)",
+            ),
+            sync_last_run_suspect: plain_gauge(
+                &r,
+                "signal9_sync_last_run_suspect",
+                "1 when the most recent sync run ended suspect, else 0",
+            ),
+            outbox_pending: plain_gauge(
+                &r,
+                "signal9_outbox_pending",
+                "Events left in the outbox after the last relay pass",
+            ),
+            outbox_oldest_age: plain_gauge(
+                &r,
+                "signal9_outbox_oldest_age_seconds",
+                "Age of the oldest event in the outbox at the last relay pass (0: empty)",
+            ),
+            outbox_published: plain_counter(&r, "signal9_outbox_published_total", "Events published from the outbox"),
             build_info: gauge(&r, "signal9_build_info", "Always 1; the version label", &["version"]),
             registry: r,
         };

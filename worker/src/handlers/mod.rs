@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use signal9_shared::alpaca::AlpacaClient;
 use signal9_shared::store::Store;
+use signal9_shared::sync::ReconcileSettings;
 
 /// What every handler uses.
 #[derive(Debug, Clone)]
@@ -19,24 +20,9 @@ pub struct Context {
     pub store: Arc<dyn Store>,
     /// Symbols per multi-symbol request.
     pub symbols_per_call: usize,
-    /// The delisting guard's threshold.
-    pub max_delist_fraction: f64,
-}
-
-/// Where handlers publish events.
-#[derive(Debug, Clone)]
-pub struct Events {
-    /// A confirm-mode channel.
-    pub publisher: signal9_shared::broker::Publisher,
-    /// The namespace's names.
-    pub topology: signal9_shared::broker::Topology,
-}
-
-impl Events {
-    /// Publishes, logging (not failing) on error: the data is stored either way.
-    pub async fn emit(&self, event: signal9_shared::events::Event) {
-        if let Err(error) = event.publish(&self.publisher, &self.topology).await {
-            tracing::warn!(%error, event = event.kind.as_str(), "Could not publish an event");
-        }
-    }
+    /// How sync runs are closed: the guard and the snapshot window.
+    pub reconcile: ReconcileSettings,
+    /// Woken after a write that may have put events in the outbox, so the
+    /// relay publishes them at once instead of at its next tick.
+    pub outbox_written: Arc<tokio::sync::Notify>,
 }

@@ -23,6 +23,7 @@ pub async fn run(ctx: &Context, job: &StatusCheck) -> Result<Value, Failure> {
         .upsert_assets(std::slice::from_ref(&asset), Utc::now())
         .await
         .map_err(|e| Failure::from_error(&e))?;
+    ctx.outbox_written.notify_one();
     let change = writes.first().map(|w| w.change).unwrap_or(AssetChange::Unchanged);
     Ok(
         json!({"symbol": asset.symbol, "id": asset.id, "status": asset.status, "tradable": asset.tradable, "change": change}),

@@ -1,0 +1,155 @@
+//! The records of a sync run: one per listed page, and the run's totals.
+//!
+//! They are typed so that reconcile's inputs are checked by the compiler,
+//! and bounded: a page record holds counts and at most
+//! [`MAX_REJECTIONS_KEPT`] rejection reasons, never the ids it saw. Which
+//! assets a run saw is stamped on the assets themselves (`seen_at`), so no
+//! record grows with the universe.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::alpaca::AssetClass;
+use crate::job::SyncPage;
+
+/// Rejection reasons kept in a page record or run result; the rest are counted.
+pub const MAX_REJECTIONS_KEPT: usize = 20;
+
+/// What one listed page of a run did, as recorded in the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageRecord {
+    /// The page's id within its run (`sync:{run}:{slice}`).
+    pub page_id: String,
+    /// The slice it lists, so reconcile can list it again.
+    pub slice: SyncPage,
+    /// When the listing was answered; every asset it saw carries this time
+    /// as its `seen_at`.
+    pub listed_at: DateTime<Utc>,
+    /// Elements the API returned, valid or not.
+    pub listed: u32,
+    /// Assets not known before.
+    pub new: u32,
+    /// Known assets whose record changed.
+    pub updated: u32,
+    /// Known assets exactly as stored.
+    pub unchanged: u32,
+    /// Status or tradable changes among the updated.
+    pub status_changes: u32,
+    /// Elements refused by validation (they still count as seen when they
+    /// carry a known id).
+    pub rejected: u32,
+    /// The first few rejection reasons.
+    #[serde(default)]
+    pub rejections: Vec<String>,
+}
+
+/// One asset class in a run's result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClassTotals {
+    /// Active, not delisted assets of the class known before reconcile.
+    pub known_active: u64,
+    /// Elements the class's pages returned.
+    pub listed: u64,
+    /// Known, not delisted assets no page of the run saw.
+    pub unseen: u64,
+    /// The most assets the guard lets this class delist in one run.
+    pub delist_limit: u64,
+}
+
+/// A closed run's result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunTotals {
+    /// Pages recorded.
+    pub pages: u32,
+    /// Pages listed again at reconcile because their listing was too old.
+    pub relisted_pages: u32,
+    /// Elements the pages returned.
+    pub listed: u64,
+    /// New assets.
+    pub new: u64,
+    /// Changed assets.
+    pub updated: u64,
+    /// Unchanged assets.
+    pub unchanged: u64,
+    /// Status or tradable changes.
+    pub status_changes: u64,
+    /// Elements refused by validation.
+    pub rejected: u64,
+    /// The first few rejection reasons.
+    pub rejections: Vec<String>,
+    /// Per asset class: what the guard looked at.
+    pub classes: BTreeMap<AssetClass, ClassTotals>,
+    /// Assets marked delisted.
+    pub delisted: u64,
+    /// Assets that would have been delisted, when the guard refused.
+    pub would_delist: u64,
+    /// Why the run is suspect; empty when it is not.
+    pub suspect: Vec<String>,
+}
+
+impl RunTotals {
+    /// Adds one page's counts.
+    pub fn add_page(&mut self, page: &PageRecord) {
+        self.pages += 1;
+        self.listed += u64::from(page.listed);
+        self.new += u64::from(page.new);
+        self.updated += u64::from(page.updated);
+        self.unchanged += u64::from(page.unchanged);
+        self.status_changes += u64::from(page.status_changes);
+        self.rejected += u64::from(page.rejected);
+        let room = MAX_REJECTIONS_KEPT.saturating_sub(self.rejections.len());
+        self.rejections.extend(page.rejections.iter().take(room).cloned());
+        self.classes.entry(page.slice.asset_class).or_default().listed += u64::from(page.listed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(class: AssetClass, listed: u32, rejections: usize) -> PageRecord {
+        PageRecord {
+            page_id: format!("p-{class}"),
+            slice: SyncPage {
+                asset_class: class,
+                exchange: None,
+                status: None,
+            },
+            listed_at: DateTime::from_timestamp(1_764_000_000, 0).unwrap_or_default(),
+            listed,
+            new: 1,
+            updated: 2,
+            unchanged: 3,
+            status_changes: 1,
+            rejected: u32::try_from(rejections).unwrap_or(0),
+            rejections: (0..rejections).map(|i| format!("reason {i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn totals_add_pages_per_class_and_keep_few_reasons() {
+        let mut totals = RunTotals::default();
+        totals.add_page(&page(AssetClass::UsEquity, 100, 15));
+        totals.add_page(&page(AssetClass::Crypto, 30, 15));
+        assert_eq!(
+            (totals.pages, totals.listed, totals.new, totals.rejected),
+            (2, 130, 2, 30)
+        );
+        assert_eq!(totals.rejections.len(), MAX_REJECTIONS_KEPT);
+        assert_eq!(totals.classes[&AssetClass::Crypto].listed, 30);
+        let json = serde_json::to_string(&totals).unwrap_or_default();
+        assert!(json.contains("\"crypto\""), "{json}");
+        let back: RunTotals = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, totals);
+    }
+
+    #[test]
+    fn a_page_record_stays_small_whatever_the_listing_size() {
+        let record = page(AssetClass::UsEquity, 4_000_000, MAX_REJECTIONS_KEPT);
+        let bytes = serde_json::to_vec(&record).unwrap_or_default().len();
+        assert!(bytes < 2_000, "{bytes} bytes");
+    }
+}

@@ -1,0 +1,93 @@
+//! The worker's background duties beside its jobs: relaying the store's
+//! outbox to the events exchange, and reporting the sync runs' state as
+//! metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tracing::warn;
+
+use signal9_shared::broker::{Publisher, Topology};
+use signal9_shared::outbox;
+use signal9_shared::store::{RunStatus, Store};
+
+/// How often the relay looks at the outbox when nothing wakes it.
+const RELAY_TICK: Duration = Duration::from_secs(1);
+/// How long the relay lease lasts without renewal.
+const RELAY_LEASE_MS: u64 = 10_000;
+/// How often the sync gauges are read from the store.
+const SYNC_WATCH_TICK: Duration = Duration::from_secs(15);
+
+/// What the relay needs.
+#[derive(Debug)]
+pub struct RelayContext {
+    /// Where the outbox is.
+    pub store: Arc<dyn Store>,
+    /// A confirm-mode channel of its own.
+    pub publisher: Publisher,
+    /// The namespace's names.
+    pub topology: Topology,
+    /// Redis, home of the relay lease (one relay at a time in the pool, so
+    /// two workers do not send the same events at once).
+    pub redis_url: String,
+    /// Woken after writes that may have added events.
+    pub written: Arc<Notify>,
+}
+
+/// Relays the outbox until shutdown, then makes one last pass.
+pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
+    let pool = match signal9_shared::limiter::redis_pool(&ctx.redis_url) {
+        Ok(pool) => pool,
+        Err(error) => {
+            warn!(%error, "Outbox relay disabled: no Redis pool");
+            return;
+        }
+    };
+    let lease_key = format!("{}:outbox:relay", ctx.topology.namespace());
+    let me = uuid::Uuid::new_v4().to_string();
+    loop {
+        let stopping = *shutdown.borrow();
+        match signal9_shared::lease::hold(&pool, &lease_key, &me, RELAY_LEASE_MS).await {
+            Ok(true) => {
+                if let Err(error) = outbox::drain(ctx.store.as_ref(), &ctx.publisher, &ctx.topology, None).await {
+                    warn!(error = %error, "Outbox relay pass failed; the events stay in the outbox");
+                }
+            }
+            Ok(false) => {}
+            Err(error) => warn!(%error, "Outbox relay: Redis unreachable; the events stay in the outbox"),
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = ctx.written.notified() => {}
+            _ = tokio::time::sleep(RELAY_TICK) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Keeps `signal9_sync_last_success_timestamp_seconds` and
+/// `signal9_sync_last_run_suspect` current from the store, so every worker
+/// reports them and the alerts see them whichever worker closed the run.
+pub async fn watch_sync_runs(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+    let metrics = signal9_shared::telemetry::metrics::get();
+    loop {
+        match store.last_completed_run().await {
+            Ok(run) => metrics
+                .sync_last_success
+                .set(run.and_then(|r| r.finished_at).map_or(0, |t| t.timestamp())),
+            Err(error) => warn!(%error, "Could not read the last completed sync run"),
+        }
+        match store.latest_run().await {
+            Ok(run) => metrics
+                .sync_last_run_suspect
+                .set(i64::from(run.is_some_and(|r| r.status == RunStatus::Suspect))),
+            Err(error) => warn!(%error, "Could not read the latest sync run"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SYNC_WATCH_TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
