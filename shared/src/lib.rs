@@ -14,6 +14,7 @@
 //! - [`ingest`]: fetch, validate and store one set of bars;
 //! - [`sync`]: list one slice of assets, the delisting guard, reconcile a run;
 //! - [`outbox`]: the relay that publishes the events the store wrote beside their changes;
+//! - [`eventbridge`]: the optional EventBridge bus every event is also put on;
 //! - [`job`]: the job envelope and its checks;
 //! - [`events`]: events for the downstream pipeline;
 //! - [`calendar`]: the US equity market calendar;
@@ -27,6 +28,7 @@ pub mod broker;
 pub mod calendar;
 pub mod config;
 pub mod error;
+pub mod eventbridge;
 pub mod events;
 pub mod guard;
 pub mod ingest;

@@ -40,6 +40,8 @@ use settings::WorkerSettings;
 #[derive(Debug, Clone)]
 struct Shared {
     settings: WorkerSettings,
+    /// The EventBridge bus every relayed event also goes to, if set.
+    event_sink: Option<Arc<dyn signal9_shared::outbox::EventSink>>,
     topology: Topology,
     ctx: Context,
     health: Arc<health::Health>,
@@ -79,7 +81,18 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
         outbox_written: Arc::new(tokio::sync::Notify::new()),
     };
     let sync_watch = tokio::spawn(relay::watch_sync_runs(Arc::clone(&ctx.store), shutdown.clone()));
+    let event_sink: Option<Arc<dyn signal9_shared::outbox::EventSink>> = match &settings.eventbridge_bus {
+        Some(bus) if !bus.is_empty() => {
+            let aws = signal9_shared::aws::AwsTarget::default().load().await;
+            Some(Arc::new(signal9_shared::eventbridge::EventBridgeSink::new(
+                &aws,
+                bus.clone(),
+            )))
+        }
+        _ => None,
+    };
     let shared = Shared {
+        event_sink,
         topology: settings.broker.topology(),
         settings,
         ctx,
@@ -176,6 +189,7 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
                 topology: shared.topology.clone(),
                 redis_url: settings.budget.redis_url.clone(),
                 written: Arc::clone(&shared.ctx.outbox_written),
+                sink: shared.event_sink.clone(),
             },
             shutdown.clone(),
         )))

@@ -32,6 +32,8 @@ pub struct RelayContext {
     pub redis_url: String,
     /// Woken after writes that may have added events.
     pub written: Arc<Notify>,
+    /// Where every event also goes (EventBridge), if anywhere.
+    pub sink: Option<Arc<dyn outbox::EventSink>>,
 }
 
 /// Relays the outbox until shutdown, then makes one last pass.
@@ -49,7 +51,9 @@ pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
         let stopping = *shutdown.borrow();
         match signal9_shared::lease::hold(&pool, &lease_key, &me, RELAY_LEASE_MS).await {
             Ok(true) => {
-                if let Err(error) = outbox::drain(ctx.store.as_ref(), &ctx.publisher, &ctx.topology, None).await {
+                if let Err(error) =
+                    outbox::drain(ctx.store.as_ref(), &ctx.publisher, &ctx.topology, ctx.sink.as_deref()).await
+                {
                     warn!(error = %error, "Outbox relay pass failed; the events stay in the outbox");
                 }
             }

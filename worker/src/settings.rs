@@ -47,6 +47,11 @@ pub struct WorkerSettings {
     /// with the change; one relay at a time (a lease in Redis) publishes it.
     #[arg(long, env = "SIGNAL9_OUTBOX_RELAY", default_value = "on", value_parser = parse_on_off)]
     pub outbox_relay: bool,
+    /// Also put every event on this Amazon EventBridge bus (name or ARN),
+    /// with source `signal9` and detail-type the event type; unset: none.
+    /// The AWS SDK's own settings (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...) apply.
+    #[arg(long, env = "SIGNAL9_EVENTBRIDGE_BUS")]
+    pub eventbridge_bus: Option<String>,
     /// Where /metrics (Prometheus), /healthz and /readyz are served; port 0
     /// picks a free port (the heartbeat and `signal9-producer status` show
     /// it), `off` serves nothing. A port already taken is logged and skipped.

@@ -84,6 +84,9 @@ pub struct DynamoCounters {
     pub write_units: AtomicU64,
     /// The largest item written, in bytes as AWS counts them.
     pub largest_item: AtomicU64,
+    /// Read requests (GetItem, BatchGetItem, each page of a Query or Scan);
+    /// counted where the store reads assets, runs and pages, not bars.
+    pub reads: AtomicU64,
 }
 
 impl DynamoCounters {
@@ -684,6 +687,7 @@ impl DynamoStore {
             );
             let mut round = 0;
             while let Some(request) = pending.take() {
+                self.counters.reads.fetch_add(1, Ordering::Relaxed);
                 let output = self
                     .client
                     .batch_get_item()
@@ -712,6 +716,7 @@ impl DynamoStore {
     }
 
     async fn get_item(&self, table: &str, key: Item) -> Result<Option<Item>, StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let output = self
             .client
             .get_item()
@@ -729,10 +734,11 @@ impl DynamoStore {
         &self,
         request: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut stream = request.into_paginator().items().send();
+        let mut pages = request.into_paginator().send();
         let mut items = Vec::new();
-        while let Some(item) = stream.next().await {
-            items.push(item.map_err(backend)?);
+        while let Some(page) = pages.next().await {
+            self.counters.reads.fetch_add(1, Ordering::Relaxed);
+            items.extend(page.map_err(backend)?.items().iter().cloned());
         }
         Ok(items)
     }
@@ -781,6 +787,7 @@ impl DynamoStore {
             .send();
         let mut count = 0;
         while let Some(page) = stream.next().await {
+            self.counters.reads.fetch_add(1, Ordering::Relaxed);
             count += page.map_err(backend)?.count();
         }
         u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("page count {count}")))
@@ -887,10 +894,13 @@ impl DynamoStore {
         if !conditions.is_empty() {
             request = request.filter_expression(conditions.join(" AND "));
         }
-        let mut stream = request.into_paginator().items().send();
+        let mut pages = request.into_paginator().send();
         let mut assets = Vec::new();
-        while let Some(item) = stream.next().await {
-            assets.push(decode_asset(&item.map_err(backend)?)?);
+        while let Some(page) = pages.next().await {
+            self.counters.reads.fetch_add(1, Ordering::Relaxed);
+            for item in page.map_err(backend)?.items() {
+                assets.push(decode_asset(item)?);
+            }
         }
         Ok(assets)
     }
@@ -1354,6 +1364,7 @@ impl Store for DynamoStore {
         for (table, key_name) in [("assets", "id"), ("runs", "run_id")] {
             let table = self.table(table);
             for shard in 0..OUTBOX_SHARDS {
+                self.counters.reads.fetch_add(1, Ordering::Relaxed);
                 let output = self
                     .client
                     .query()
