@@ -1403,10 +1403,10 @@ impl Store for DynamoStore {
     }
 
     async fn events_sent(&self, sent: &[PendingEvent]) -> Result<(), StoreError> {
-        let mut receipts: Vec<&str> = sent.iter().map(|p| p.receipt.as_str()).collect();
+        let mut receipts: Vec<String> = sent.iter().map(|p| p.receipt.clone()).collect();
         receipts.sort_unstable();
         receipts.dedup();
-        for receipt in receipts {
+        count_applied(&receipts, |receipt| async move {
             let parts: Vec<&str> = receipt.split('\n').collect();
             let [table, key_name, key, count] = parts[..] else {
                 return Err(StoreError::Corrupt(format!("outbox receipt {receipt:?}")));
@@ -1424,9 +1424,10 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":n", AttributeValue::N(count.to_owned()))
                 .send()
                 .await;
-            applied(result)?;
-        }
-        Ok(())
+            applied(result)
+        })
+        .await
+        .map(drop)
     }
 }
 
