@@ -97,6 +97,7 @@ async fn main() -> Result<()> {
         rate_limit_secs: None,
         duplicate_crypto_bars: false,
         truncate_class: Default::default(),
+        fail_class: Default::default(),
     };
     let config = SimConfig {
         seed: args.seed,

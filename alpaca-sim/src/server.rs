@@ -86,6 +86,10 @@ pub struct Faults {
     /// e.g. `{"crypto": 0.0}` for an empty crypto listing (HTTP 200, `[]`).
     #[serde(default)]
     pub truncate_class: BTreeMap<String, f64>,
+    /// The listing of one asset class answers with this HTTP status,
+    /// e.g. `{"crypto": 422}` for a page that fails permanently.
+    #[serde(default)]
+    pub fail_class: BTreeMap<String, u16>,
     /// An outage: every API request gets a gateway 503 for this many seconds from now.
     #[serde(default)]
     pub outage_secs: Option<f64>,
@@ -747,6 +751,10 @@ fn list_assets(sim: &Sim, params: &HashMap<String, String>) -> Answer {
         .map(SimAsset::to_json)
         .collect();
     let faults = lock(&sim.faults).faults.clone();
+    if let Some(status) = faults.fail_class.get(class) {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return trading_error(status, u32::from(status.as_u16()) * 100_000, "injected failure");
+    }
     if let Some(keep) = faults.truncate_assets {
         list.truncate((list.len() as f64 * keep.clamp(0.0, 1.0)).ceil() as usize);
     }

@@ -111,8 +111,8 @@ fn fixed_run_schedule(run_id: &str) -> Vec<&str> {
     ]
 }
 
-async fn wait_closed(store: &signal9_shared::store::SqliteStore, run_id: &str) -> bool {
-    use signal9_shared::store::{RunStatus, Store};
+async fn wait_closed(store: &dyn signal9_shared::store::Store, run_id: &str) -> bool {
+    use signal9_shared::store::RunStatus;
     signal9_e2e::eventually(Duration::from_secs(60), || async {
         store
             .get_run(run_id)
@@ -124,20 +124,28 @@ async fn wait_closed(store: &signal9_shared::store::SqliteStore, run_id: &str) -
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_recorded_but_never_published_is_completed_by_the_next_scheduler() {
+/// What a scheduler killed between recording the run and publishing its
+/// pages leaves (the run, two minutes old, with no page published) is
+/// completed by the next scheduler.
+async fn unpublished_run_heals(dynamodb: bool) {
     use signal9_shared::store::{SqliteStore, Store};
     let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
-    stack.start_worker(&[]).unwrap();
-    // What a scheduler killed between recording the run and publishing its
-    // pages leaves: the run, two minutes old, with no page published.
-    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let dynamo = if dynamodb {
+        Some(stack.use_dynamodb().await.unwrap())
+    } else {
+        None
+    };
+    let store: Box<dyn Store> = match &dynamo {
+        Some(dynamo) => Box::new(dynamo.clone()),
+        None => Box::new(SqliteStore::open(stack.sqlite_path()).unwrap()),
+    };
     store.init().await.unwrap();
+    stack.start_worker(&[]).unwrap();
     let recorded = chrono::Utc::now() - chrono::Duration::minutes(2);
     assert!(store.create_run("healed", 2, recorded).await.unwrap());
 
     let mut scheduler = stack.producer_spawn(&fixed_run_schedule("healed")).unwrap();
-    let closed = wait_closed(&store, "healed").await;
+    let closed = wait_closed(store.as_ref(), "healed").await;
     scheduler.start_kill().unwrap();
     let out = scheduler.wait_with_output().await.unwrap();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
@@ -145,7 +153,20 @@ async fn a_run_recorded_but_never_published_is_completed_by_the_next_scheduler()
     assert!(said.contains("run healed: its pages were never published"), "{said}");
     let run = store.get_run("healed").await.unwrap().unwrap();
     assert_eq!((run.pages_done, run.result.unwrap().listed), (2, 300));
+    if let Some(dynamo) = dynamo {
+        let _ = dynamo.drop_tables().await;
+    }
     stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_recorded_but_never_published_is_completed_by_the_next_scheduler() {
+    unpublished_run_heals(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_a_run_recorded_but_never_published_is_completed_by_the_next_scheduler() {
+    unpublished_run_heals(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,19 +257,34 @@ async fn a_worker_killed_mid_run_still_ends_in_one_reconcile_and_a_closed_run() 
     stack.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_of_a_worker_killed_before_publishing_are_sent_by_another_worker() {
+/// A worker writes a sync's changes and their events but never relays them
+/// (as one killed between the store write and the publish); another worker
+/// sends every one of them.
+async fn events_of_a_killed_worker_arrive(dynamodb: bool) {
     let mut stack = Stack::start(&["--limit", "0", "--assets", "1000"]).unwrap();
+    let dynamo = if dynamodb {
+        Some(stack.use_dynamodb().await.unwrap())
+    } else {
+        None
+    };
+    let store: Box<dyn Store> = match &dynamo {
+        Some(dynamo) => Box::new(dynamo.clone()),
+        None => Box::new(SqliteStore::open(stack.sqlite_path()).unwrap()),
+    };
     let (_connection, mut tap) = event_tap(&stack).await;
-    // A worker that writes its changes and their events but never relays
-    // them: as one killed between the store write and the publish.
     stack.start_worker(&["--outbox-relay", "off"]).unwrap();
     let out = stack
-        .producer(&["sync", "--run-id", "killed-early", "--wait"])
+        .producer(&[
+            "sync",
+            "--run-id",
+            "killed-early",
+            "--wait",
+            "--wait-timeout-secs",
+            "180",
+        ])
         .await
         .unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
-    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
     let waiting = store.pending_events(100_000).await.unwrap();
     assert_eq!(
         waiting.len(),
@@ -280,7 +295,7 @@ async fn events_of_a_worker_killed_before_publishing_are_sent_by_another_worker(
     stack.signal_worker(0, "-KILL").unwrap();
 
     stack.start_worker(&[]).unwrap();
-    signal9_e2e::outbox_settled(&store).await;
+    signal9_e2e::outbox_settled(store.as_ref()).await;
     let events = drain(&mut tap).await;
     let listed: HashSet<&str> = events["asset.listed"]
         .iter()
@@ -293,5 +308,116 @@ async fn events_of_a_worker_killed_before_publishing_are_sent_by_another_worker(
         "the ids are the ones written"
     );
     assert_eq!(events.get("sync.completed").map_or(0, Vec::len), 1);
+    if let Some(dynamo) = dynamo {
+        let _ = dynamo.drop_tables().await;
+    }
     stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_worker_killed_before_publishing_are_sent_by_another_worker() {
+    events_of_a_killed_worker_arrive(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_events_of_a_worker_killed_before_publishing_are_sent_by_another_worker() {
+    events_of_a_killed_worker_arrive(true).await;
+}
+
+/// A page of one run fails and is dead-lettered; in between, another run
+/// lists a new asset and sees one leave; the page is replayed from the
+/// dead-letter queue after the snapshot window (here 3 s, 30 min by
+/// default). The run's other page is listed again before reconcile, so
+/// nothing listed in between is delisted and the run closes.
+async fn a_late_replay_is_reconciled_against_a_fresh_listing(dynamodb: bool) {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "1000"]).unwrap();
+    let dynamo = if dynamodb {
+        Some(stack.use_dynamodb().await.unwrap())
+    } else {
+        None
+    };
+    let store: Box<dyn Store> = match &dynamo {
+        Some(dynamo) => Box::new(dynamo.clone()),
+        None => Box::new(SqliteStore::open(stack.sqlite_path()).unwrap()),
+    };
+    stack.start_worker(&["--sync-snapshot-secs", "3"]).unwrap();
+    let out = stack
+        .producer(&["sync", "--run-id", "day-1", "--wait", "--wait-timeout-secs", "180"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+
+    // Day 2: the crypto listing fails for good and its page is dead-lettered.
+    stack
+        .set_faults(serde_json::json!({"fail_class": {"crypto": 422}}))
+        .await
+        .unwrap();
+    let out = stack.producer(&["sync", "--run-id", "day-2"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let dead_lettered = signal9_e2e::eventually(Duration::from_secs(60), || async {
+        let run = store.get_run("day-2").await.unwrap().unwrap();
+        let list = stack
+            .producer(&["dlq", "list", "--kind", "sync-page", "--json"])
+            .await
+            .unwrap();
+        run.pages_done == 1 && text(&list).lines().filter(|l| l.contains("sync:day-2:crypto")).count() == 1
+    })
+    .await;
+    assert!(dead_lettered, "{}", stack.worker_logs());
+    stack.set_faults(serde_json::json!({})).await.unwrap();
+
+    // In between: a new listing and a removal, seen by another run.
+    let gone = signal9_e2e::active_symbols(42, 1_000, 1).remove(0);
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/assets", stack.sim.base_url()))
+        .json(&serde_json::json!({"add": [{"symbol": "NEWCO", "exchange": "NYSE"}], "remove": [gone]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let out = stack
+        .producer(&["sync", "--run-id", "between", "--wait", "--wait-timeout-secs", "180"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+
+    // Later than the window: the operator replays the dead letter.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let out = stack.producer(&["dlq", "replay", "--kind", "sync-page"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let closed = signal9_e2e::eventually(Duration::from_secs(120), || async {
+        store.get_run("day-2").await.unwrap().unwrap().status != RunStatus::Running
+    })
+    .await;
+    assert!(closed, "{}", stack.worker_logs());
+    let run = store.get_run("day-2").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let totals = run.result.unwrap();
+    assert_eq!(totals.relisted_pages, 1, "the equity page was listed again: {totals:?}");
+    assert_eq!(totals.delisted, 0, "{totals:?}");
+    let newco = store
+        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse("NEWCO").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(newco.len(), 1);
+    assert!(newco[0].delisted_at.is_none(), "listed in between, not delisted");
+    let removed = store
+        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse(&gone).unwrap())
+        .await
+        .unwrap();
+    assert!(removed.iter().all(|a| a.delisted_at.is_some()), "the removal stands");
+    if let Some(dynamo) = dynamo {
+        let _ = dynamo.drop_tables().await;
+    }
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_replayed_from_the_dlq_after_the_window_delists_nothing_listed_in_between() {
+    a_late_replay_is_reconciled_against_a_fresh_listing(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_a_page_replayed_from_the_dlq_after_the_window_delists_nothing_listed_in_between() {
+    a_late_replay_is_reconciled_against_a_fresh_listing(true).await;
 }

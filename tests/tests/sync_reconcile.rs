@@ -189,16 +189,13 @@ async fn a_15000_asset_universe_closes_its_run_on_sqlite_with_no_row_over_100_kb
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_crypto_listing_makes_the_run_suspect_and_delists_nothing() {
-    let sim = sim(6_000).await;
+async fn an_empty_crypto_listing_makes_the_run_suspect_and_delists_nothing(store: &dyn Store) {
+    let sim = sim(2_000).await;
     let client = client(&sim);
-    let (_dir, store) = temp_sqlite();
-    store.init().await.unwrap();
-    assert_eq!(sync_run(&client, &store, "day-1").await.0, RunStatus::Completed);
+    assert_eq!(sync_run(&client, store, "day-1").await.0, RunStatus::Completed);
 
     faults(&sim, serde_json::json!({"truncate_class": {"crypto": 0.0}})).await;
-    let (status, totals) = sync_run(&client, &store, "day-2").await;
+    let (status, totals) = sync_run(&client, store, "day-2").await;
     assert_eq!(status, RunStatus::Suspect, "{totals:?}");
     assert!(
         totals
@@ -207,22 +204,19 @@ async fn an_empty_crypto_listing_makes_the_run_suspect_and_delists_nothing() {
             .any(|r| r.starts_with("crypto: the listing returned nothing")),
         "{totals:?}"
     );
-    assert_eq!(delisted(&store).await, 0);
+    assert_eq!(delisted(store).await, 0);
     let events = store.pending_events(100_000).await.unwrap();
     assert!(events.iter().any(|e| e.event.kind == EventType::SyncSuspect));
     assert!(!events.iter().any(|e| e.event.kind == EventType::AssetDelisted));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crypto_listing_cut_to_half_is_judged_against_crypto_alone_and_delists_nothing() {
-    let sim = sim(6_000).await;
+async fn a_crypto_listing_cut_to_half_is_judged_against_crypto_alone_and_delists_nothing(store: &dyn Store) {
+    let sim = sim(2_000).await;
     let client = client(&sim);
-    let (_dir, store) = temp_sqlite();
-    store.init().await.unwrap();
-    assert_eq!(sync_run(&client, &store, "day-1").await.0, RunStatus::Completed);
+    assert_eq!(sync_run(&client, store, "day-1").await.0, RunStatus::Completed);
 
     faults(&sim, serde_json::json!({"truncate_class": {"crypto": 0.5}})).await;
-    let (status, totals) = sync_run(&client, &store, "day-2").await;
+    let (status, totals) = sync_run(&client, store, "day-2").await;
     assert_eq!(status, RunStatus::Suspect, "{totals:?}");
     let crypto = &totals.classes[&AssetClass::Crypto];
     assert!(crypto.unseen > crypto.delist_limit, "{crypto:?}");
@@ -230,11 +224,11 @@ async fn a_crypto_listing_cut_to_half_is_judged_against_crypto_alone_and_delists
         crypto.unseen < (totals.classes[&AssetClass::UsEquity].known_active / 20),
         "one fraction over every class would have let this through: {totals:?}"
     );
-    assert_eq!(delisted(&store).await, 0);
+    assert_eq!(delisted(store).await, 0);
 
     // Listed in full again: nothing was lost, nothing comes back as "updated".
     faults(&sim, serde_json::json!({})).await;
-    let (status, totals) = sync_run(&client, &store, "day-3").await;
+    let (status, totals) = sync_run(&client, store, "day-3").await;
     assert_eq!(
         (status, totals.updated, totals.delisted),
         (RunStatus::Completed, 0, 0),
@@ -242,19 +236,16 @@ async fn a_crypto_listing_cut_to_half_is_judged_against_crypto_alone_and_delists
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listed_asset_that_fails_validation_counts_as_seen_and_is_reported() {
+async fn a_listed_asset_that_fails_validation_counts_as_seen_and_is_reported(store: &dyn Store) {
     let sim = sim(2_000).await;
     let client = client(&sim);
-    let (_dir, store) = temp_sqlite();
-    store.init().await.unwrap();
     // As the API has returned AMD: empty name, no fractionable. Stored.
     change(
         &sim,
         serde_json::json!({"add": [{"symbol": "AMDX", "exchange": "NASDAQ", "name": "", "omit": ["fractionable"]}]}),
     )
     .await;
-    let (status, _) = sync_run(&client, &store, "day-1").await;
+    let (status, _) = sync_run(&client, store, "day-1").await;
     assert_eq!(status, RunStatus::Completed);
     let amd = store.assets_by_symbol(&Symbol::parse("AMDX").unwrap()).await.unwrap();
     assert_eq!(amd.len(), 1, "an asset without fractionable is stored");
@@ -267,7 +258,7 @@ async fn a_listed_asset_that_fails_validation_counts_as_seen_and_is_reported() {
         serde_json::json!({"set_omit": [{"symbol": victim, "omit": ["status"]}]}),
     )
     .await;
-    let (status, totals) = sync_run(&client, &store, "day-2").await;
+    let (status, totals) = sync_run(&client, store, "day-2").await;
     assert_eq!(status, RunStatus::Completed, "{totals:?}");
     assert_eq!(
         totals.delisted, 0,
@@ -285,20 +276,17 @@ async fn a_listed_asset_that_fails_validation_counts_as_seen_and_is_reported() {
     assert!(stored.iter().all(|a| a.delisted_at.is_none()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_listed_too_long_ago_is_listed_again_before_the_run_is_compared() {
+async fn a_page_listed_too_long_ago_is_listed_again_before_the_run_is_compared(store: &dyn Store) {
     let sim = sim(2_000).await;
     let client = client(&sim);
-    let (_dir, store) = temp_sqlite();
-    store.init().await.unwrap();
-    assert_eq!(sync_run(&client, &store, "day-1").await.0, RunStatus::Completed);
+    assert_eq!(sync_run(&client, store, "day-1").await.0, RunStatus::Completed);
     let symbols = signal9_e2e::active_symbols(42, 2_000, 2);
 
     // Day 2: the equity page is listed, the crypto page fails and is
     // replayed from the dead-letter queue later (here: after the window).
     let equity = slice(AssetClass::UsEquity);
     store.create_run("day-2", 2, chrono::Utc::now()).await.unwrap();
-    let report = sync_slice(&client, &store, &slice_query(&equity), Some("day-2"))
+    let report = sync_slice(&client, store, &slice_query(&equity), Some("day-2"))
         .await
         .unwrap();
     store
@@ -312,11 +300,11 @@ async fn a_page_listed_too_long_ago_is_listed_again_before_the_run_is_compared()
         serde_json::json!({"add": [{"symbol": "NEWCO", "exchange": "NYSE"}], "remove": [symbols[0]]}),
     )
     .await;
-    assert_eq!(sync_run(&client, &store, "extra").await.1.new, 1);
+    assert_eq!(sync_run(&client, store, "extra").await.1.new, 1);
     tokio::time::sleep(Duration::from_millis(2_100)).await;
 
     let crypto = slice(AssetClass::Crypto);
-    let report = sync_slice(&client, &store, &slice_query(&crypto), Some("day-2"))
+    let report = sync_slice(&client, store, &slice_query(&crypto), Some("day-2"))
         .await
         .unwrap();
     store
@@ -327,7 +315,7 @@ async fn a_page_listed_too_long_ago_is_listed_again_before_the_run_is_compared()
         snapshot_window: Duration::from_secs(2),
         ..ReconcileSettings::default()
     };
-    let (status, totals) = close_run(&client, &store, "day-2", &settings).await.unwrap();
+    let (status, totals) = close_run(&client, store, "day-2", &settings).await.unwrap();
     assert_eq!(status, RunStatus::Completed, "{totals:?}");
     assert_eq!(totals.relisted_pages, 1, "the equity page was listed again");
     let newco = store.assets_by_symbol(&Symbol::parse("NEWCO").unwrap()).await.unwrap();
@@ -343,3 +331,36 @@ async fn a_page_listed_too_long_ago_is_listed_again_before_the_run_is_compared()
         "the record is the new listing"
     );
 }
+
+/// Each check, once on a SQLite file and once on DynamoDB tables (moto).
+macro_rules! on_both_backends {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (_dir, store) = super::temp_sqlite();
+                    signal9_shared::store::Store::init(&store).await.unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let store = super::fresh_dynamo("s9-sync").await;
+                    super::$name(&store).await;
+                    let _ = store.drop_tables().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    an_empty_crypto_listing_makes_the_run_suspect_and_delists_nothing,
+    a_crypto_listing_cut_to_half_is_judged_against_crypto_alone_and_delists_nothing,
+    a_listed_asset_that_fails_validation_counts_as_seen_and_is_reported,
+    a_page_listed_too_long_ago_is_listed_again_before_the_run_is_compared
+);
