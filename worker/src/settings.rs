@@ -45,7 +45,7 @@ pub struct WorkerSettings {
     /// Publish events from the store's outbox (`on`), or leave that to
     /// other workers (`off`). Every change's event is written to the outbox
     /// with the change; one relay at a time (a lease in Redis) publishes it.
-    #[arg(long, env = "SIGNAL9_OUTBOX_RELAY", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, env = "SIGNAL9_OUTBOX_RELAY", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub outbox_relay: bool,
     /// Also put every event on this Amazon EventBridge bus (name or ARN),
     /// with source `signal9` and detail-type the event type; unset: none.
@@ -120,5 +120,43 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err("expected a fraction between 0 and 1, e.g. 0.05".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: WorkerSettings,
+    }
+
+    #[test]
+    fn the_outbox_relay_is_on_unless_turned_off() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["signal9-worker"], args].concat()).map(|c| c.settings);
+        assert!(parse(&[]).unwrap().outbox_relay);
+        assert!(!parse(&["--outbox-relay", "off"]).unwrap().outbox_relay);
+        assert!(parse(&["--outbox-relay", "on"]).unwrap().outbox_relay);
+        let err = parse(&["--outbox-relay", "maybe"]).unwrap_err().to_string();
+        assert!(err.contains("expected on or off"), "{err}");
+    }
+
+    #[test]
+    fn the_snapshot_window_reaches_the_reconcile_settings_and_zero_is_refused() {
+        let settings = Cli::try_parse_from([
+            "signal9-worker",
+            "--sync-snapshot-secs",
+            "3",
+            "--delist-guard",
+            "crypto=0.2",
+        ])
+        .unwrap()
+        .settings;
+        let reconcile = settings.reconcile();
+        assert_eq!(reconcile.snapshot_window, std::time::Duration::from_secs(3));
+        assert!(Cli::try_parse_from(["signal9-worker", "--sync-snapshot-secs", "0"]).is_err());
     }
 }
