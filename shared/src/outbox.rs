@@ -110,18 +110,26 @@ pub async fn relay_once(
     })
 }
 
-/// Relays until the outbox is empty or a pass fails; returns how many were sent.
-pub async fn drain(
+/// Relays until the outbox is empty or a pass fails; returns how many were
+/// sent. Before each pass after the first, `still_mine` is asked whether
+/// this relay may go on (renewing its lease): a long backlog outlasts a
+/// lease, and two relays sending the same events would double them.
+pub async fn drain<F, Fut>(
     store: &dyn Store,
     publisher: &Publisher,
     topology: &Topology,
     sink: Option<&dyn EventSink>,
-) -> Result<usize, RelayError> {
+    mut still_mine: F,
+) -> Result<usize, RelayError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut sent = 0;
     loop {
         let pass = relay_once(store, publisher, topology, sink).await?;
         sent += pass.sent;
-        if pass.sent == 0 || pass.sent < RELAY_BATCH {
+        if pass.sent == 0 || pass.sent < RELAY_BATCH || !still_mine().await {
             return Ok(sent);
         }
     }

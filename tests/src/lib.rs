@@ -104,6 +104,8 @@ pub struct Stack {
     /// More environment for every process (added last, so it wins).
     pub extra_env: Vec<(String, String)>,
     workers: Vec<Child>,
+    /// The DynamoDB tables `store(true)` made, dropped by `cleanup`.
+    dynamo: Option<signal9_shared::store::DynamoStore>,
 }
 
 /// RabbitMQ URL of the local broker.
@@ -120,6 +122,7 @@ impl Stack {
             retry_tiers: "1s,2s".into(),
             extra_env: Vec::new(),
             workers: Vec::new(),
+            dynamo: None,
         })
     }
 
@@ -223,6 +226,18 @@ impl Stack {
         Ok(store)
     }
 
+    /// The store every process of this stack uses: tables of its own on the
+    /// local AWS-API server when `dynamodb` (dropped by `cleanup`), else its
+    /// SQLite file.
+    pub async fn store(&mut self, dynamodb: bool) -> anyhow::Result<Box<dyn signal9_shared::store::Store>> {
+        if !dynamodb {
+            return Ok(Box::new(signal9_shared::store::SqliteStore::open(self.sqlite_path())?));
+        }
+        let store = self.use_dynamodb().await?;
+        self.dynamo = Some(store.clone());
+        Ok(Box::new(store))
+    }
+
     /// Makes every process of this stack read its Alpaca key from the
     /// Secrets Manager secret `name` (and not from the environment).
     pub fn use_secret(&mut self, name: &str) {
@@ -278,6 +293,9 @@ impl Stack {
                 let _ = self.topology().delete(&channel).await;
             }
             let _ = connection.close(200, "cleanup".into()).await;
+        }
+        if let Some(dynamo) = self.dynamo.take() {
+            let _ = dynamo.drop_tables().await;
         }
     }
 }

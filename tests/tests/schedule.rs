@@ -128,17 +128,8 @@ async fn wait_closed(store: &dyn signal9_shared::store::Store, run_id: &str) -> 
 /// pages leaves (the run, two minutes old, with no page published) is
 /// completed by the next scheduler.
 async fn unpublished_run_heals(dynamodb: bool) {
-    use signal9_shared::store::{SqliteStore, Store};
     let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
-    let dynamo = if dynamodb {
-        Some(stack.use_dynamodb().await.unwrap())
-    } else {
-        None
-    };
-    let store: Box<dyn Store> = match &dynamo {
-        Some(dynamo) => Box::new(dynamo.clone()),
-        None => Box::new(SqliteStore::open(stack.sqlite_path()).unwrap()),
-    };
+    let store = stack.store(dynamodb).await.unwrap();
     store.init().await.unwrap();
     stack.start_worker(&[]).unwrap();
     let recorded = chrono::Utc::now() - chrono::Duration::minutes(2);
@@ -153,9 +144,6 @@ async fn unpublished_run_heals(dynamodb: bool) {
     assert!(said.contains("run healed: its pages were never published"), "{said}");
     let run = store.get_run("healed").await.unwrap().unwrap();
     assert_eq!((run.pages_done, run.result.unwrap().listed), (2, 300));
-    if let Some(dynamo) = dynamo {
-        let _ = dynamo.drop_tables().await;
-    }
     stack.cleanup().await;
 }
 

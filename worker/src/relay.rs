@@ -51,8 +51,22 @@ pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
         let stopping = *shutdown.borrow();
         match signal9_shared::lease::hold(&pool, &lease_key, &me, RELAY_LEASE_MS).await {
             Ok(true) => {
-                if let Err(error) =
-                    outbox::drain(ctx.store.as_ref(), &ctx.publisher, &ctx.topology, ctx.sink.as_deref()).await
+                // Renewed between passes, so a backlog longer than one lease
+                // is not sent by a second relay at the same time.
+                let still_mine = || async {
+                    matches!(
+                        signal9_shared::lease::hold(&pool, &lease_key, &me, RELAY_LEASE_MS).await,
+                        Ok(true)
+                    )
+                };
+                if let Err(error) = outbox::drain(
+                    ctx.store.as_ref(),
+                    &ctx.publisher,
+                    &ctx.topology,
+                    ctx.sink.as_deref(),
+                    still_mine,
+                )
+                .await
                 {
                     warn!(error = %error, "Outbox relay pass failed; the events stay in the outbox");
                 }
