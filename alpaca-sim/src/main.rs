@@ -98,6 +98,7 @@ async fn main() -> Result<()> {
         duplicate_crypto_bars: false,
         truncate_class: Default::default(),
         fail_class: Default::default(),
+        mismatch_rate: 0.0,
     };
     let config = SimConfig {
         seed: args.seed,

@@ -79,6 +79,10 @@ pub struct Faults {
     /// Probability (0–1) that a 200 body is cut in half (invalid JSON).
     #[serde(default)]
     pub malformed_rate: f64,
+    /// Probability (0–1) that a 200 body is complete JSON of the wrong
+    /// shape (a string where an object or array belongs).
+    #[serde(default)]
+    pub mismatch_rate: f64,
     /// Keep only this fraction (0–1) of every asset listing.
     #[serde(default)]
     pub truncate_assets: Option<f64>,
@@ -578,9 +582,9 @@ async fn serve(sim: &Sim, api: Api, template: &'static str, uri: &Uri, headers: 
             return with_headers((body.status, Json(body.body)).into_response(), rate);
         }
     };
-    let (latency, error_rate, malformed_rate) = {
+    let (latency, error_rate, malformed_rate, mismatch_rate) = {
         let f = &lock(&sim.faults).faults;
-        (f.latency_ms, f.error_rate, f.malformed_rate)
+        (f.latency_ms, f.error_rate, f.malformed_rate, f.mismatch_rate)
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -617,6 +621,9 @@ async fn serve(sim: &Sim, api: Api, template: &'static str, uri: &Uri, headers: 
         }
     };
     let mut body = answer.body.to_string().into_bytes();
+    if answer.status == StatusCode::OK && sim.roll(mismatch_rate) {
+        body = br#""not the documented schema""#.to_vec();
+    }
     if answer.status == StatusCode::OK && sim.roll(malformed_rate) {
         body.truncate(body.len() / 2);
     }

@@ -215,8 +215,17 @@ async fn the_real_window_429_carries_the_reset_time_and_headers_reach_the_caller
 }
 
 #[tokio::test]
-async fn a_malformed_body_is_a_clear_error_not_a_panic() {
+async fn a_body_cut_short_is_transient_and_a_complete_wrong_one_permanent() {
     let sim = spawn(config(), 0).await.unwrap();
+    let client = sim_client(&sim.base_url(), Duration::from_secs(10));
+    let bars = query(
+        &["AAPL"],
+        Timeframe::DAY,
+        "2026-11-01T00:00:00Z",
+        "2026-11-20T00:00:00Z",
+        None,
+    );
+    // Cut in half: asking again may work.
     put_faults(
         &sim.base_url(),
         &Faults {
@@ -225,22 +234,30 @@ async fn a_malformed_body_is_a_clear_error_not_a_panic() {
         },
     )
     .await;
-    let client = sim_client(&sim.base_url(), Duration::from_secs(10));
-    let err = client
-        .fetch_bars(&query(
-            &["AAPL"],
-            Timeframe::DAY,
-            "2026-11-01T00:00:00Z",
-            "2026-11-20T00:00:00Z",
-            None,
-        ))
-        .await;
-    let err = err.unwrap_err();
+    let err = client.fetch_bars(&bars).await.unwrap_err();
+    assert!(matches!(err, AlpacaError::CutBody { .. }), "{err:?}");
+    assert!(err.to_string().contains("response body cut short"), "{err}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    let err = client.list_assets(&AssetQuery::default()).await.unwrap_err();
+    assert!(matches!(err, AlpacaError::CutBody { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+
+    // Complete, but not the documented schema: the API is wrong, do not retry.
+    put_faults(
+        &sim.base_url(),
+        &Faults {
+            mismatch_rate: 1.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let err = client.fetch_bars(&bars).await.unwrap_err();
     assert!(matches!(err, AlpacaError::BadBody { .. }), "{err:?}");
     assert!(err.to_string().contains("malformed response body"), "{err}");
     assert_eq!(err.class(), ErrorClass::Permanent);
     let err = client.list_assets(&AssetQuery::default()).await.unwrap_err();
     assert!(matches!(err, AlpacaError::BadBody { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Permanent);
 }
 
 #[tokio::test]

@@ -483,7 +483,7 @@ impl AlpacaClient {
             if !(200..300).contains(&status) {
                 return Err(status_error(endpoint, status, rate, &body));
             }
-            let body = serde_json::from_slice(&body).map_err(|e| bad_body(endpoint, e.to_string()))?;
+            let body = serde_json::from_slice(&body).map_err(|e| body_error(endpoint, &e))?;
             return Ok(ApiResponse { body, rate });
         }
     }
@@ -492,6 +492,19 @@ impl AlpacaClient {
 fn normalize_base(url: &str) -> String {
     let trimmed = url.trim().trim_end_matches('/');
     trimmed.strip_suffix("/v2").unwrap_or(trimmed).to_owned()
+}
+
+/// A body that ends early was cut on the way (transient); a complete one
+/// that does not parse is the API breaking its schema (permanent).
+fn body_error(endpoint: &'static str, error: &serde_json::Error) -> AlpacaError {
+    if error.is_eof() {
+        AlpacaError::CutBody {
+            endpoint,
+            detail: clean(&error.to_string()),
+        }
+    } else {
+        bad_body(endpoint, error.to_string())
+    }
 }
 
 fn bad_body(endpoint: &'static str, detail: impl Into<String>) -> AlpacaError {

@@ -54,7 +54,16 @@ pub enum AlpacaError {
         /// The API's message.
         message: String,
     },
-    /// A 2xx whose body is not what the API documents.
+    /// A 2xx whose body ended early (JSON that stops mid-way, as when a
+    /// proxy or the connection cuts it): asking again may well work.
+    #[error("{endpoint}: response body cut short: {detail}")]
+    CutBody {
+        /// The endpoint template.
+        endpoint: &'static str,
+        /// Where the parser ran out of input.
+        detail: String,
+    },
+    /// A complete 2xx body that is not what the API documents.
     #[error("{endpoint}: malformed response body: {detail}")]
     BadBody {
         /// The endpoint template.
@@ -101,6 +110,7 @@ impl Classify for AlpacaError {
             | AlpacaError::Connect { .. }
             | AlpacaError::RateLimited { .. }
             | AlpacaError::Server { .. }
+            | AlpacaError::CutBody { .. }
             | AlpacaError::NotAdmitted(_)
             | AlpacaError::Credentials { retry: true, .. } => ErrorClass::Transient,
             AlpacaError::Rejected { .. }
