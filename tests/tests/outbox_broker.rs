@@ -8,7 +8,6 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use signal9_e2e::{outbox_settled, rabbitmqctl, text, Stack, AMQP_URL};
-use signal9_shared::store::{SqliteStore, Store};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -20,9 +19,24 @@ async fn channel() -> (lapin::Connection, lapin::Channel) {
     (connection, channel)
 }
 
+/// Both tests stop the broker: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_written_while_rabbitmq_is_down_arrive_after_it_returns() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    broker_outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_events_written_while_rabbitmq_is_down_arrive_after_it_returns() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    broker_outage(true).await;
+}
+
+async fn broker_outage(dynamodb: bool) {
     let mut stack = Stack::start(&["--limit", "0", "--assets", "600"]).unwrap();
+    let store = stack.store(dynamodb).await.unwrap();
     // A durable queue on the events exchange: it outlives the broker stop.
     let queue = format!("{}.events-tap", stack.namespace);
     {
@@ -34,7 +48,6 @@ async fn events_written_while_rabbitmq_is_down_arrive_after_it_returns() {
     stack.start_worker(&["--outbox-relay", "off"]).unwrap();
     let out = stack.producer(&["sync", "--run-id", "outage", "--wait"]).await.unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
-    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
     let written: HashSet<String> = store
         .pending_events(100_000)
         .await
@@ -56,7 +69,7 @@ async fn events_written_while_rabbitmq_is_down_arrive_after_it_returns() {
     );
     rabbitmqctl("start_app");
 
-    outbox_settled(&store).await;
+    outbox_settled(store.as_ref()).await;
     let (connection, channel) = channel().await;
     let mut consumer = channel
         .basic_consume(

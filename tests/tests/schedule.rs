@@ -159,15 +159,24 @@ async fn on_dynamodb_a_run_recorded_but_never_published_is_completed_by_the_next
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_pages_all_ended_but_never_closed_is_closed_by_the_scheduler() {
+    unclosed_run_heals(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_a_run_whose_pages_all_ended_but_never_closed_is_closed_by_the_scheduler() {
+    unclosed_run_heals(true).await;
+}
+
+async fn unclosed_run_heals(dynamodb: bool) {
     use signal9_shared::alpaca::AssetClass;
     use signal9_shared::job::SyncPage;
-    use signal9_shared::store::{PageRecord, SqliteStore, Store};
+    use signal9_shared::store::PageRecord;
     let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
-    stack.start_worker(&[]).unwrap();
     // Both pages recorded ten minutes ago, and the run still open: its
     // reconcile died and nothing retried it.
-    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let store = stack.store(dynamodb).await.unwrap();
     store.init().await.unwrap();
+    stack.start_worker(&[]).unwrap();
     let then = chrono::Utc::now() - chrono::Duration::minutes(10);
     store.create_run("stuck", 2, then).await.unwrap();
     store.mark_published("stuck", then).await.unwrap();
@@ -179,7 +188,7 @@ async fn a_run_whose_pages_all_ended_but_never_closed_is_closed_by_the_scheduler
             status: None,
         };
         let query = signal9_shared::sync::slice_query(&slice);
-        let report = signal9_shared::sync::sync_slice(&client, &store, &query, Some("stuck"))
+        let report = signal9_shared::sync::sync_slice(&client, store.as_ref(), &query, Some("stuck"))
             .await
             .unwrap();
         let page = PageRecord {
@@ -190,7 +199,7 @@ async fn a_run_whose_pages_all_ended_but_never_closed_is_closed_by_the_scheduler
     }
 
     let mut scheduler = stack.producer_spawn(&fixed_run_schedule("stuck")).unwrap();
-    let closed = wait_closed(&store, "stuck").await;
+    let closed = wait_closed(store.as_ref(), "stuck").await;
     scheduler.start_kill().unwrap();
     let out = scheduler.wait_with_output().await.unwrap();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
