@@ -284,6 +284,11 @@ async fn a_thousand_hostile_messages_mixed_into_the_queues() {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
+    // Confirmed, so none is still in the client's buffer when it closes.
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let hostile: Vec<Vec<u8>> = (0..1000)
         .map(|i| match i % 5 {
             0 => b"{not json".to_vec(),
@@ -299,6 +304,7 @@ async fn a_thousand_hostile_messages_mixed_into_the_queues() {
             .into_bytes(),
         })
         .collect();
+    let mut confirms = Vec::with_capacity(hostile.len());
     for (i, body) in hostile.iter().enumerate() {
         let kind = [JobKind::FetchBars, JobKind::StatusCheck, JobKind::SyncPage][i % 3];
         let priority = if i % 2 == 0 {
@@ -310,7 +316,7 @@ async fn a_thousand_hostile_messages_mixed_into_the_queues() {
         let key = queue
             .trim_start_matches(&format!("{}.", topology.namespace()))
             .to_owned();
-        channel
+        let confirm = channel
             .basic_publish(
                 topology.jobs_exchange().as_str().into(),
                 key.as_str().into(),
@@ -320,6 +326,10 @@ async fn a_thousand_hostile_messages_mixed_into_the_queues() {
             )
             .await
             .unwrap();
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        assert!(confirm.await.unwrap().is_ack(), "the broker took every hostile message");
     }
     let _ = connection.close(200, "done".into()).await;
     reconcile("hostile_messages", run, 1000).await;

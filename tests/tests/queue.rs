@@ -172,6 +172,11 @@ async fn publish_raw(stack: &Stack, routing_key: &str, bodies: Vec<Vec<u8>>) {
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
     stack.topology().declare(&channel).await.unwrap();
+    // Confirmed, so none is still in the client's buffer when it closes.
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     for body in bodies {
         channel
             .basic_publish(
