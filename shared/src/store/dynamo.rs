@@ -90,6 +90,13 @@ pub struct DynamoCounters {
 }
 
 impl DynamoCounters {
+    /// One single-item write request of `units` write units (an update whose
+    /// item size is not at hand: small bookkeeping items, 1 KB or less).
+    fn single_write(&self, units: u64) {
+        self.item_writes.fetch_add(1, Ordering::Relaxed);
+        self.write_units.fetch_add(units, Ordering::Relaxed);
+    }
+
     fn wrote(&self, item: &Item) {
         let size = item_size(item) as u64;
         let units = size.div_ceil(1024).max(1);
@@ -805,8 +812,7 @@ impl DynamoStore {
         values: Vec<(&'static str, AttributeValue)>,
         event: &Event,
     ) -> Result<bool, StoreError> {
-        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-        self.counters.write_units.fetch_add(2, Ordering::Relaxed);
+        self.counters.single_write(2);
         let (set_part, add_part) = APPEND_EVENT.split_once(" ADD ").unwrap_or((APPEND_EVENT, ""));
         let mut request = self
             .client
@@ -978,8 +984,7 @@ impl Store for DynamoStore {
         count_applied(ids, |id| {
             let table = table.clone();
             async move {
-                self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-                self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+                self.counters.single_write(1);
                 let result = self
                     .client
                     .update_item()
@@ -1171,8 +1176,7 @@ impl Store for DynamoStore {
     }
 
     async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-        self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+        self.counters.single_write(1);
         let result = self
             .client
             .put_item()
@@ -1227,8 +1231,7 @@ impl Store for DynamoStore {
     }
 
     async fn mark_published(&self, run_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-        self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+        self.counters.single_write(1);
         let update = self
             .client
             .update_item()
@@ -1254,8 +1257,7 @@ impl Store for DynamoStore {
     ) -> Result<bool, StoreError> {
         let now = at.timestamp_millis();
         let stale = now - i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
-        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-        self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+        self.counters.single_write(1);
         // One conditional update decides, as SQLite's single UPDATE does.
         let result = self
             .client
@@ -1411,8 +1413,7 @@ impl Store for DynamoStore {
             let [table, key_name, key, count] = parts[..] else {
                 return Err(StoreError::Corrupt(format!("outbox receipt {receipt:?}")));
             };
-            self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
-            self.counters.write_units.fetch_add(1, Ordering::Relaxed);
+            self.counters.single_write(1);
             // Only if no event was added since it was read: those would be lost.
             let result = self
                 .client
