@@ -443,6 +443,26 @@ pub async fn events_queue(stack: &Stack, channel: &lapin::Channel, durable: Opti
     Ok(queue.name().to_string())
 }
 
+/// Consumes (no ack) every event of the stack's namespace from the queue
+/// `events_queue` declares; keep the connection as long as the consumer.
+pub async fn event_tap(stack: &Stack, durable: Option<&str>) -> anyhow::Result<(lapin::Connection, lapin::Consumer)> {
+    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let queue = events_queue(stack, &channel, durable).await?;
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "tap".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, consumer))
+}
+
 /// Waits (up to 60 s) until the store's outbox is empty: every event the
 /// workers wrote has been published. Panics if it does not empty.
 pub async fn outbox_settled(store: &dyn signal9_shared::store::Store) {

@@ -5,8 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeleteOptions;
 use signal9_e2e::{outbox_settled, rabbitmqctl, text, Stack, AMQP_URL};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -70,19 +69,7 @@ async fn broker_outage(dynamodb: bool) {
     rabbitmqctl("start_app");
 
     outbox_settled(store.as_ref()).await;
-    let (connection, channel) = channel().await;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "tap".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, mut consumer) = signal9_e2e::event_tap(&stack, Some(&queue)).await.unwrap();
     let mut arrived: HashSet<String> = HashSet::new();
     while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
         let event: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
@@ -90,6 +77,7 @@ async fn broker_outage(dynamodb: bool) {
     }
     let missing: Vec<&String> = written.difference(&arrived).collect();
     assert!(missing.is_empty(), "{} events never arrived", missing.len());
+    let channel = connection.create_channel().await.unwrap();
     let _ = channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;

@@ -3,33 +3,14 @@
 #![allow(clippy::unwrap_used)]
 
 use futures::StreamExt;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
-use signal9_e2e::{text, Stack, AMQP_URL};
+use signal9_e2e::{text, Stack};
 use signal9_shared::store::{AssetFilter, RunStatus, SqliteStore, Store};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Collects every event published in the stack's namespace.
 async fn event_tap(stack: &Stack) -> (lapin::Connection, lapin::Consumer) {
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let queue = signal9_e2e::events_queue(stack, &channel, None).await.unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "tap".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    (connection, consumer)
+    signal9_e2e::event_tap(stack, None).await.unwrap()
 }
 
 async fn drain(consumer: &mut lapin::Consumer) -> BTreeMap<String, Vec<serde_json::Value>> {
