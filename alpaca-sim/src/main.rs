@@ -15,7 +15,8 @@ use alpaca_sim::{Faults, SimConfig};
 ///
 /// Control endpoints (no auth): GET /_sim/stats, POST /_sim/stats/reset,
 /// GET|PUT /_sim/faults (JSON: error_rate, latency_ms, malformed_rate,
-/// truncate_assets, outage_secs, rate_limit_secs, duplicate_crypto_bars).
+/// truncate_assets, outage_secs, rate_limit_secs, duplicate_crypto_bars,
+/// repeat_page_boundary).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -96,6 +97,7 @@ async fn main() -> Result<()> {
         outage_secs: args.outage_secs,
         rate_limit_secs: None,
         duplicate_crypto_bars: false,
+        repeat_page_boundary: false,
         truncate_class: Default::default(),
         fail_class: Default::default(),
         mismatch_rate: 0.0,

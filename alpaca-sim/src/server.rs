@@ -103,6 +103,10 @@ pub struct Faults {
     /// Crypto bar pages repeat some timestamps (seen in real responses).
     #[serde(default)]
     pub duplicate_crypto_bars: bool,
+    /// A page reached with a page token starts again at the last bar of
+    /// the page before it, so that bar comes twice, across the boundary.
+    #[serde(default)]
+    pub repeat_page_boundary: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -925,6 +929,11 @@ fn bars(sim: &Sim, market: Market, single: Option<String>, params: &HashMap<Stri
         Err(_) => return data_error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
     };
     let duplicates = market == Market::Crypto && lock(&sim.faults).faults.duplicate_crypto_bars;
+    let overlap = if lock(&sim.faults).faults.repeat_page_boundary {
+        chrono::Duration::zero()
+    } else {
+        chrono::Duration::seconds(1)
+    };
     let seed = sim.config.seed;
     fn series_of(seed: u64, market: Market, frame: Frame, symbol: &str) -> Series<'_> {
         Series {
@@ -951,7 +960,7 @@ fn bars(sim: &Sim, market: Market, single: Option<String>, params: &HashMap<Stri
             times.retain(|t| resume.is_none_or(|r| *t < r));
             times.truncate(limit - count);
         } else {
-            let from = resume.map_or(start, |r| r + chrono::Duration::seconds(1)).max(start);
+            let from = resume.map_or(start, |r| r + overlap).max(start);
             for_each_bar_time(series(symbol), from, end, now, |t| {
                 times.push(t);
                 if times.len() + count >= limit {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use signal9_shared::alpaca::{Adjustment, AssetClass, AssetQuery, Feed, Timeframe};
-use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
+use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::store::active_equity_symbols;
 
@@ -31,9 +31,9 @@ pub struct DirectArgs {
     /// Daily bars of this many past days (ending at today's 00:00 UTC).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=3650))]
     days: i64,
-    /// Symbols per multi-symbol bars request.
-    #[arg(long, default_value_t = ingest::DEFAULT_SYMBOLS_PER_CALL, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
-    symbols_per_call: usize,
+    /// Request packing.
+    #[command(flatten)]
+    packing: PackingSettings,
     /// Market-data feed.
     #[arg(long, default_value = "iex")]
     feed: Feed,
@@ -90,7 +90,7 @@ pub async fn run(args: DirectArgs) -> Result<()> {
         adjustment: Adjustment::raw(),
         feed: Some(args.feed),
     };
-    let report = ingest::fetch_bars(&client, store.as_ref(), &request, args.symbols_per_call, now).await?;
+    let report = ingest::fetch_bars(&client, store.as_ref(), &request, args.packing.packing(), now).await?;
 
     let (mut stored, mut cached, mut bars, mut rejected) = (0, 0, 0, Vec::new());
     for (symbol, outcome) in &report.outcomes {

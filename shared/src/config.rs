@@ -323,6 +323,32 @@ impl BudgetSettings {
     }
 }
 
+/// How bar requests are packed and how large one job may be.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PackingSettings {
+    /// Most symbols in one multi-symbol bars request: bounds the request
+    /// line (a 200-symbol list stays under 4.8 KB, inside the 8 KB common
+    /// proxies allow).
+    #[arg(long, env = "SIGNAL9_SYMBOLS_PER_REQUEST", default_value_t = crate::plan::DEFAULT_SYMBOLS_PER_REQUEST, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub symbols_per_request: usize,
+    /// Most pages of 10,000 bars one request, and one symbol's fetch-bars
+    /// job, may need. A job whose symbol's range could hold more is refused
+    /// with a permanent error naming this limit; `signal9-producer backfill`
+    /// splits long ranges into jobs below it.
+    #[arg(long, env = "SIGNAL9_MAX_JOB_PAGES", default_value_t = crate::plan::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_job_pages: u64,
+}
+
+impl PackingSettings {
+    /// The packing limits.
+    pub fn packing(&self) -> crate::plan::Packing {
+        crate::plan::Packing {
+            max_symbols: self.symbols_per_request,
+            max_pages: self.max_job_pages,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,20 +4,27 @@
 //!
 //! Both are idempotent: running them twice leaves the store as running
 //! them once, and a closed range the store already holds costs no call.
+//!
+//! Bars stream: each page is validated and written before the next is
+//! asked for, so memory holds one page, whatever the range. After each page
+//! a small [`Checkpoint`] per series records how far it got (the last bar
+//! stored, and for the series the request stopped in, the next page token
+//! and the request it belongs to). A fetch that stops (no token within the
+//! wait, a redelivery, a SIGKILL) starts again where its checkpoints say,
+//! so no page is paid for twice because of a deferral. A series' range is
+//! recorded as covered only once all of it is stored.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::Instrument;
 
 use crate::alpaca::{Adjustment, AlpacaClient, AlpacaError, BarsQuery, Feed, Symbol, Timeframe};
 use crate::error::{Classify, ErrorClass};
+use crate::plan::{self, Packing};
 use crate::store::{SeriesKey, Store, StoreError};
 use crate::validate::{self, BarRejection, Duplicates};
-
-/// The most symbols in one multi-symbol request by default: long symbol
-/// lists are refused by common proxies, and the API documents no maximum.
-pub const DEFAULT_SYMBOLS_PER_CALL: usize = 200;
 
 /// A failure of a whole ingestion step (not of one asset or symbol).
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,9 @@ pub enum IngestError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The request is larger than one job may be.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl Classify for IngestError {
@@ -39,6 +49,7 @@ impl Classify for IngestError {
         match self {
             IngestError::Alpaca(e) => e.class(),
             IngestError::Store(e) => e.class(),
+            IngestError::TooLarge(_) => ErrorClass::Permanent,
         }
     }
 }
@@ -70,6 +81,43 @@ impl BarsRequest {
             feed: self.feed,
         }
     }
+
+    /// The most bars one of the request's series can hold.
+    pub fn estimate_per_symbol(&self) -> u64 {
+        let crypto = self.symbols.first().is_some_and(Symbol::is_crypto_pair);
+        plan::estimate_bars(self.timeframe, self.start, self.end, crypto)
+    }
+
+    /// Where a symbol's progress in this range is kept.
+    pub fn checkpoint_key(&self, symbol: &Symbol) -> String {
+        format!(
+            "bars|{}|{}|{}",
+            self.series(symbol),
+            self.start.timestamp_millis(),
+            self.end.timestamp_millis()
+        )
+    }
+
+    /// Refuses a request whose single series needs more than `max_pages`
+    /// pages: one job must stay small enough to finish within a budget window
+    /// or two; a longer range is split into several jobs (`signal9-producer
+    /// backfill` does).
+    pub fn check_size(&self, max_pages: u64) -> Result<(), IngestError> {
+        let bars = self.estimate_per_symbol();
+        let pages = bars.div_ceil(plan::PAGE_BARS);
+        if pages > max_pages {
+            return Err(IngestError::TooLarge(format!(
+                "{} {} bars from {} to {} can be up to {bars} bars ({pages} pages) a symbol, more than the \
+                 {max_pages} pages one job may need (SIGNAL9_MAX_JOB_PAGES); split the range into shorter jobs \
+                 (signal9-producer backfill does)",
+                self.symbols.first().map(Symbol::as_str).unwrap_or("?"),
+                self.timeframe,
+                self.start.to_rfc3339(),
+                self.end.to_rfc3339(),
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What became of one symbol of a bar request.
@@ -85,7 +133,8 @@ pub enum SymbolOutcome {
         /// Bars in the store for the range.
         bars: usize,
     },
-    /// The API's bars failed validation; nothing was stored.
+    /// The API's bars failed validation; the bars of the pages before the
+    /// bad one are stored, the rest are not, and no coverage is recorded.
     Rejected(BarRejection),
 }
 
@@ -94,19 +143,68 @@ pub enum SymbolOutcome {
 pub struct BarsReport {
     /// One outcome per requested symbol.
     pub outcomes: BTreeMap<Symbol, SymbolOutcome>,
-    /// API calls spent.
+    /// API calls spent (each one page).
     pub calls: u32,
+    /// Series that went on from a checkpoint instead of their start.
+    pub resumed: usize,
 }
 
-/// Fetches, validates and stores bars, coalescing symbols into multi-symbol
-/// requests of at most `per_call` symbols. A closed range (ending before
-/// `now`) that the store already covers is answered from the store; a
-/// stored closed range is recorded as covered.
+/// How far one series of one fetch range got, kept in the store between
+/// pages (see the module's documentation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The time of the last bar stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<DateTime<Utc>>,
+    /// Bars stored so far.
+    #[serde(default)]
+    pub stored: usize,
+    /// Every bar of the range is stored.
+    #[serde(default)]
+    pub done: bool,
+    /// Why the series was rejected, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<BarRejection>,
+    /// For the series a request stopped in: how that request goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// A request's next page: the token is valid only for the same query, so
+/// the query's symbols come with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The next page token.
+    pub token: String,
+    /// The symbols of the request the token belongs to.
+    pub symbols: Vec<Symbol>,
+}
+
+impl Checkpoint {
+    fn started(&self) -> bool {
+        self.done || self.rejected.is_some() || self.last.is_some() || self.stored > 0
+    }
+}
+
+/// One request to make: its symbols, where it starts, and the page token
+/// to go on from.
+#[derive(Debug, Clone, PartialEq)]
+struct Planned {
+    symbols: Vec<Symbol>,
+    start: DateTime<Utc>,
+    token: Option<String>,
+}
+
+/// Fetches, validates and stores bars, packing symbols into multi-symbol
+/// requests (see [`Packing`]). A closed range (ending before `now`) that the
+/// store already covers is answered from the store; a stored closed range
+/// is recorded as covered. Pages stream to the store one at a time, and a
+/// fetch that stopped goes on from its checkpoints.
 pub async fn fetch_bars(
     client: &AlpacaClient,
     store: &dyn Store,
     request: &BarsRequest,
-    per_call: usize,
+    packing: Packing,
     now: DateTime<Utc>,
 ) -> Result<BarsReport, IngestError> {
     let closed = request.end < now;
@@ -118,7 +216,7 @@ pub async fn fetch_bars(
         .map(|symbol| async move {
             let series = request.series(&symbol);
             if closed && store.covers(&series, request.start, request.end).await? {
-                Ok(Some(store.bars(&series, request.start, request.end).await?.len()))
+                Ok(Some(store.count_bars(&series, request.start, request.end).await?))
             } else {
                 Ok(None)
             }
@@ -134,53 +232,232 @@ pub async fn fetch_bars(
             None => to_fetch.push(symbol.clone()),
         }
     }
-    for chunk in to_fetch.chunks(per_call.max(1)) {
-        let query = BarsQuery {
-            symbols: chunk.to_vec(),
-            timeframe: request.timeframe,
-            start: request.start,
-            end: request.end,
-            adjustment: request.adjustment.clone(),
-            feed: request.feed,
-            limit: Some(crate::alpaca::query::MAX_LIMIT),
+    if to_fetch.is_empty() {
+        return Ok(report);
+    }
+    let keys: Vec<String> = to_fetch.iter().map(|s| request.checkpoint_key(s)).collect();
+    let saved = store.checkpoints(&keys).await?;
+    let mut state: BTreeMap<Symbol, Checkpoint> = BTreeMap::new();
+    for (symbol, key) in to_fetch.iter().zip(&keys) {
+        let checkpoint = match saved.get(key).map(|body| serde_json::from_str::<Checkpoint>(body)) {
+            Some(Ok(checkpoint)) => checkpoint,
+            Some(Err(error)) => {
+                tracing::warn!(%symbol, %error, "Unreadable fetch checkpoint; the series starts over");
+                Checkpoint::default()
+            }
+            None => Checkpoint::default(),
         };
-        let mut fetched = client.fetch_bars(&query).await?;
-        report.calls += fetched.calls;
-        // The valid bars of the whole chunk go to the store in one call, so a
-        // backend can pack them into few writes.
+        report.resumed += usize::from(checkpoint.started());
+        state.insert(symbol.clone(), checkpoint);
+    }
+    for planned in plan_requests(request, &state, packing) {
+        stream_request(client, store, request, &planned, &mut state, closed, &mut report).await?;
+    }
+    for (symbol, checkpoint) in &state {
+        let outcome = match &checkpoint.rejected {
+            Some(rejection) => SymbolOutcome::Rejected(rejection.clone()),
+            None => SymbolOutcome::Stored {
+                bars: checkpoint.stored,
+            },
+        };
+        report.outcomes.insert(symbol.clone(), outcome);
+    }
+    // Finished: the checkpoints have served (those of series answered from
+    // the store too, in case a stop came between coverage and clean-up).
+    let all: Vec<String> = request.symbols.iter().map(|s| request.checkpoint_key(s)).collect();
+    store.delete_checkpoints(&all).await?;
+    Ok(report)
+}
+
+/// The requests that finish what `state` has left: a stopped request goes
+/// on with its page token when every symbol after its cursor is still to
+/// fetch here; any other series that stopped part-way goes on alone from
+/// its last bar; untouched series are packed together.
+fn plan_requests(request: &BarsRequest, state: &BTreeMap<Symbol, Checkpoint>, packing: Packing) -> Vec<Planned> {
+    let finished = |c: &Checkpoint| c.done || c.rejected.is_some();
+    let mut untouched: BTreeSet<&Symbol> = state.iter().filter(|(_, c)| !c.started()).map(|(s, _)| s).collect();
+    let mut planned = Vec::new();
+    for (symbol, checkpoint) in state.iter().filter(|(_, c)| c.started() && !finished(c)) {
+        let resumable = checkpoint.resume.as_ref().filter(|resume| {
+            // The token goes on after this series' last bar: the request's
+            // earlier symbols are behind it, its later ones must all still
+            // be to fetch here (no series fetched twice, none not asked for).
+            resume
+                .symbols
+                .iter()
+                .filter(|s| *s > symbol)
+                .all(|s| untouched.contains(s))
+        });
+        match resumable {
+            Some(resume) => {
+                for s in &resume.symbols {
+                    untouched.remove(s);
+                }
+                planned.push(Planned {
+                    symbols: resume.symbols.clone(),
+                    start: request.start,
+                    token: Some(resume.token.clone()),
+                });
+            }
+            None => planned.push(Planned {
+                symbols: vec![symbol.clone()],
+                start: checkpoint
+                    .last
+                    .map_or(request.start, |t| t + chrono::Duration::seconds(1))
+                    .max(request.start),
+                token: None,
+            }),
+        }
+    }
+    let untouched: Vec<Symbol> = untouched.into_iter().cloned().collect();
+    for symbols in packing.pack(&untouched, request.estimate_per_symbol()) {
+        planned.push(Planned {
+            symbols,
+            start: request.start,
+            token: None,
+        });
+    }
+    planned
+}
+
+/// Makes one request page by page: validates each page, writes its bars,
+/// records coverage for the series it finished, then the checkpoints.
+async fn stream_request(
+    client: &AlpacaClient,
+    store: &dyn Store,
+    request: &BarsRequest,
+    planned: &Planned,
+    state: &mut BTreeMap<Symbol, Checkpoint>,
+    closed: bool,
+    report: &mut BarsReport,
+) -> Result<(), IngestError> {
+    let query = BarsQuery {
+        symbols: planned.symbols.clone(),
+        timeframe: request.timeframe,
+        start: planned.start,
+        end: request.end,
+        adjustment: request.adjustment.clone(),
+        feed: request.feed,
+        limit: Some(crate::alpaca::query::MAX_LIMIT),
+    };
+    let mut token = planned.token.clone();
+    // The last symbol a page reached: pages come in symbol order.
+    let mut cursor: Option<Symbol> = None;
+    let mut pages = 0u32;
+    loop {
+        let page = client.bars_page(&query, token.as_deref()).await?;
+        report.calls += 1;
+        pages += 1;
+        let bars = page.body.bars.unwrap_or_default();
+        let next = page.body.next_page_token.filter(|t| !t.is_empty());
+        let empty = bars.values().all(Vec::is_empty);
+        if next.is_some() && !empty {
+            if next == token {
+                return Err(lying("next_page_token repeats the current token"));
+            }
+            if pages >= crate::alpaca::client::MAX_PAGES {
+                return Err(lying(&format!("more than {} pages", crate::alpaca::client::MAX_PAGES)));
+            }
+        }
         let mut sets = Vec::new();
-        for symbol in chunk {
-            let bars = fetched.bars.remove(symbol.as_str()).unwrap_or_default();
+        let mut touched: BTreeSet<Symbol> = BTreeSet::new();
+        for (name, list) in bars {
+            // A symbol nobody asked for is not ours to store.
+            let Some(symbol) = planned.symbols.iter().find(|s| s.as_str() == name) else {
+                continue;
+            };
+            if list.is_empty() {
+                continue;
+            }
+            if cursor.as_ref().is_some_and(|c| symbol < c) {
+                return Err(lying("pages are not in symbol order"));
+            }
+            cursor = Some(symbol.clone());
+            // A resumed request may name series this fetch does not own
+            // (behind its cursor); only the fetch's own are written.
+            let Some(checkpoint) = state.get_mut(symbol) else {
+                continue;
+            };
+            if checkpoint.done || checkpoint.rejected.is_some() {
+                continue;
+            }
+            touched.insert(symbol.clone());
             let duplicates = if symbol.is_crypto_pair() {
                 Duplicates::LastWins
             } else {
                 Duplicates::Reject
             };
-            match validate::bars(bars, request.start, request.end, duplicates) {
-                Ok(valid) => sets.push((request.series(symbol), valid)),
-                Err(rejection) => {
-                    report
-                        .outcomes
-                        .insert(symbol.clone(), SymbolOutcome::Rejected(rejection));
+            let valid = validate::bars(list, request.start, request.end, duplicates)
+                .and_then(|valid| validate::continues(&valid, checkpoint.last, duplicates).map(|()| valid));
+            match valid {
+                Ok(valid) => {
+                    checkpoint.last = valid.last().map(|b| b.time).or(checkpoint.last);
+                    checkpoint.stored += valid.len();
+                    sets.push((request.series(symbol), valid));
                 }
+                Err(rejection) => checkpoint.rejected = Some(rejection),
+            }
+        }
+        let finished = next.is_none() || empty;
+        // Series before the cursor are complete: the pages have moved on.
+        let done: Vec<Symbol> = planned
+            .symbols
+            .iter()
+            .filter(|s| finished || cursor.as_ref().is_some_and(|c| *s < c))
+            .filter(|s| state.get(*s).is_some_and(|c| !c.done && c.rejected.is_none()))
+            .cloned()
+            .collect();
+        for symbol in &done {
+            if let Some(checkpoint) = state.get_mut(symbol) {
+                checkpoint.done = true;
+                checkpoint.resume = None;
+                touched.insert(symbol.clone());
+            }
+        }
+        if let (Some(symbol), Some(next)) = (cursor.as_ref().filter(|_| !finished), next.as_ref()) {
+            if let Some(checkpoint) = state.get_mut(symbol).filter(|c| !c.done) {
+                checkpoint.resume = Some(Resume {
+                    token: next.clone(),
+                    symbols: planned.symbols.clone(),
+                });
+                touched.insert(symbol.clone());
             }
         }
         let write = async {
             store.upsert_bar_sets(&sets).await?;
-            if closed {
-                let keys: Vec<SeriesKey> = sets.iter().map(|(key, _)| key.clone()).collect();
+            if closed && !done.is_empty() {
+                let keys: Vec<SeriesKey> = done.iter().map(|s| request.series(s)).collect();
                 store.add_coverage_many(&keys, request.start, request.end).await?;
             }
+            // A closed series once done is answered by its coverage: its
+            // checkpoint goes.
+            let (gone, kept): (Vec<&Symbol>, Vec<&Symbol>) = touched.iter().partition(|s| closed && done.contains(*s));
+            if !gone.is_empty() {
+                let keys: Vec<String> = gone.iter().map(|s| request.checkpoint_key(s)).collect();
+                store.delete_checkpoints(&keys).await?;
+            }
+            let mut entries = Vec::with_capacity(kept.len());
+            for symbol in kept {
+                let body = serde_json::to_string(&state[symbol])
+                    .map_err(|e| StoreError::Corrupt(format!("checkpoint of {symbol}: {e}")))?;
+                entries.push((request.checkpoint_key(symbol), body));
+            }
+            store.put_checkpoints(&entries).await?;
             Ok::<(), StoreError>(())
         };
         write
-            .instrument(tracing::info_span!("store write", series = sets.len()))
+            .instrument(tracing::info_span!("store write", series = sets.len(), pages))
             .await?;
-        for (series, bars) in &sets {
-            report
-                .outcomes
-                .insert(series.symbol.clone(), SymbolOutcome::Stored { bars: bars.len() });
+        if finished {
+            return Ok(());
         }
+        token = next;
     }
-    Ok(report)
+}
+
+fn lying(detail: &str) -> IngestError {
+    IngestError::Alpaca(AlpacaError::BadBody {
+        endpoint: "GET bars",
+        detail: detail.to_owned(),
+    })
 }

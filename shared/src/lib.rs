@@ -36,6 +36,7 @@ pub mod job;
 pub mod lease;
 pub mod limiter;
 pub mod outbox;
+pub mod plan;
 pub mod secrets;
 pub mod store;
 pub mod sync;

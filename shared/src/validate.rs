@@ -107,7 +107,7 @@ fn check_asset(asset: &Asset) -> Result<(), String> {
 }
 
 /// Why the bars of one symbol were refused; none of them is stored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, Deserialize)]
 #[error("bar {} rejected: {reason}", time.map(|t| t.to_rfc3339()).unwrap_or_else(|| "?".into()))]
 pub struct BarRejection {
     /// The time of the offending bar.
@@ -165,6 +165,23 @@ pub fn bars(
         }
     }
     Ok(out)
+}
+
+/// Checks that one page's validated bars of a series continue those of the
+/// pages before it, whose last bar was at `last`: pages come in time order,
+/// so a bar at or before `last` is a duplicate across the page boundary
+/// (kept last-wins for crypto, rejected for stocks like any duplicate).
+pub fn continues(bars: &[Bar], last: Option<DateTime<Utc>>, duplicates: Duplicates) -> Result<(), BarRejection> {
+    match (bars.first(), last) {
+        (Some(first), Some(last)) if first.time <= last && duplicates == Duplicates::Reject => Err(BarRejection {
+            time: Some(first.time),
+            reason: format!(
+                "repeats or precedes the last bar of the previous page ({})",
+                last.to_rfc3339()
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn check_bar(bar: &Bar, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), String> {

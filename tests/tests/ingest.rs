@@ -9,8 +9,12 @@ use alpaca_sim::{spawn, SimConfig};
 use chrono::{DateTime, Utc};
 use signal9_e2e::{active_symbols, sim_client, SIM_NOW};
 use signal9_shared::alpaca::{Adjustment, AssetClass, AssetQuery, AssetStatus, Feed, Symbol, Timeframe};
+use signal9_shared::breaker::BreakerPolicy;
 use signal9_shared::error::{Classify, ErrorClass};
+use signal9_shared::guard::ApiGuard;
 use signal9_shared::ingest::{fetch_bars, BarsRequest, IngestError, SymbolOutcome};
+use signal9_shared::limiter::{redis_pool, BudgetSize};
+use signal9_shared::plan::{Packing, PAGE_BARS};
 use signal9_shared::store::{SqliteStore, Store};
 use signal9_shared::sync::sync_slice;
 use std::time::Duration;
@@ -34,6 +38,72 @@ fn temp_store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("ingest.db")).unwrap();
     (dir, store)
+}
+
+fn two_a_call() -> Packing {
+    Packing {
+        max_symbols: 2,
+        ..Packing::default()
+    }
+}
+
+/// A client behind the real budget in Redis (a namespace of its own):
+/// `limit` calls per ten minutes, a wait of one second.
+fn metered(base: &str, limit: u32) -> signal9_shared::alpaca::AlpacaClient {
+    let size = BudgetSize {
+        limit,
+        window: Duration::from_secs(600),
+        margin: Duration::ZERO,
+    };
+    let guard = ApiGuard::new(
+        redis_pool("redis://127.0.0.1:6379").unwrap(),
+        &format!("test-ingest-{}", uuid::Uuid::new_v4().simple()),
+        size,
+        size,
+        BreakerPolicy {
+            failures: 5,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+        },
+        Duration::from_secs(1),
+    );
+    signal9_e2e::client_with(
+        base,
+        Duration::from_secs(10),
+        signal9_shared::alpaca::Credentials::new("sim-key", "sim-secret"),
+        std::sync::Arc::new(guard),
+    )
+}
+
+/// The simulator's bar times of one series.
+fn truth(symbol: &Symbol, request: &BarsRequest, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    bar_times(
+        Series {
+            seed: 42,
+            symbol: symbol.as_str(),
+            market: if symbol.is_crypto_pair() {
+                Market::Crypto
+            } else {
+                Market::Stocks
+            },
+            frame: Frame::Min(1),
+        },
+        request.start,
+        request.end,
+        now,
+    )
+}
+
+/// Minute bars of four symbols over two weeks: about four pages.
+fn minute_request(symbols: &[Symbol]) -> BarsRequest {
+    BarsRequest {
+        symbols: symbols.to_vec(),
+        timeframe: Timeframe::MINUTE,
+        start: t("2026-11-02T00:00:00Z"),
+        end: t("2026-11-13T23:59:00Z"),
+        adjustment: Adjustment::raw(),
+        feed: Some(Feed::Iex),
+    }
 }
 
 fn equities() -> AssetQuery {
@@ -107,7 +177,7 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
     let now = t(SIM_NOW);
 
     // Two symbols a call: three calls for five symbols.
-    let first = fetch_bars(&client, &store, &request, 2, now).await.unwrap();
+    let first = fetch_bars(&client, &store, &request, two_a_call(), now).await.unwrap();
     assert_eq!(first.calls, 3);
     for symbol in &symbols {
         let truth = bar_times(
@@ -138,7 +208,7 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
     }
 
     // The same closed range again: no call, every symbol from the store.
-    let again = fetch_bars(&client, &store, &request, 2, now).await.unwrap();
+    let again = fetch_bars(&client, &store, &request, two_a_call(), now).await.unwrap();
     assert_eq!(again.calls, 0);
     assert!(again
         .outcomes
@@ -150,7 +220,9 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
         end: now + chrono::Duration::days(1),
         ..request.clone()
     };
-    let fresh = fetch_bars(&client, &store, &open, 10, now).await.unwrap();
+    let fresh = fetch_bars(&client, &store, &open, Packing::default(), now)
+        .await
+        .unwrap();
     assert_eq!(fresh.calls, 1);
     assert!(!store
         .covers(&open.series(&symbols[0]), open.start, open.end)
@@ -182,4 +254,212 @@ async fn a_failed_step_carries_the_class_of_its_cause() {
         .await
         .expect_err("no answer");
     assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+}
+
+#[tokio::test]
+async fn a_fetch_stopped_by_the_budget_goes_on_where_it_stopped_and_pays_for_no_page_twice() {
+    let sim = spawn(config(), 0).await.unwrap();
+    let (_dir, store) = temp_store();
+    store.init().await.unwrap();
+    let now = t(SIM_NOW);
+    let symbols: Vec<Symbol> = active_symbols(42, ASSETS, 4)
+        .iter()
+        .map(|s| Symbol::parse(s).unwrap())
+        .collect();
+    let request = minute_request(&symbols);
+    let total: usize = symbols.iter().map(|s| truth(s, &request, now).len()).sum();
+    let pages = (total as u64).div_ceil(PAGE_BARS) as u32;
+    assert!(pages >= 3, "the request needs several pages ({total} bars)");
+
+    // A budget of two calls: the fetch stops at the third page, deferred.
+    let error = fetch_bars(&metered(&sim.base_url(), 2), &store, &request, Packing::default(), now)
+        .await
+        .expect_err("the budget stops it");
+    assert!(error.defers(), "{error}");
+    // Two whole pages are stored, not held in memory and lost.
+    let mut stored = 0;
+    for symbol in &symbols {
+        let series = request.series(symbol);
+        let n = store.count_bars(&series, request.start, request.end).await.unwrap();
+        let all = truth(symbol, &request, now).len();
+        stored += n;
+        // Only a series stored in full is recorded as covered.
+        assert_eq!(
+            store.covers(&series, request.start, request.end).await.unwrap(),
+            n == all,
+            "{symbol}: {n} of {all}"
+        );
+    }
+    assert_eq!(stored as u64, 2 * PAGE_BARS);
+
+    // Asked again (a redelivery): it goes on from the third page.
+    let resumed = fetch_bars(
+        &metered(&sim.base_url(), 1000),
+        &store,
+        &request,
+        Packing::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.calls + 2, pages, "every page paid for once");
+    assert!(resumed.resumed > 0);
+    for symbol in &symbols {
+        let series = request.series(symbol);
+        let times: Vec<_> = store
+            .bars(&series, request.start, request.end)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.time)
+            .collect();
+        assert_eq!(times, truth(symbol, &request, now), "{symbol}");
+        assert!(store.covers(&series, request.start, request.end).await.unwrap());
+        // A series finished before the stop is now answered from the store.
+        assert!(
+            matches!(resumed.outcomes[symbol], SymbolOutcome::Stored { bars } | SymbolOutcome::Cached { bars } if bars == times.len()),
+            "{symbol}: {:?}",
+            resumed.outcomes[symbol]
+        );
+    }
+    let keys: Vec<String> = symbols.iter().map(|s| request.checkpoint_key(s)).collect();
+    assert!(
+        store.checkpoints(&keys).await.unwrap().is_empty(),
+        "checkpoints are removed when done"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_series_regrouped_with_others_goes_on_from_its_last_bar() {
+    let sim = spawn(config(), 0).await.unwrap();
+    let (_dir, store) = temp_store();
+    store.init().await.unwrap();
+    let now = t(SIM_NOW);
+    let symbols: Vec<Symbol> = active_symbols(42, ASSETS, 6)
+        .iter()
+        .map(|s| Symbol::parse(s).unwrap())
+        .collect();
+    let first = minute_request(&symbols[..4]);
+    fetch_bars(&metered(&sim.base_url(), 2), &store, &first, Packing::default(), now)
+        .await
+        .expect_err("the budget stops it");
+    // The jobs come back in other company: the first symbol is gone, two are new.
+    let regrouped = minute_request(&symbols[1..]);
+    let mut left = 0u64;
+    let mut requests = 0u64;
+    for symbol in &symbols[1..] {
+        let held = store
+            .count_bars(&regrouped.series(symbol), regrouped.start, regrouped.end)
+            .await
+            .unwrap();
+        let all = truth(symbol, &regrouped, now).len();
+        left += (all - held) as u64;
+        requests += u64::from(held > 0 && held < all);
+    }
+    let report = fetch_bars(
+        &metered(&sim.base_url(), 1000),
+        &store,
+        &regrouped,
+        Packing::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    // At most one short page more than the bars left need: the part-done
+    // series goes on alone, from its last bar.
+    assert!(
+        u64::from(report.calls) <= left.div_ceil(PAGE_BARS) + requests,
+        "{} calls for {left} bars left",
+        report.calls
+    );
+    for symbol in &symbols[1..] {
+        let times: Vec<_> = store
+            .bars(&regrouped.series(symbol), regrouped.start, regrouped.end)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.time)
+            .collect();
+        assert_eq!(times, truth(symbol, &regrouped, now), "{symbol}");
+    }
+}
+
+#[tokio::test]
+async fn a_bar_repeated_across_a_page_boundary_is_rejected_for_stocks_and_last_wins_for_crypto() {
+    let sim = spawn(config(), 0).await.unwrap();
+    let client = sim_client(&sim.base_url(), Duration::from_secs(10));
+    let (_dir, store) = temp_store();
+    store.init().await.unwrap();
+    let now = t(SIM_NOW);
+    let faults = reqwest::Client::new()
+        .put(format!("{}/_sim/faults", sim.base_url()))
+        .json(&serde_json::json!({"repeat_page_boundary": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(faults.status().is_success());
+
+    // One stock over more than a page: the repeated bar is caught.
+    let stock = Symbol::parse(&active_symbols(42, ASSETS, 1)[0]).unwrap();
+    let request = BarsRequest {
+        start: t("2026-10-01T00:00:00Z"),
+        ..minute_request(std::slice::from_ref(&stock))
+    };
+    assert!(truth(&stock, &request, now).len() as u64 > PAGE_BARS);
+    let report = fetch_bars(&client, &store, &request, Packing::default(), now)
+        .await
+        .unwrap();
+    match &report.outcomes[&stock] {
+        SymbolOutcome::Rejected(rejection) => {
+            assert!(rejection.reason.contains("previous page"), "{rejection}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let series = request.series(&stock);
+    assert!(!store.covers(&series, request.start, request.end).await.unwrap());
+    // What the first page held was valid and stays; nothing after the bad page is stored.
+    assert_eq!(
+        store.count_bars(&series, request.start, request.end).await.unwrap() as u64,
+        PAGE_BARS
+    );
+
+    // A crypto pair: the repeat is a duplicate, the later copy wins, none is lost.
+    let pair = Symbol::parse("BTC/USD").unwrap();
+    let crypto = minute_request(std::slice::from_ref(&pair));
+    let report = fetch_bars(&client, &store, &crypto, Packing::default(), now)
+        .await
+        .unwrap();
+    let times: Vec<_> = store
+        .bars(&crypto.series(&pair), crypto.start, crypto.end)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.time)
+        .collect();
+    assert_eq!(times, truth(&pair, &crypto, now));
+    assert!(matches!(report.outcomes[&pair], SymbolOutcome::Stored { .. }));
+}
+
+#[test]
+fn a_job_longer_than_the_page_limit_is_refused_naming_the_limit() {
+    let request = BarsRequest {
+        symbols: vec![Symbol::parse("AAPL").unwrap()],
+        timeframe: Timeframe::MINUTE,
+        start: t("2020-01-01T00:00:00Z"),
+        end: t("2025-12-31T00:00:00Z"),
+        adjustment: Adjustment::raw(),
+        feed: None,
+    };
+    let error = request.check_size(100).unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent);
+    let text = error.to_string();
+    assert!(
+        text.contains("SIGNAL9_MAX_JOB_PAGES") && text.contains("100 pages"),
+        "{text}"
+    );
+    let year = BarsRequest {
+        start: t("2025-01-01T00:00:00Z"),
+        ..request
+    };
+    year.check_size(100).unwrap();
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use signal9_shared::alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::job::{FetchBars, Job, Priority};
+use signal9_shared::plan::Packing;
 
 /// A parsed job and the delivery it came in.
 #[derive(Debug)]
@@ -78,9 +79,18 @@ impl BatchKey {
     }
 }
 
+impl BatchKey {
+    /// The most bars one symbol's series can hold in the key's range.
+    fn estimate(&self) -> u64 {
+        signal9_shared::plan::estimate_bars(self.timeframe, self.start, self.end, self.crypto)
+    }
+}
+
 #[derive(Debug)]
 struct Group {
     opened: Instant,
+    /// Jobs that make one well-packed request, within the batch cap.
+    capacity: usize,
     items: Vec<Pending>,
 }
 
@@ -90,28 +100,34 @@ pub struct Batcher {
     groups: HashMap<BatchKey, Group>,
     max: usize,
     wait: Duration,
+    packing: Packing,
 }
 
 impl Batcher {
-    /// Batches of at most `max` jobs, none waiting longer than `wait`.
-    pub fn new(max: usize, wait: Duration) -> Self {
+    /// Batches of at most `max` jobs, none waiting longer than `wait`; a
+    /// batch also closes when it holds as many symbols as one request packed
+    /// by `packing` should carry.
+    pub fn new(max: usize, wait: Duration, packing: Packing) -> Self {
         Batcher {
             groups: HashMap::new(),
             max: max.max(1),
             wait,
+            packing,
         }
     }
 
     /// Adds a job; returns its group if that made the group full.
     pub fn add(&mut self, key: BatchKey, item: Pending) -> Option<(BatchKey, Vec<Pending>)> {
+        let (max, packing) = (self.max, self.packing);
         let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
             opened: Instant::now(),
+            capacity: packing.symbols_per_request(key.estimate()).min(max),
             items: Vec::new(),
         });
         group.items.push(item);
         // Interactive jobs go at once: their latency matters more than the
         // call that waiting for company might save.
-        if group.items.len() >= self.max || self.wait.is_zero() || key.priority == Priority::Interactive {
+        if group.items.len() >= group.capacity || self.wait.is_zero() || key.priority == Priority::Interactive {
             return self.groups.remove(&key).map(|g| (key, g.items));
         }
         None

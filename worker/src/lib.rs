@@ -76,7 +76,7 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
     let ctx = Context {
         client,
         store,
-        symbols_per_call: usize::from(settings.coalesce_max),
+        packing: settings.packing.packing(),
         reconcile: settings.reconcile(),
         outbox_written: Arc::new(tokio::sync::Notify::new()),
     };
@@ -205,7 +205,11 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
         interactive: Arc::new(Semaphore::new(concurrency)),
     };
     let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut batcher = Batcher::new(coalesce, Duration::from_millis(settings.coalesce_wait_ms));
+    let mut batcher = Batcher::new(
+        coalesce,
+        Duration::from_millis(settings.coalesce_wait_ms),
+        settings.packing.packing(),
+    );
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
 
     let outcome: Result<()> = loop {

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
+use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 
 /// Everything a worker needs to know.
 #[derive(Debug, Clone, Args)]
@@ -13,9 +13,15 @@ pub struct WorkerSettings {
     /// Jobs (or coalesced batches) worked on at once, per priority lane.
     #[arg(long, env = "SIGNAL9_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
-    /// Most fetch-bars jobs coalesced into one multi-symbol request.
-    #[arg(long, env = "SIGNAL9_COALESCE_MAX", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+    /// Most fetch-bars jobs coalesced into one batch. A batch is packed into
+    /// multi-symbol requests whose pages come out full (see
+    /// --symbols-per-request), so a batch is also closed early when it holds
+    /// as many symbols as one well-packed request.
+    #[arg(long, env = "SIGNAL9_COALESCE_MAX", default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub coalesce_max: u16,
+    /// Request packing and the largest job.
+    #[command(flatten)]
+    pub packing: PackingSettings,
     /// How long a bulk fetch-bars job may wait for compatible jobs to join
     /// it, in milliseconds (interactive jobs never wait). Long enough that a
     /// backlog still being published fills whole requests: API calls, not

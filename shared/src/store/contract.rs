@@ -352,6 +352,45 @@ pub async fn bars_range_is_inclusive(store: &dyn Store) {
         .is_empty());
 }
 
+/// Bars are counted over the same inclusive range `bars` reads.
+pub async fn bars_are_counted_inclusively(store: &dyn Store) {
+    let key = series("MSFT", Timeframe::DAY);
+    let bars: Vec<Bar> = (0..7).map(|d| sample_bar(d, 20.0)).collect();
+    store.upsert_bars(&key, &bars).await.unwrap();
+    assert_eq!(store.count_bars(&key, bars[1].time, bars[4].time).await.unwrap(), 4);
+    assert_eq!(store.count_bars(&key, bars[0].time, bars[6].time).await.unwrap(), 7);
+    let other = series("MSFT", Timeframe::HOUR);
+    assert_eq!(store.count_bars(&other, bars[0].time, bars[6].time).await.unwrap(), 0);
+}
+
+/// Checkpoints are written, replaced, read by key and removed; a key with
+/// none is simply absent.
+pub async fn checkpoints_replace_and_delete(store: &dyn Store) {
+    let keys: Vec<String> = vec![
+        "fetch|a".into(),
+        "series|AAPL|1Min|raw|iex|1|2".into(),
+        "missing".into(),
+    ];
+    assert!(store.checkpoints(&keys).await.unwrap().is_empty());
+    store
+        .put_checkpoints(&[
+            (keys[0].clone(), "{\"n\":1}".into()),
+            (keys[1].clone(), "{\"n\":2}".into()),
+        ])
+        .await
+        .unwrap();
+    store
+        .put_checkpoints(&[(keys[0].clone(), "{\"n\":3}".into())])
+        .await
+        .unwrap();
+    let found = store.checkpoints(&keys).await.unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[&keys[0]], "{\"n\":3}");
+    assert_eq!(found[&keys[1]], "{\"n\":2}");
+    store.delete_checkpoints(&keys).await.unwrap();
+    assert!(store.checkpoints(&keys).await.unwrap().is_empty());
+}
+
 /// Recorded ranges merge; `covers` is true only inside one merged range.
 pub async fn coverage_merges_ranges(store: &dyn Store) {
     let key = series("MSFT", Timeframe::DAY);
@@ -665,6 +704,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $make;
             assets_upsert_and_classify_changes, assets_list_filters, assets_delist_and_relist, active_equity_symbols_are_the_backfill_set,
             bars_upsert_is_idempotent, bars_series_never_collide, bar_sets_write_like_single_upserts, bars_range_is_inclusive,
+            bars_are_counted_inclusively, checkpoints_replace_and_delete,
             coverage_merges_ranges, coverage_of_many_series_merges_per_series, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency,
             assets_are_stamped_seen, changes_put_their_events_in_the_outbox);
     };

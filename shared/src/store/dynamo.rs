@@ -1,6 +1,6 @@
 //! The production store: Amazon DynamoDB.
 //!
-//! Five tables, named `{prefix}-{name}`, all on-demand (pay per request):
+//! Six tables, named `{prefix}-{name}`, all on-demand (pay per request):
 //!
 //! | table | partition key | sort key | what |
 //! | --- | --- | --- | --- |
@@ -9,6 +9,7 @@
 //! | `coverage` | `series` (S) | `start_ms` (N) | closed ranges held in full |
 //! | `runs` | `run_id` (S) | | one item per sync run; indexes `by_start` (`kind`, `started`) and `outbox` |
 //! | `run_pages` | `run_id` (S) | `page_id` (S) | one item per recorded page (counts, never ids) |
+//! | `checkpoints` | `id` (S) | | one small item per unfinished bar fetch and series (see [`crate::ingest`]) |
 //!
 //! Nothing grows with the universe in one item: which assets a sync saw is
 //! the `seen_at` stamp on each asset item, and a page record holds counts.
@@ -436,6 +437,12 @@ fn specs() -> Vec<TableSpec> {
             name: "run_pages",
             hash: ("run_id", S),
             range: Some(("page_id", S)),
+            indexes: vec![],
+        },
+        TableSpec {
+            name: "checkpoints",
+            hash: ("id", S),
+            range: None,
             indexes: vec![],
         },
     ]
@@ -1173,6 +1180,80 @@ impl Store for DynamoStore {
             Some(item) => Ok(req_n::<i64>(item, "end_ms")? >= end.timestamp_millis()),
             None => Ok(false),
         }
+    }
+
+    async fn count_bars(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.table("bars"))
+            .key_condition_expression("#series = :s AND t BETWEEN :a AND :b")
+            .expression_attribute_names("#series", "series")
+            .expression_attribute_values(":s", s(series.to_string()))
+            .expression_attribute_values(":a", n(start.timestamp_millis()))
+            .expression_attribute_values(":b", n(end.timestamp_millis()))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut count = 0usize;
+        while let Some(page) = pages.next().await {
+            self.counters.reads.fetch_add(1, Ordering::Relaxed);
+            count += usize::try_from(page.map_err(backend)?.count()).unwrap_or(0);
+        }
+        Ok(count)
+    }
+
+    async fn checkpoints(&self, keys: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let request = unique
+            .into_iter()
+            .map(|key| HashMap::from([("id".to_owned(), s(key.as_str()))]))
+            .collect();
+        let mut found = HashMap::new();
+        for item in self.batch_get(&self.table("checkpoints"), request).await? {
+            found.insert(req_s(&item, "id")?.to_owned(), req_s(&item, "body")?.to_owned());
+        }
+        Ok(found)
+    }
+
+    async fn put_checkpoints(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
+        // One request may not name a key twice: the last body wins.
+        let latest: HashMap<&str, &str> = entries.iter().map(|(k, b)| (k.as_str(), b.as_str())).collect();
+        let now = ts(Utc::now());
+        let items = latest
+            .into_iter()
+            .map(|(key, body)| {
+                HashMap::from([
+                    ("id".to_owned(), s(key)),
+                    ("body".to_owned(), s(body)),
+                    ("updated_at".to_owned(), s(now.clone())),
+                ])
+            })
+            .collect();
+        self.batch_put(&self.table("checkpoints"), items).await
+    }
+
+    async fn delete_checkpoints(&self, keys: &[String]) -> Result<(), StoreError> {
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut requests = Vec::with_capacity(unique.len());
+        for key in unique {
+            let delete = DeleteRequest::builder()
+                .key("id", s(key.as_str()))
+                .build()
+                .map_err(backend)?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(&self.table("checkpoints"), requests).await
     }
 
     async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError> {

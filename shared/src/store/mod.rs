@@ -288,6 +288,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// True when one recorded range holds all of `[start, end]`.
     async fn covers(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<bool, StoreError>;
 
+    /// How many bars of the series lie in `[start, end]`, without reading
+    /// them into memory.
+    async fn count_bars(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<usize, StoreError>;
+
+    /// The checkpoints of unfinished bar fetches among `keys` (see
+    /// [`crate::ingest::Checkpoint`]): small records, by key. A key with no
+    /// checkpoint is absent from the answer.
+    async fn checkpoints(&self, keys: &[String]) -> Result<std::collections::HashMap<String, String>, StoreError>;
+
+    /// Writes checkpoints, replacing any under the same key.
+    async fn put_checkpoints(&self, entries: &[(String, String)]) -> Result<(), StoreError>;
+
+    /// Removes checkpoints; a key with none is no error.
+    async fn delete_checkpoints(&self, keys: &[String]) -> Result<(), StoreError>;
+
     /// Creates a run if it does not exist. Returns false (changing nothing)
     /// when it already exists.
     async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError>;

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +67,11 @@ CREATE TABLE IF NOT EXISTS sync_pages (
     page_id TEXT NOT NULL,
     result TEXT NOT NULL,
     PRIMARY KEY (run_id, page_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    key TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -637,6 +643,82 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn count_bars(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let key = series.to_string();
+        self.with(move |conn| {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM bars WHERE series = ?1 AND t >= ?2 AND t <= ?3",
+                    params![key, start.timestamp_millis(), end.timestamp_millis()],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            usize::try_from(n).map_err(|_| StoreError::Corrupt(format!("bar count {n}")))
+        })
+        .await
+    }
+
+    async fn checkpoints(&self, keys: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        let keys = keys.to_vec();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM checkpoints WHERE key = ?1")
+                .map_err(backend)?;
+            let mut found = HashMap::new();
+            for key in keys {
+                let body: Option<String> = stmt.query_row(params![key], |r| r.get(0)).optional().map_err(backend)?;
+                if let Some(body) = body {
+                    found.insert(key, body);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn put_checkpoints(&self, entries: &[(String, String)]) -> Result<(), StoreError> {
+        let entries = entries.to_vec();
+        let now = ts(Utc::now());
+        self.with(move |conn| {
+            let tx = write_tx(conn)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO checkpoints (key, body, updated_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                    )
+                    .map_err(backend)?;
+                for (key, body) in &entries {
+                    stmt.execute(params![key, body, now]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_checkpoints(&self, keys: &[String]) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.with(move |conn| {
+            let tx = write_tx(conn)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM checkpoints WHERE key = ?1")
+                    .map_err(backend)?;
+                for key in &keys {
+                    stmt.execute(params![key]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }

@@ -37,15 +37,10 @@ pub async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>
         adjustment: first.adjustment.clone(),
         feed: first.feed,
     };
-    let report = match ingest::fetch_bars(
-        &ctx.client,
-        ctx.store.as_ref(),
-        &request,
-        ctx.symbols_per_call,
-        Utc::now(),
-    )
-    .await
-    {
+    if let Err(error) = request.check_size(ctx.packing.max_pages) {
+        return batch.iter().map(|_| Err(Failure::from_error(&error))).collect();
+    }
+    let report = match ingest::fetch_bars(&ctx.client, ctx.store.as_ref(), &request, ctx.packing, Utc::now()).await {
         Ok(report) => report,
         Err(error) => return batch.iter().map(|_| Err(Failure::from_error(&error))).collect(),
     };
@@ -56,9 +51,13 @@ pub async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>
                 return Err(Failure::permanent("not a fetch-bars job"));
             };
             match report.outcomes.get(&p.symbol) {
-                Some(SymbolOutcome::Stored { bars }) => {
-                    Ok(json!({"symbol": p.symbol, "bars": bars, "source": "api", "calls": report.calls}))
-                }
+                Some(SymbolOutcome::Stored { bars }) => Ok(json!({
+                    "symbol": p.symbol,
+                    "bars": bars,
+                    "source": "api",
+                    "calls": report.calls,
+                    "resumed": report.resumed > 0
+                })),
                 Some(SymbolOutcome::Cached { bars }) => {
                     Ok(json!({"symbol": p.symbol, "bars": bars, "source": "store"}))
                 }

@@ -18,8 +18,8 @@ pub struct Context {
     pub client: AlpacaClient,
     /// The store.
     pub store: Arc<dyn Store>,
-    /// Symbols per multi-symbol request.
-    pub symbols_per_call: usize,
+    /// How bar requests are packed, and the largest job.
+    pub packing: signal9_shared::plan::Packing,
     /// How sync runs are closed: the guard and the snapshot window.
     pub reconcile: ReconcileSettings,
     /// Woken after a write that may have put events in the outbox, so the

@@ -1,0 +1,118 @@
+//! History on demand, end to end: real worker processes, RabbitMQ, Redis,
+//! the simulator over HTTP and the SQLite store. A request larger than one
+//! budget window streams page by page and goes on from its checkpoints, so
+//! it finishes paying for each page once.
+#![allow(clippy::unwrap_used)]
+
+use alpaca_sim::bars::{bar_times, Frame, Market, Series};
+use chrono::{DateTime, Utc};
+use signal9_e2e::{active_symbols, text, Stack, SIM_NOW};
+use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
+use signal9_shared::ingest::BarsRequest;
+use signal9_shared::plan::PAGE_BARS;
+use signal9_shared::store::{SqliteStore, Store};
+
+const ASSETS: &str = "12000";
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// Every minute bar the simulator has for `symbols` over the request.
+fn minute_truth(symbols: &[String], request: &BarsRequest) -> usize {
+    symbols
+        .iter()
+        .map(|symbol| {
+            bar_times(
+                Series {
+                    seed: 42,
+                    symbol,
+                    market: Market::Stocks,
+                    frame: Frame::Min(1),
+                },
+                request.start,
+                request.end,
+                t(SIM_NOW),
+            )
+            .len()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_request_larger_than_a_budget_window_finishes_paying_each_page_once() {
+    // The scenario: one worker, 20 data calls per 10 s, a 5 s wait,
+    // ten symbols × three months of minute bars (about 60 pages). Before
+    // streaming, the fetch re-spent its first pages forever.
+    let mut stack = Stack::start(&["--limit", "0", "--assets", ASSETS]).unwrap();
+    stack.extra_env = vec![
+        ("SIGNAL9_DATA_LIMIT".into(), "20".into()),
+        ("SIGNAL9_DATA_WINDOW_SECS".into(), "10".into()),
+        ("SIGNAL9_BUDGET_WAIT_SECS".into(), "5".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ];
+    stack.start_worker(&[]).unwrap();
+    let symbols = active_symbols(42, 12_000, 10);
+    let file = stack.symbols_file(&symbols);
+    let (start, end) = ("2026-08-24", "2026-11-20");
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols-file",
+            &file,
+            "--timeframe",
+            "1Min",
+            "--start",
+            start,
+            "--end",
+            end,
+            "--feed",
+            "iex",
+            "--wait",
+            "--wait-timeout-secs",
+            "400",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("succeeded 10, dead-lettered 0"), "{}", text(&out));
+
+    let request = BarsRequest {
+        symbols: symbols.iter().map(|s| Symbol::parse(s).unwrap()).collect(),
+        timeframe: Timeframe::MINUTE,
+        start: t("2026-08-24T00:00:00Z"),
+        end: t("2026-11-20T23:59:59Z"),
+        adjustment: Adjustment::raw(),
+        feed: Some(Feed::Iex),
+    };
+    let bars = minute_truth(&symbols, &request);
+    let pages = (bars as u64).div_ceil(PAGE_BARS);
+    assert!(
+        pages > 40,
+        "the request needs more pages ({pages}) than two budget windows hold"
+    );
+    let calls = stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        calls * 100 <= pages * 105,
+        "{calls} calls for {pages} pages\n{}",
+        stack.worker_logs()
+    );
+    eprintln!(
+        "{calls} calls for {pages} pages, {bars} bars; deferrals: {}",
+        stack.worker_logs().matches("Job delayed without an attempt").count()
+    );
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let mut stored = 0;
+    for symbol in &request.symbols {
+        let series = request.series(symbol);
+        stored += store.count_bars(&series, request.start, request.end).await.unwrap();
+        assert!(
+            store.covers(&series, request.start, request.end).await.unwrap(),
+            "{symbol}"
+        );
+    }
+    assert_eq!(stored, bars);
+    stack.cleanup().await;
+}
