@@ -24,7 +24,9 @@ use signal9_shared::store::active_equity_symbols;
 pub struct PublishOptions {
     #[command(flatten)]
     broker: BrokerSettings,
-    /// `bulk` (default) or `interactive` (served ahead of any bulk backlog).
+    /// `bulk` (default: the daily pipeline's lane), `interactive` (served
+    /// ahead of any bulk backlog, with a reserved share of the budget) or
+    /// `backfill` (served after bulk work).
     #[arg(long, default_value = "bulk", value_parser = parse_priority)]
     priority: Priority,
     /// Wait for every job's outcome and print it; exit non-zero if any job was dead-lettered or did not answer.
@@ -57,11 +59,7 @@ fn jittered(base: Duration) -> Duration {
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {
-    match text {
-        "bulk" => Ok(Priority::Bulk),
-        "interactive" => Ok(Priority::Interactive),
-        _ => Err("expected bulk or interactive".into()),
-    }
+    Priority::parse(text).ok_or_else(|| "expected bulk, interactive or backfill".into())
 }
 
 /// `fetch-bars`: bars of one or more symbols over an inclusive range.

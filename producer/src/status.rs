@@ -71,7 +71,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         .context("connecting to RabbitMQ")?;
     let mut queues = Vec::new();
     for kind in JobKind::ALL {
-        for priority in [Priority::Interactive, Priority::Bulk] {
+        for priority in Priority::ALL {
             queues.push(queue_state(&connection, topology.job_queue(kind, priority)).await);
         }
     }

@@ -220,7 +220,7 @@ impl Topology {
             .await?;
 
         for kind in JobKind::ALL {
-            for priority in [Priority::Bulk, Priority::Interactive] {
+            for priority in Priority::ALL {
                 let queue = self.job_queue(kind, priority);
                 let mut args = FieldTable::default();
                 args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
@@ -269,7 +269,7 @@ impl Topology {
         use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
         let mut queues = vec![self.dead_letter_queue()];
         for kind in JobKind::ALL {
-            for priority in [Priority::Bulk, Priority::Interactive] {
+            for priority in Priority::ALL {
                 queues.push(self.job_queue(kind, priority));
             }
         }

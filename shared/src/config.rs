@@ -264,6 +264,12 @@ pub struct BudgetSettings {
     /// the API's own window over the limit.
     #[arg(long, env = "SIGNAL9_BUDGET_MARGIN_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub margin_ms: u64,
+    /// Share of each budget window kept for interactive requests (0 to
+    /// 0.9): bulk and backfill work stop short of it, so a request another
+    /// service waits for finds a token even while a backfill saturates the
+    /// budget.
+    #[arg(long, env = "SIGNAL9_INTERACTIVE_RESERVE", default_value_t = 0.2, value_parser = parse_reserve)]
+    pub interactive_reserve: f64,
     /// Longest a call waits for a token (or an open breaker) before its job
     /// goes back through a delay queue, in seconds; not counted as an attempt.
     #[arg(long, env = "SIGNAL9_BUDGET_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -283,8 +289,16 @@ impl std::fmt::Debug for BudgetSettings {
             .field("trading", &(self.trading_limit, self.trading_window_secs))
             .field("data", &(self.data_limit, self.data_window_secs))
             .field("margin_ms", &self.margin_ms)
+            .field("interactive_reserve", &self.interactive_reserve)
             .field("wait_secs", &self.wait_secs)
             .finish()
+    }
+}
+
+fn parse_reserve(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=0.9).contains(&v) => Ok(v),
+        _ => Err("expected a share between 0 and 0.9, e.g. 0.2".into()),
     }
 }
 
@@ -319,7 +333,8 @@ impl BudgetSettings {
             size(self.data_limit, self.data_window_secs),
             breaker,
             Duration::from_secs(self.wait_secs),
-        ))
+        )
+        .with_interactive_reserve(self.interactive_reserve))
     }
 }
 

@@ -16,7 +16,8 @@ use tracing::Instrument;
 
 use crate::alpaca::{AlpacaError, Api, CallOutcome, Gate};
 use crate::breaker::{Breaker, BreakerPolicy};
-use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Usage};
+use crate::job::Priority;
+use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Share, Usage};
 
 /// The shortest pause after a 429, in milliseconds.
 const MIN_PAUSE_MS: i64 = 1_000;
@@ -64,6 +65,14 @@ impl ApiGuard {
         }
     }
 
+    /// Keeps `fraction` of each API's window for interactive calls (see
+    /// [`Budget::with_reserve`]).
+    pub fn with_interactive_reserve(self, fraction: f64) -> Self {
+        self.trading.budget.set_reserve(fraction);
+        self.data.budget.set_reserve(fraction);
+        self
+    }
+
     /// The API's breaker.
     pub fn breaker(&self, api: Api) -> &Breaker {
         &self.lane(api).breaker
@@ -88,10 +97,15 @@ fn jitter(wait: Duration) -> Duration {
 
 #[async_trait]
 impl Gate for ApiGuard {
-    async fn admit(&self, api: Api) -> Result<(), AlpacaError> {
-        let span = tracing::info_span!("limiter wait", api = api.as_str());
+    async fn admit(&self, api: Api, priority: Priority) -> Result<(), AlpacaError> {
+        let span = tracing::info_span!("limiter wait", api = api.as_str(), priority = priority.as_str());
         let started = Instant::now();
-        let result = self.wait_for_token(api).instrument(span).await;
+        let share = match priority {
+            Priority::Interactive => Share::Full,
+            Priority::Bulk => Share::Shared,
+            Priority::Backfill => Share::Leftover,
+        };
+        let result = self.wait_for_token(api, share).instrument(span).await;
         crate::telemetry::metrics::get()
             .limiter_wait
             .with_label_values(&[api.as_str()])
@@ -115,7 +129,7 @@ impl Gate for ApiGuard {
 }
 
 impl ApiGuard {
-    async fn wait_for_token(&self, api: Api) -> Result<(), AlpacaError> {
+    async fn wait_for_token(&self, api: Api, share: Share) -> Result<(), AlpacaError> {
         let lane = self.lane(api);
         let deadline = Instant::now() + self.wait_deadline;
         let mut redis_backoff = Duration::from_millis(100);
@@ -126,7 +140,7 @@ impl ApiGuard {
                     format!("{} API circuit breaker is open", api.as_str()),
                 )
             } else {
-                match lane.budget.try_acquire().await {
+                match lane.budget.try_acquire_as(share).await {
                     Ok(Acquire::Granted { in_window, .. }) => {
                         crate::telemetry::metrics::get()
                             .tokens_in_window

@@ -62,25 +62,38 @@ impl fmt::Display for JobKind {
     }
 }
 
-/// How urgently a job wants serving. Interactive jobs have their own queue
-/// and never wait behind a bulk backlog.
+/// How urgently a job wants serving. Each priority has its own queue per
+/// kind: interactive jobs never wait behind a bulk backlog, and bulk jobs
+/// (the daily pipeline) never wait behind a backfill.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
-    /// Scheduled and backfill work (the default).
+    /// Scheduled work: the daily pipeline (the default).
     #[default]
     Bulk,
     /// A request another service is waiting for.
     Interactive,
+    /// History on demand: served after bulk work, with what the budget
+    /// has left (`signal9-producer backfill` publishes at this priority).
+    Backfill,
 }
 
 impl Priority {
+    /// Every priority, most urgent first.
+    pub const ALL: [Priority; 3] = [Priority::Interactive, Priority::Bulk, Priority::Backfill];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::Bulk => "bulk",
             Priority::Interactive => "interactive",
+            Priority::Backfill => "backfill",
         }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(text: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.as_str() == text)
     }
 }
 
@@ -310,6 +323,7 @@ pub fn routing_key(kind: JobKind, priority: Priority) -> String {
     match priority {
         Priority::Bulk => kind.as_str().to_owned(),
         Priority::Interactive => format!("{}.interactive", kind.as_str()),
+        Priority::Backfill => format!("{}.backfill", kind.as_str()),
     }
 }
 

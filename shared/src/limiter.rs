@@ -11,18 +11,27 @@
 //!
 //! A 429, or `X-RateLimit-Remaining: 0`, pauses the whole budget until the
 //! reset time the API gave: the pause is a key every acquire reads.
+//!
+//! Callers take from one of three [`Share`]s. Interactive requests may use
+//! the whole window; everything else stops short of the interactive reserve,
+//! so a request another service waits for finds a token even while bulk
+//! work saturates the budget. Backfills take only what the daily pipeline
+//! leaves: while a bulk caller is waiting for a token (a short-lived flag
+//! it sets in Redis), no backfill caller gets one.
 
 use deadpool_redis::redis::Script;
 use deadpool_redis::{Config, Pool, Runtime, Timeouts};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Longest a single Redis round trip may take before the budget counts as unreachable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 const ACQUIRE: &str = r"
--- KEYS[1] window (sorted set: member -> grant time in ms), KEYS[2] pause-until (ms)
--- ARGV[1] limit, ARGV[2] window + margin in ms, ARGV[3] member
+-- KEYS[1] window (sorted set: member -> grant time in ms), KEYS[2] pause-until (ms),
+-- KEYS[3] bulk-waiting flag
+-- ARGV[1] ceiling (tokens this share may fill the window to), ARGV[2] window + margin in ms,
+-- ARGV[3] member, ARGV[4] share: full | shared | leftover
 -- Returns {1, now, count} for a token, {0, wait_ms, count} (count -1 when paused) otherwise.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -33,13 +42,27 @@ end
 local span = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
 local count = redis.call('ZCARD', KEYS[1])
+if ARGV[4] == 'leftover' then
+  local waiting = redis.call('PTTL', KEYS[3])
+  if waiting > 0 then
+    return {0, waiting, count}
+  end
+end
 if count < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], span)
   return {1, now, count + 1}
 end
+local wait = span
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + span - now, count}
+if oldest[2] then
+  wait = math.max(1, tonumber(oldest[2]) + span - now)
+end
+if ARGV[4] == 'shared' then
+  -- Backfills stand back until this caller's next try has had its chance.
+  redis.call('SET', KEYS[3], '1', 'PX', wait + 500)
+end
+return {0, wait, count}
 ";
 
 const PAUSE: &str = r"
@@ -71,6 +94,27 @@ pub struct LimiterError(String);
 impl From<String> for LimiterError {
     fn from(message: String) -> Self {
         LimiterError(message)
+    }
+}
+
+/// Which part of a budget a caller may take from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// The whole window: interactive requests.
+    Full,
+    /// The window less the interactive reserve: the daily pipeline.
+    Shared,
+    /// As [`Share::Shared`], and only while no `Shared` caller waits: backfills.
+    Leftover,
+}
+
+impl Share {
+    fn as_str(self) -> &'static str {
+        match self {
+            Share::Full => "full",
+            Share::Shared => "shared",
+            Share::Leftover => "leftover",
+        }
     }
 }
 
@@ -119,7 +163,10 @@ pub struct Budget {
     pool: Pool,
     window_key: String,
     pause_key: String,
+    waiting_key: String,
     size: BudgetSize,
+    /// Tokens of each window only [`Share::Full`] may take.
+    reserve: AtomicU32,
     member_prefix: String,
     counter: AtomicU64,
 }
@@ -147,10 +194,25 @@ impl Budget {
             pool,
             window_key: format!("{namespace}:budget:{name}:window"),
             pause_key: format!("{namespace}:budget:{name}:pause"),
+            waiting_key: format!("{namespace}:budget:{name}:bulk-waiting"),
             size,
+            reserve: AtomicU32::new(0),
             member_prefix: uuid::Uuid::new_v4().simple().to_string(),
             counter: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps `fraction` of each window (rounded up, at most all but one
+    /// token) for [`Share::Full`] callers from now on.
+    pub fn set_reserve(&self, fraction: f64) {
+        let wanted = (f64::from(self.size.limit) * fraction.clamp(0.0, 1.0)).ceil() as u32;
+        self.reserve
+            .store(wanted.min(self.size.limit.saturating_sub(1)), Ordering::Relaxed);
+    }
+
+    /// Tokens of each window kept for interactive callers.
+    pub fn reserve(&self) -> u32 {
+        self.reserve.load(Ordering::Relaxed)
     }
 
     /// The Redis pool the budget lives in.
@@ -192,8 +254,13 @@ impl Budget {
             .map_err(|_| LimiterError("no answer in time".into()))?
     }
 
-    /// One atomic acquire.
+    /// One atomic acquire from the whole window.
     pub async fn try_acquire(&self) -> Result<Acquire, LimiterError> {
+        self.try_acquire_as(Share::Full).await
+    }
+
+    /// One atomic acquire from one share of the window.
+    pub async fn try_acquire_as(&self, share: Share) -> Result<Acquire, LimiterError> {
         static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
         let script = SCRIPT.get_or_init(|| Script::new(ACQUIRE));
         let member = format!(
@@ -204,8 +271,13 @@ impl Budget {
         let (granted, wait_or_time, count): (i64, i64, i64) = self
             .run(
                 script,
-                &[&self.window_key, &self.pause_key],
-                &[self.size.limit.to_string(), self.span_ms().to_string(), member],
+                &[&self.window_key, &self.pause_key, &self.waiting_key],
+                &[
+                    self.ceiling(share).to_string(),
+                    self.span_ms().to_string(),
+                    member,
+                    share.as_str().to_owned(),
+                ],
             )
             .await?;
         if granted == 1 {
@@ -219,6 +291,13 @@ impl Budget {
             wait,
             paused: count < 0,
         })
+    }
+
+    fn ceiling(&self, share: Share) -> u32 {
+        match share {
+            Share::Full => self.size.limit,
+            Share::Shared | Share::Leftover => self.size.limit.saturating_sub(self.reserve()).max(1),
+        }
     }
 
     /// Pauses the budget until `until_unix_ms`; never shortens a pause.

@@ -59,7 +59,9 @@ async fn pause_seen(gate: &ApiGuard, api: Api) -> (Instant, Duration) {
 async fn tokens_are_granted_up_to_the_limit_then_the_call_is_refused_past_the_deadline() {
     let gate = guard(3, Duration::from_secs(30), Duration::from_millis(300));
     for _ in 0..3 {
-        gate.admit(Api::Data).await.unwrap();
+        gate.admit(Api::Data, signal9_shared::job::Priority::Interactive)
+            .await
+            .unwrap();
     }
     assert_eq!(gate.usage(Api::Data).await.unwrap().in_window, 3);
     assert_eq!(
@@ -67,7 +69,10 @@ async fn tokens_are_granted_up_to_the_limit_then_the_call_is_refused_past_the_de
         0,
         "each API has its own budget"
     );
-    let refused = gate.admit(Api::Data).await.unwrap_err();
+    let refused = gate
+        .admit(Api::Data, signal9_shared::job::Priority::Interactive)
+        .await
+        .unwrap_err();
     assert!(matches!(refused, AlpacaError::NotAdmitted(_)), "{refused:?}");
     assert!(refused.defers(), "a refusal delays the job without an attempt");
     assert!(refused.to_string().contains("data budget full"), "{refused}");
@@ -76,14 +81,18 @@ async fn tokens_are_granted_up_to_the_limit_then_the_call_is_refused_past_the_de
 #[tokio::test]
 async fn a_429_pauses_the_budget_for_at_least_a_second() {
     let gate = guard(100, Duration::from_secs(1), Duration::from_secs(5));
-    gate.admit(Api::Data).await.unwrap();
+    gate.admit(Api::Data, signal9_shared::job::Priority::Interactive)
+        .await
+        .unwrap();
     gate.observe(Api::Data, &outcome(Some(429), RateLimit::default()));
     // The pause is recorded by a spawned task.
     let (asked, paused) = pause_seen(&gate, Api::Data).await;
     assert!(paused > Duration::ZERO, "paused");
     // The pause ends no earlier than `asked + paused`; the next grant
     // cannot come before it (a slow machine only makes it later).
-    gate.admit(Api::Data).await.unwrap();
+    gate.admit(Api::Data, signal9_shared::job::Priority::Interactive)
+        .await
+        .unwrap();
     assert!(
         Instant::now() + Duration::from_millis(50) >= asked + paused,
         "the next call waited for the pause"
@@ -120,7 +129,10 @@ async fn consecutive_failures_open_the_breaker_of_that_api_and_4xx_answers_do_no
         BreakerState::Closed,
         "breakers are per API"
     );
-    let refused = gate.admit(Api::Data).await.unwrap_err();
+    let refused = gate
+        .admit(Api::Data, signal9_shared::job::Priority::Interactive)
+        .await
+        .unwrap_err();
     assert!(refused.to_string().contains("circuit breaker is open"), "{refused}");
     // 4xx answers are the caller's fault, not the API's.
     for _ in 0..5 {
@@ -154,6 +166,9 @@ async fn an_unreachable_redis_means_no_call() {
         breaker,
         Duration::from_millis(400),
     );
-    let refused = gate.admit(Api::Data).await.unwrap_err();
+    let refused = gate
+        .admit(Api::Data, signal9_shared::job::Priority::Interactive)
+        .await
+        .unwrap_err();
     assert!(matches!(refused, AlpacaError::NotAdmitted(_)), "{refused:?}");
 }

@@ -145,3 +145,59 @@ async fn an_unreachable_redis_is_an_error_not_a_token() {
     assert!(error.to_string().contains("API budget unavailable"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn the_interactive_reserve_is_kept_and_backfills_stand_back_while_bulk_waits() {
+    use signal9_shared::limiter::Share;
+    let ns = namespace();
+    let budget = Budget::new(redis_pool(REDIS).unwrap(), &ns, "data", size(10, 5_000));
+    budget.set_reserve(0.2);
+    assert_eq!(budget.reserve(), 2);
+    // Backfill and bulk together fill the window up to the reserve: 8 tokens.
+    let mut granted = 0;
+    for i in 0..8 {
+        let share = if i % 2 == 0 { Share::Leftover } else { Share::Shared };
+        granted += u32::from(matches!(
+            budget.try_acquire_as(share).await.unwrap(),
+            Acquire::Granted { .. }
+        ));
+    }
+    assert_eq!(granted, 8);
+    // Neither may take the reserve...
+    assert!(matches!(
+        budget.try_acquire_as(Share::Leftover).await.unwrap(),
+        Acquire::Wait { paused: false, .. }
+    ));
+    assert!(matches!(
+        budget.try_acquire_as(Share::Shared).await.unwrap(),
+        Acquire::Wait { paused: false, .. }
+    ));
+    // ...an interactive caller may.
+    for _ in 0..2 {
+        assert!(matches!(
+            budget.try_acquire_as(Share::Full).await.unwrap(),
+            Acquire::Granted { .. }
+        ));
+    }
+    assert!(matches!(
+        budget.try_acquire_as(Share::Full).await.unwrap(),
+        Acquire::Wait { .. }
+    ));
+    assert_eq!(budget.usage().await.unwrap().in_window, 10);
+
+    // A bulk caller was refused above: until its next try, a backfill caller
+    // is told to wait even where the window has room (the same budget,
+    // seen by an instance configured larger), and a bulk caller is not.
+    let roomy = Budget::new(budget.pool().clone(), &ns, "data", size(100, 5_000));
+    match roomy.try_acquire_as(Share::Leftover).await.unwrap() {
+        Acquire::Wait { wait, paused } => {
+            assert!(!paused);
+            assert!(wait > Duration::from_millis(0), "{wait:?}");
+        }
+        other => panic!("a backfill took a token while bulk waited: {other:?}"),
+    }
+    assert!(matches!(
+        roomy.try_acquire_as(Share::Shared).await.unwrap(),
+        Acquire::Granted { .. }
+    ));
+}

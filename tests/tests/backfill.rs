@@ -116,3 +116,113 @@ async fn a_history_request_larger_than_a_budget_window_finishes_paying_each_page
     assert_eq!(stored, bars);
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturating_backfill_leaves_interactive_requests_and_the_daily_pipeline_their_budget() {
+    // 20 data calls per second, 20 % of it kept for interactive requests.
+    let mut stack = Stack::start(&["--limit", "0", "--assets", ASSETS]).unwrap();
+    stack.extra_env = vec![
+        ("SIGNAL9_DATA_LIMIT".into(), "20".into()),
+        ("SIGNAL9_DATA_WINDOW_SECS".into(), "1".into()),
+        ("SIGNAL9_INTERACTIVE_RESERVE".into(), "0.2".into()),
+        ("SIGNAL9_BUDGET_WAIT_SECS".into(), "5".into()),
+    ];
+    stack.start_worker(&[]).unwrap();
+    // A backfill of 30 symbols × 4 months of minute bars: about 200 pages,
+    // ten seconds of the whole budget.
+    let symbols = active_symbols(42, 12_000, 40);
+    let heavy = stack.symbols_file(&symbols[..30]);
+    let mut backfill = stack
+        .producer_spawn(&[
+            "fetch-bars",
+            "--symbols-file",
+            &heavy,
+            "--timeframe",
+            "1Min",
+            "--start",
+            "2026-07-20",
+            "--end",
+            "2026-11-20",
+            "--feed",
+            "iex",
+            "--priority",
+            "backfill",
+            "--wait",
+            "--wait-timeout-secs",
+            "300",
+        ])
+        .unwrap();
+    let saturated = signal9_e2e::eventually(std::time::Duration::from_secs(30), || async {
+        stack
+            .sim_stats()
+            .await
+            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 40)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(saturated, "the backfill did not start\n{}", stack.worker_logs());
+
+    // An interactive request meanwhile: answered within 2 s.
+    let one = stack.symbols_file(&symbols[30..31]);
+    let asked = std::time::Instant::now();
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols-file",
+            &one,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-16",
+            "--end",
+            "2026-11-20",
+            "--priority",
+            "interactive",
+            "--wait",
+            "--wait-timeout-secs",
+            "30",
+        ])
+        .await
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(text(&out).contains("succeeded 1, dead-lettered 0"), "{}", text(&out));
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "interactive fetch took {took:?}"
+    );
+
+    // The daily pipeline meanwhile: a sync run and the day's bars complete
+    // while the backfill is still going.
+    let out = stack
+        .producer(&["sync", "--run-id", "lanes-1", "--wait", "--wait-timeout-secs", "120"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let daily = stack.symbols_file(&symbols[30..]);
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols-file",
+            &daily,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-20",
+            "--end",
+            "2026-11-20",
+            "--wait",
+            "--wait-timeout-secs",
+            "60",
+        ])
+        .await
+        .unwrap();
+    assert!(text(&out).contains("succeeded 10, dead-lettered 0"), "{}", text(&out));
+    assert!(
+        backfill.try_wait().unwrap().is_none(),
+        "the backfill had already finished: the test did not overlap"
+    );
+    let out = backfill.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("succeeded 30, dead-lettered 0"), "{}", text(&out));
+    stack.cleanup().await;
+}

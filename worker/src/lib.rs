@@ -4,8 +4,9 @@
 //! In-flight work is bounded twice: each queue's prefetch (`basic_qos`)
 //! bounds the messages held, and a semaphore per priority lane bounds the
 //! jobs (or coalesced batches) running at once. Interactive queues are read
-//! first and have their own lane, so a request never waits behind a bulk
-//! backlog. The worker reconnects with capped, jittered back-off when the
+//! first, then bulk, then backfill, each with its own lane, so a request
+//! never waits behind a bulk backlog and the daily pipeline never waits
+//! behind a backfill (the budget ranks their calls the same way). The worker reconnects with capped, jittered back-off when the
 //! broker goes away, and on shutdown stops consuming, lets in-flight jobs
 //! finish within a deadline and hands everything else back to the queue.
 
@@ -145,8 +146,9 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
     let mut consumers = Vec::new();
     let mut interactive: Vec<BoxStream<'static, Incoming>> = Vec::new();
     let mut bulk: Vec<BoxStream<'static, Incoming>> = Vec::new();
+    let mut backfill: Vec<BoxStream<'static, Incoming>> = Vec::new();
     for kind in JobKind::ALL {
-        for priority in [Priority::Interactive, Priority::Bulk] {
+        for priority in Priority::ALL {
             let channel = connection.create_channel().await?;
             // Prefetch: a lane runs `concurrency` jobs at once; a fetch-bars
             // batch holds up to `coalesce_max` messages, so that queue may
@@ -173,6 +175,7 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
             match priority {
                 Priority::Interactive => interactive.push(stream),
                 Priority::Bulk => bulk.push(stream),
+                Priority::Backfill => backfill.push(stream),
             }
             consumers.push((channel, tag));
         }
@@ -198,11 +201,13 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
     };
     let mut interactive = select_all(interactive);
     let mut bulk = select_all(bulk);
+    let mut backfill = select_all(backfill);
     info!(namespace = %shared.topology.namespace(), concurrency, coalesce, "Worker consuming");
 
     let lanes = Lanes {
         bulk: Arc::new(Semaphore::new(concurrency)),
         interactive: Arc::new(Semaphore::new(concurrency)),
+        backfill: Arc::new(Semaphore::new(concurrency)),
     };
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut batcher = Batcher::new(
@@ -221,6 +226,9 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
                 if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
             }
             Some(item) = bulk.next() => {
+                if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
+            }
+            Some(item) = backfill.next() => {
                 if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -299,6 +307,7 @@ async fn drain(
 struct Lanes {
     bulk: Arc<Semaphore>,
     interactive: Arc<Semaphore>,
+    backfill: Arc<Semaphore>,
 }
 
 impl Lanes {
@@ -306,6 +315,7 @@ impl Lanes {
         match priority {
             Priority::Bulk => Arc::clone(&self.bulk),
             Priority::Interactive => Arc::clone(&self.interactive),
+            Priority::Backfill => Arc::clone(&self.backfill),
         }
     }
 }
@@ -354,10 +364,11 @@ fn dispatch(
                 };
                 let pending = Pending::new(job, delivery);
                 let span = pending.span.clone();
+                let ctx = shared.ctx.at(priority);
                 let result = async {
                     match &pending.job.payload {
-                        Payload::StatusCheck(p) => handlers::status_check::run(&shared.ctx, p).await,
-                        Payload::SyncPage(p) => handlers::sync_page::run(&shared.ctx, &pending.job, p).await,
+                        Payload::StatusCheck(p) => handlers::status_check::run(&ctx, p).await,
+                        Payload::SyncPage(p) => handlers::sync_page::run(&ctx, &pending.job, p).await,
                         Payload::FetchBars(_) => Err(Failure::permanent("fetch-bars jobs go through the batcher")),
                     }
                 }
@@ -394,7 +405,7 @@ fn spawn_batch(
                 signal9_shared::telemetry::link_trace(&span, other.delivery.properties.headers().as_ref());
             }
             let started = std::time::Instant::now();
-            let results = handlers::fetch_bars::run(&shared.ctx, &items)
+            let results = handlers::fetch_bars::run(&shared.ctx.at(key.priority), &items)
                 .instrument(span.clone())
                 .await;
             let jobs = items.len();

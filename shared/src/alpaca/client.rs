@@ -19,6 +19,7 @@ use super::error::AlpacaError;
 use super::model::{AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPage};
 use super::query::BarsQuery;
 use super::symbol::Symbol;
+use crate::job::Priority;
 
 /// Header carrying the key id.
 pub const HEADER_KEY_ID: &str = "APCA-API-KEY-ID";
@@ -166,9 +167,10 @@ impl CallOutcome {
 /// the breaker to allow it), then hears how the call went.
 #[async_trait]
 pub trait Gate: Send + Sync + fmt::Debug {
-    /// Waits until one call to `api` may be made. An error means the call must
-    /// not be made now (for example, the budget's store is unreachable).
-    async fn admit(&self, api: Api) -> Result<(), AlpacaError>;
+    /// Waits until one call to `api` for work of `priority` may be made. An
+    /// error means the call must not be made now (for example, the budget's
+    /// store is unreachable).
+    async fn admit(&self, api: Api, priority: Priority) -> Result<(), AlpacaError>;
     /// Reports the outcome of a call that was admitted.
     fn observe(&self, api: Api, outcome: &CallOutcome);
 }
@@ -183,7 +185,7 @@ pub struct Unmetered;
 #[cfg(feature = "test-support")]
 #[async_trait]
 impl Gate for Unmetered {
-    async fn admit(&self, _api: Api) -> Result<(), AlpacaError> {
+    async fn admit(&self, _api: Api, _priority: Priority) -> Result<(), AlpacaError> {
         Ok(())
     }
     fn observe(&self, _api: Api, _outcome: &CallOutcome) {}
@@ -251,6 +253,8 @@ pub struct AlpacaClient {
     data_url: String,
     credentials: Arc<dyn CredentialSource>,
     gate: Arc<dyn Gate>,
+    /// The lane of the work this client calls for (see [`Gate::admit`]).
+    priority: Priority,
 }
 
 impl AlpacaClient {
@@ -273,7 +277,18 @@ impl AlpacaClient {
             data_url: normalize_base(&config.data_url),
             credentials: credentials.into(),
             gate,
+            priority: Priority::Bulk,
         })
+    }
+
+    /// The same client, calling for work of `priority`: the gate serves
+    /// interactive calls from the whole budget, bulk calls from all but the
+    /// interactive reserve, backfill calls from what bulk calls leave.
+    pub fn with_priority(&self, priority: Priority) -> Self {
+        AlpacaClient {
+            priority,
+            ..self.clone()
+        }
     }
 
     /// `GET /v2/assets`: the whole listing of one slice, one call. Elements
@@ -429,7 +444,7 @@ impl AlpacaClient {
         let mut refreshed = false;
         loop {
             // Every attempt, the one after a key refresh too, takes a token.
-            self.gate.admit(api).await?;
+            self.gate.admit(api, self.priority).await?;
             let started = std::time::Instant::now();
             let sent = self
                 .http

@@ -26,3 +26,14 @@ pub struct Context {
     /// relay publishes them at once instead of at its next tick.
     pub outbox_written: Arc<tokio::sync::Notify>,
 }
+
+impl Context {
+    /// The context for a job of the `priority` lane: its calls take from
+    /// that lane's share of the budget.
+    pub fn at(&self, priority: signal9_shared::job::Priority) -> Context {
+        Context {
+            client: self.client.with_priority(priority),
+            ..self.clone()
+        }
+    }
+}
