@@ -2,6 +2,7 @@
 //! carries the operator commands. This binary only parses flags and wires
 //! the library's parts together.
 
+mod backfill;
 mod direct;
 mod dlq;
 mod init_store;
@@ -28,6 +29,11 @@ enum Command {
     Schedule(Box<schedule::ScheduleArgs>),
     /// Enqueue fetch-bars jobs, one per symbol (publisher confirms; --wait for outcomes).
     FetchBars(publish::FetchBarsArgs),
+    /// Plan and enqueue a history backfill: skips what the store holds,
+    /// cuts long ranges into jobs of bounded pages, prints the jobs, calls
+    /// and time at the budget (--dry-run: only that), publishes to the
+    /// backfill lane (--wait: a progress bar, then a summary).
+    Backfill(Box<backfill::BackfillArgs>),
     /// Enqueue status-check jobs, one per symbol.
     StatusCheck(publish::StatusCheckArgs),
     /// Inspect, replay or purge the dead-letter queue.
@@ -53,6 +59,7 @@ async fn main() -> std::process::ExitCode {
         Command::Sync(args) => sync::run(args).await,
         Command::Schedule(args) => schedule::run(*args).await,
         Command::FetchBars(args) => publish::fetch_bars(args).await,
+        Command::Backfill(args) => backfill::run(*args).await,
         Command::StatusCheck(args) => publish::status_check(args).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::IngestDirect(args) => direct::run(args).await,

@@ -24,11 +24,12 @@ use signal9_shared::store::active_equity_symbols;
 pub struct PublishOptions {
     #[command(flatten)]
     broker: BrokerSettings,
-    /// `bulk` (default: the daily pipeline's lane), `interactive` (served
-    /// ahead of any bulk backlog, with a reserved share of the budget) or
-    /// `backfill` (served after bulk work).
-    #[arg(long, default_value = "bulk", value_parser = parse_priority)]
-    priority: Priority,
+    /// `bulk` (the daily pipeline's lane; the default, except for
+    /// `backfill`), `interactive` (served ahead of any bulk backlog, with a
+    /// reserved share of the budget) or `backfill` (served after bulk work;
+    /// the default of `backfill`).
+    #[arg(long, value_parser = parse_priority)]
+    priority: Option<Priority>,
     /// Wait for every job's outcome and print it; exit non-zero if any job was dead-lettered or did not answer.
     #[arg(long)]
     wait: bool,
@@ -45,6 +46,11 @@ impl PublishOptions {
     /// The namespace jobs go to.
     pub fn namespace(&self) -> &str {
         &self.broker.namespace
+    }
+
+    /// The priority asked for, or the command's default.
+    pub fn priority_or(&self, default: Priority) -> Priority {
+        self.priority.unwrap_or(default)
     }
 
     /// How long to wait for outcomes, when `--wait` was given.
@@ -65,34 +71,89 @@ fn parse_priority(text: &str) -> Result<Priority, String> {
 /// `fetch-bars`: bars of one or more symbols over an inclusive range.
 #[derive(Debug, Args)]
 pub struct FetchBarsArgs {
-    /// Comma-separated symbols (case is ignored): AAPL,BRK.B,BTC/USD.
-    #[arg(long, value_delimiter = ',', required_unless_present_any = ["symbols_file", "all_active"])]
-    symbols: Vec<String>,
-    /// Every active, tradable US equity in the store (after a sync).
-    #[arg(long)]
-    all_active: bool,
     #[command(flatten)]
-    store: StoreSettings,
-    /// A file with one symbol per line (blank lines and `#` comments skipped).
-    #[arg(long)]
-    symbols_file: Option<PathBuf>,
-    /// Bar length: 1-59Min, 1-23Hour, 1Day, 1Week, 1/2/3/4/6/12Month (or T/H/D/W/M).
-    #[arg(long)]
-    timeframe: Timeframe,
-    /// Inclusive start: RFC 3339, or a date (its 00:00 UTC).
-    #[arg(long, value_parser = parse_start)]
-    start: DateTime<Utc>,
-    /// Inclusive end: RFC 3339, or a date (its 23:59:59 UTC).
-    #[arg(long, value_parser = parse_end)]
-    end: DateTime<Utc>,
-    /// raw, split, dividend, spin-off, all, or a comma combination (stocks only).
-    #[arg(long, default_value = "raw")]
-    adjustment: Adjustment,
-    /// sip, iex, otc or boats (stocks only; the API's default when absent).
-    #[arg(long)]
-    feed: Option<Feed>,
+    bars: BarsSelection,
     #[command(flatten)]
     options: PublishOptions,
+}
+
+/// Which bars: the symbols, the timeframe, the range, adjustment and feed.
+#[derive(Debug, Args)]
+pub struct BarsSelection {
+    /// Comma-separated symbols (case is ignored): AAPL,BRK.B,BTC/USD.
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["symbols_file", "all_active"])]
+    pub symbols: Vec<String>,
+    /// Every active, tradable US equity in the store (after a sync).
+    #[arg(long)]
+    pub all_active: bool,
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// A file with one symbol per line (blank lines and `#` comments skipped).
+    #[arg(long)]
+    pub symbols_file: Option<PathBuf>,
+    /// Bar length: 1-59Min, 1-23Hour, 1Day, 1Week, 1/2/3/4/6/12Month (or T/H/D/W/M).
+    #[arg(long)]
+    pub timeframe: Timeframe,
+    /// Inclusive start: RFC 3339, or a date (its 00:00 UTC).
+    #[arg(long, value_parser = parse_start)]
+    pub start: DateTime<Utc>,
+    /// Inclusive end: RFC 3339, or a date (its 23:59:59 UTC).
+    #[arg(long, value_parser = parse_end)]
+    pub end: DateTime<Utc>,
+    /// raw, split, dividend, spin-off, all, or a comma combination (stocks only).
+    #[arg(long, default_value = "raw")]
+    pub adjustment: Adjustment,
+    /// sip, iex, otc or boats (stocks only; the API's default when absent).
+    #[arg(long)]
+    pub feed: Option<Feed>,
+}
+
+impl BarsSelection {
+    /// The symbols asked for (the store's active equities with
+    /// --all-active), deduplicated, in the order given.
+    pub async fn symbols(&self) -> Result<Vec<Symbol>> {
+        if self.end < self.start {
+            bail!("--end {} is before --start {}", self.end, self.start);
+        }
+        let mut symbols = if self.symbols.is_empty() && self.symbols_file.is_none() {
+            Vec::new()
+        } else {
+            parse_symbols(&self.symbols, self.symbols_file.as_ref())?
+        };
+        if self.all_active {
+            let store = self.store.open().await.context("opening the store")?;
+            let mut active = active_equity_symbols(store.as_ref()).await?;
+            active.retain(|s| !symbols.contains(s));
+            symbols.extend(active);
+            if symbols.is_empty() {
+                bail!("the store holds no active, tradable US equity; run `signal9-producer sync` first");
+            }
+        }
+        Ok(symbols)
+    }
+
+    /// The store named by the store settings.
+    pub async fn open_store(&self) -> Result<std::sync::Arc<dyn signal9_shared::store::Store>> {
+        self.store.open().await.context("opening the store")
+    }
+
+    /// The fetch-bars payload of one symbol over `[start, end]` (crypto
+    /// pairs take no adjustment and no feed).
+    pub fn payload(&self, symbol: Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
+        let crypto = symbol.is_crypto_pair();
+        FetchBars {
+            symbol,
+            timeframe: self.timeframe,
+            start,
+            end,
+            adjustment: if crypto {
+                Adjustment::raw()
+            } else {
+                self.adjustment.clone()
+            },
+            feed: if crypto { None } else { self.feed },
+        }
+    }
 }
 
 /// `status-check`: one job per symbol.
@@ -153,43 +214,16 @@ fn parse_symbols(list: &[String], file: Option<&PathBuf>) -> Result<Vec<Symbol>>
 
 /// Publishes fetch-bars jobs.
 pub async fn fetch_bars(args: FetchBarsArgs) -> Result<()> {
-    if args.end < args.start {
-        bail!("--end {} is before --start {}", args.end, args.start);
-    }
-    let mut symbols = if args.symbols.is_empty() && args.symbols_file.is_none() {
-        Vec::new()
-    } else {
-        parse_symbols(&args.symbols, args.symbols_file.as_ref())?
-    };
-    if args.all_active {
-        let store = args.store.open().await.context("opening the store")?;
-        let mut active = active_equity_symbols(store.as_ref()).await?;
-        active.retain(|s| !symbols.contains(s));
-        symbols.extend(active);
-        if symbols.is_empty() {
-            bail!("the store holds no active, tradable US equity; run `signal9-producer sync` first");
-        }
-    }
+    let symbols = args.bars.symbols().await?;
+    let priority = args.options.priority_or(Priority::Bulk);
     let jobs: Vec<Job> = symbols
         .into_iter()
         .map(|symbol| {
-            let crypto = symbol.is_crypto_pair();
-            let payload = FetchBars {
-                symbol,
-                timeframe: args.timeframe,
-                start: args.start,
-                end: args.end,
-                adjustment: if crypto {
-                    Adjustment::raw()
-                } else {
-                    args.adjustment.clone()
-                },
-                feed: if crypto { None } else { args.feed },
-            };
+            let payload = args.bars.payload(symbol, args.bars.start, args.bars.end);
             Job::new(
                 uuid::Uuid::new_v4().to_string(),
                 Payload::FetchBars(payload),
-                args.options.priority,
+                priority,
                 None,
             )
         })
@@ -206,7 +240,7 @@ pub async fn status_check(args: StatusCheckArgs) -> Result<()> {
             Job::new(
                 uuid::Uuid::new_v4().to_string(),
                 Payload::StatusCheck(StatusCheck { symbol }),
-                args.options.priority,
+                args.options.priority_or(Priority::Bulk),
                 None,
             )
         })
@@ -334,6 +368,28 @@ async fn publish_batch<'a>(session: &Session, exchange: &str, jobs: &[&'a Job]) 
 /// was delivered but whose confirm was lost may so be published twice; the
 /// worker's writes are idempotent upserts, so that costs a call, not data.
 pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()> {
+    publish_and_watch(options, jobs, None).await.map(|_| ())
+}
+
+/// What the replies of fetch-bars jobs said, summed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcomes {
+    /// Jobs that succeeded.
+    pub succeeded: usize,
+    /// Bars they stored or found stored.
+    pub bars: u64,
+    /// API calls their batches spent (each batch counted once).
+    pub calls: u64,
+    /// Jobs that went on from a checkpoint.
+    pub resumed: usize,
+}
+
+/// [`publish_jobs`], moving `progress` on as each job's outcome arrives.
+pub async fn publish_and_watch(
+    options: &PublishOptions,
+    jobs: Vec<Job>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<Outcomes> {
     let topology = options.broker.topology();
     let exchange = topology.jobs_exchange();
     let give_up = tokio::time::Instant::now() + Duration::from_secs(options.reconnect_secs);
@@ -424,7 +480,7 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
     }
     let replies = session.and_then(|s| s.replies);
     let Some((_channel, _, mut consumer)) = replies else {
-        return Ok(());
+        return Ok(Outcomes::default());
     };
     if !orphaned.is_empty() {
         println!(
@@ -444,6 +500,8 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
         })
         .collect();
     let (mut succeeded, mut failed) = (0usize, Vec::new());
+    let mut outcomes = Outcomes::default();
+    let mut batches: HashSet<String> = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(options.wait_timeout_secs);
     while !waiting.is_empty() {
         let next = tokio::time::timeout_at(deadline, consumer.next()).await;
@@ -453,8 +511,22 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
         };
         let id = reply["id"].as_str().unwrap_or_default().to_owned();
         let Some(symbol) = waiting.remove(&id) else { continue };
+        if let Some(bar) = progress {
+            bar.inc(1);
+        }
         if reply["status"] == "succeeded" {
             succeeded += 1;
+            let detail = &reply["detail"];
+            outcomes.bars += detail["bars"].as_u64().unwrap_or(0);
+            outcomes.resumed += usize::from(detail["resumed"].as_bool().unwrap_or(false));
+            if let Some(batch) = detail["batch"].as_str() {
+                if batches.insert(batch.to_owned()) {
+                    outcomes.calls += detail["calls"].as_u64().unwrap_or(0);
+                }
+            }
+            if let Some(bar) = progress {
+                bar.set_message(format!("{} bars, {} calls", outcomes.bars, outcomes.calls));
+            }
             if let Some(listed) = reply["detail"]["listed"].as_u64() {
                 let d = &reply["detail"];
                 println!(
@@ -474,6 +546,10 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
             ));
         }
     }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    outcomes.succeeded = succeeded;
     println!(
         "succeeded {succeeded}, dead-lettered {}, no answer {}",
         failed.len(),
@@ -485,5 +561,5 @@ pub async fn publish_jobs(options: &PublishOptions, jobs: Vec<Job>) -> Result<()
     if !failed.is_empty() || !waiting.is_empty() || !orphaned.is_empty() {
         bail!("{} jobs did not succeed", failed.len() + waiting.len() + orphaned.len());
     }
-    Ok(())
+    Ok(outcomes)
 }

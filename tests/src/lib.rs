@@ -487,6 +487,29 @@ pub fn active_symbols(seed: u64, assets: usize, n: usize) -> Vec<String> {
     symbols
 }
 
+/// How many bars the simulator (seed 42, frozen at [`SIM_NOW`]) has for
+/// the stock `symbols` at `frame` with `from <= t <= to`.
+pub fn sim_bar_count(
+    symbols: &[String],
+    frame: alpaca_sim::bars::Frame,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> usize {
+    let now = SIM_NOW.parse().unwrap_or_default();
+    symbols
+        .iter()
+        .map(|symbol| {
+            let series = alpaca_sim::bars::Series {
+                seed: 42,
+                symbol,
+                market: alpaca_sim::bars::Market::Stocks,
+                frame,
+            };
+            alpaca_sim::bars::bar_times(series, from, to, now).len()
+        })
+        .sum()
+}
+
 /// A benchmark program's numeric flag, `--name VALUE`, or its default.
 pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();

@@ -4,9 +4,9 @@
 //! it finishes paying for each page once.
 #![allow(clippy::unwrap_used)]
 
-use alpaca_sim::bars::{bar_times, Frame, Market, Series};
+use alpaca_sim::bars::Frame;
 use chrono::{DateTime, Utc};
-use signal9_e2e::{active_symbols, text, Stack, SIM_NOW};
+use signal9_e2e::{active_symbols, sim_bar_count, text, Stack};
 use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::ingest::BarsRequest;
 use signal9_shared::plan::PAGE_BARS;
@@ -18,25 +18,43 @@ fn t(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
-/// Every minute bar the simulator has for `symbols` over the request.
-fn minute_truth(symbols: &[String], request: &BarsRequest) -> usize {
-    symbols
-        .iter()
-        .map(|symbol| {
-            bar_times(
-                Series {
-                    seed: 42,
-                    symbol,
-                    market: Market::Stocks,
-                    frame: Frame::Min(1),
-                },
-                request.start,
-                request.end,
-                t(SIM_NOW),
-            )
-            .len()
-        })
-        .sum()
+/// Minute bars of `symbols` from 2026-08-24 to 2026-11-20 (about three months).
+fn three_months(symbols: &[String]) -> BarsRequest {
+    BarsRequest {
+        symbols: symbols.iter().map(|s| Symbol::parse(s).unwrap()).collect(),
+        timeframe: Timeframe::MINUTE,
+        start: t("2026-08-24T00:00:00Z"),
+        end: t("2026-11-20T23:59:59Z"),
+        adjustment: Adjustment::raw(),
+        feed: Some(Feed::Iex),
+    }
+}
+
+/// The simulator's bars of every series of the request, and the pages they fill.
+fn truth(symbols: &[String], request: &BarsRequest) -> (usize, u64) {
+    let bars = sim_bar_count(symbols, Frame::Min(1), request.start, request.end);
+    (bars, (bars as u64).div_ceil(PAGE_BARS))
+}
+
+/// Bars the stack's store holds for the request; every series must be covered.
+async fn stored_and_covered(stack: &Stack, request: &BarsRequest) -> usize {
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let mut stored = 0;
+    for symbol in &request.symbols {
+        let series = request.series(symbol);
+        stored += store.count_bars(&series, request.start, request.end).await.unwrap();
+        assert!(
+            store.covers(&series, request.start, request.end).await.unwrap(),
+            "{symbol}"
+        );
+    }
+    stored
+}
+
+async fn data_calls(stack: &Stack) -> u64 {
+    stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,23 +95,13 @@ async fn a_history_request_larger_than_a_budget_window_finishes_paying_each_page
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
     assert!(text(&out).contains("succeeded 10, dead-lettered 0"), "{}", text(&out));
 
-    let request = BarsRequest {
-        symbols: symbols.iter().map(|s| Symbol::parse(s).unwrap()).collect(),
-        timeframe: Timeframe::MINUTE,
-        start: t("2026-08-24T00:00:00Z"),
-        end: t("2026-11-20T23:59:59Z"),
-        adjustment: Adjustment::raw(),
-        feed: Some(Feed::Iex),
-    };
-    let bars = minute_truth(&symbols, &request);
-    let pages = (bars as u64).div_ceil(PAGE_BARS);
+    let request = three_months(&symbols);
+    let (bars, pages) = truth(&symbols, &request);
     assert!(
         pages > 40,
         "the request needs more pages ({pages}) than two budget windows hold"
     );
-    let calls = stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
-        .as_u64()
-        .unwrap();
+    let calls = data_calls(&stack).await;
     assert!(
         calls * 100 <= pages * 105,
         "{calls} calls for {pages} pages\n{}",
@@ -103,17 +111,7 @@ async fn a_history_request_larger_than_a_budget_window_finishes_paying_each_page
         "{calls} calls for {pages} pages, {bars} bars; deferrals: {}",
         stack.worker_logs().matches("Job delayed without an attempt").count()
     );
-    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
-    let mut stored = 0;
-    for symbol in &request.symbols {
-        let series = request.series(symbol);
-        stored += store.count_bars(&series, request.start, request.end).await.unwrap();
-        assert!(
-            store.covers(&series, request.start, request.end).await.unwrap(),
-            "{symbol}"
-        );
-    }
-    assert_eq!(stored, bars);
+    assert_eq!(stored_and_covered(&stack, &request).await, bars);
     stack.cleanup().await;
 }
 
@@ -224,5 +222,121 @@ async fn a_saturating_backfill_leaves_interactive_requests_and_the_daily_pipelin
     let out = backfill.wait_with_output().await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("succeeded 30, dead-lettered 0"), "{}", text(&out));
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backfill_planner_prints_its_plan_skips_what_is_stored_and_spends_what_it_planned() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", ASSETS]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    let symbols = active_symbols(42, 12_000, 130);
+    let file = stack.symbols_file(&symbols);
+    let args = |extra: &'static str| {
+        let mut args = vec![
+            "backfill",
+            "--symbols-file",
+            file.as_str(),
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2025-11-24",
+            "--end",
+            "2026-11-20",
+            "--feed",
+            "iex",
+        ];
+        args.push(extra);
+        args
+    };
+    // A dry run prints the plan and publishes nothing.
+    let out = stack.producer(&args("--dry-run")).await.unwrap();
+    let plan = text(&out);
+    assert!(out.status.success(), "{plan}");
+    for line in [
+        "jobs: 130",
+        "requests: 1",
+        "estimated calls: 4",
+        "dry run: nothing published",
+    ] {
+        assert!(plan.contains(line), "{line:?} missing from\n{plan}");
+    }
+    assert_eq!(stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"], 0);
+
+    // Run and wait: the summary, and the calls the plan said.
+    let out = stack.producer(&args("--wait")).await.unwrap();
+    let done = text(&out);
+    assert!(out.status.success(), "{done}\n{}", stack.worker_logs());
+    assert!(done.contains("succeeded 130, dead-lettered 0"), "{done}");
+    assert!(done.contains("backfill done: 130 jobs"), "{done}");
+    let calls = stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(calls, 4, "{done}");
+
+    // Planned again: every range is stored, nothing is left to fetch.
+    let out = stack.producer(&args("--wait")).await.unwrap();
+    let again = text(&out);
+    assert!(again.contains("130 symbol ranges skipped"), "{again}");
+    assert!(again.contains("nothing to fetch"), "{again}");
+    assert_eq!(stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"], 4);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_whose_worker_is_killed_goes_on_from_its_checkpoints_in_the_next_worker() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", ASSETS]).unwrap();
+    stack.extra_env = vec![
+        ("SIGNAL9_DATA_LIMIT".into(), "10".into()),
+        ("SIGNAL9_DATA_WINDOW_SECS".into(), "1".into()),
+    ];
+    let first = stack.start_worker(&[]).unwrap();
+    let symbols = active_symbols(42, 12_000, 4);
+    let file = stack.symbols_file(&symbols);
+    let producer = stack
+        .producer_spawn(&[
+            "backfill",
+            "--symbols-file",
+            &file,
+            "--timeframe",
+            "1Min",
+            "--start",
+            "2026-08-24",
+            "--end",
+            "2026-11-20",
+            "--feed",
+            "iex",
+            "--wait",
+            "--wait-timeout-secs",
+            "300",
+        ])
+        .unwrap();
+    // Killed (SIGKILL: no goodbye) once a few pages are stored.
+    let started = signal9_e2e::eventually(std::time::Duration::from_secs(60), || async {
+        stack
+            .sim_stats()
+            .await
+            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 8)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(started, "{}", stack.worker_logs());
+    stack.signal_worker(first, "-KILL").unwrap();
+    let _ = stack.worker(first).wait();
+    let before = data_calls(&stack).await;
+    stack.start_worker(&[]).unwrap();
+    let out = producer.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("succeeded 4, dead-lettered 0"), "{}", text(&out));
+
+    let request = three_months(&symbols);
+    let (bars, pages) = truth(&symbols, &request);
+    let calls = data_calls(&stack).await;
+    // The page in flight at the kill may be paid for again, and the
+    // series it was in may go on alone (one short page): two calls at most.
+    assert!(
+        calls <= pages + 2,
+        "{calls} calls for {pages} pages ({before} before the kill)"
+    );
+    assert_eq!(stored_and_covered(&stack, &request).await, bars);
     stack.cleanup().await;
 }

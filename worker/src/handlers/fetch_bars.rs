@@ -40,6 +40,8 @@ pub async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>
     if let Err(error) = request.check_size(ctx.packing.max_pages) {
         return batch.iter().map(|_| Err(Failure::from_error(&error))).collect();
     }
+    // The replies name their batch, so a caller can count its calls once.
+    let batch_id = uuid::Uuid::new_v4().simple().to_string();
     let report = match ingest::fetch_bars(&ctx.client, ctx.store.as_ref(), &request, ctx.packing, Utc::now()).await {
         Ok(report) => report,
         Err(error) => return batch.iter().map(|_| Err(Failure::from_error(&error))).collect(),
@@ -56,6 +58,7 @@ pub async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>
                     "bars": bars,
                     "source": "api",
                     "calls": report.calls,
+                    "batch": batch_id,
                     "resumed": report.resumed > 0
                 })),
                 Some(SymbolOutcome::Cached { bars }) => {
