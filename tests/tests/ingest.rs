@@ -258,8 +258,28 @@ async fn a_failed_step_carries_the_class_of_its_cause() {
 
 #[tokio::test]
 async fn a_fetch_stopped_by_the_budget_goes_on_where_it_stopped_and_pays_for_no_page_twice() {
-    let sim = spawn(config(), 0).await.unwrap();
     let (_dir, store) = temp_store();
+    stop_and_resume(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_stopped_by_the_budget_goes_on_where_it_stopped_on_dynamodb_too() {
+    let config = signal9_shared::aws::AwsTarget::local(signal9_e2e::aws_endpoint())
+        .load()
+        .await;
+    let store = signal9_shared::store::DynamoStore::from_config(
+        &config,
+        format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+    );
+    stop_and_resume(&store).await;
+    store.drop_tables().await.unwrap();
+}
+
+/// A fetch of about four pages stopped by a two-call budget, then asked
+/// again: it goes on from the third page, stores every bar once, records
+/// coverage only for whole series and leaves no checkpoint behind.
+async fn stop_and_resume(store: &dyn Store) {
+    let sim = spawn(config(), 0).await.unwrap();
     store.init().await.unwrap();
     let now = t(SIM_NOW);
     let symbols: Vec<Symbol> = active_symbols(42, ASSETS, 4)
@@ -272,7 +292,7 @@ async fn a_fetch_stopped_by_the_budget_goes_on_where_it_stopped_and_pays_for_no_
     assert!(pages >= 3, "the request needs several pages ({total} bars)");
 
     // A budget of two calls: the fetch stops at the third page, deferred.
-    let error = fetch_bars(&metered(&sim.base_url(), 2), &store, &request, Packing::default(), now)
+    let error = fetch_bars(&metered(&sim.base_url(), 2), store, &request, Packing::default(), now)
         .await
         .expect_err("the budget stops it");
     assert!(error.defers(), "{error}");
@@ -295,7 +315,7 @@ async fn a_fetch_stopped_by_the_budget_goes_on_where_it_stopped_and_pays_for_no_
     // Asked again (a redelivery): it goes on from the third page.
     let resumed = fetch_bars(
         &metered(&sim.base_url(), 1000),
-        &store,
+        store,
         &request,
         Packing::default(),
         now,

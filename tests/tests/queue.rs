@@ -303,7 +303,9 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_valid_jobs_succeed
 async fn transient_failures_retry_through_the_tiers_then_dead_letter_and_replay() {
     let mut stack = Stack::start(&["--limit", "0"]).unwrap();
     stack.retry_tiers = "1s,2s".into();
-    stack.start_worker(&["--concurrency", "2"]).unwrap();
+    stack
+        .start_worker(&["--concurrency", "2", "--coalesce-wait-ms", "0"])
+        .unwrap();
 
     // An outage shorter than the tiers: every job retries and succeeds.
     stack.set_faults(serde_json::json!({"outage_secs": 1.5})).await.unwrap();

@@ -60,7 +60,7 @@ pub struct BatchKey {
     adjustment: Adjustment,
     feed: Option<Feed>,
     crypto: bool,
-    /// Interactive and bulk jobs never share a batch.
+    /// Jobs of different priorities never share a batch.
     pub priority: Priority,
 }
 
@@ -77,9 +77,7 @@ impl BatchKey {
             priority,
         }
     }
-}
 
-impl BatchKey {
     /// The most bars one symbol's series can hold in the key's range.
     fn estimate(&self) -> u64 {
         signal9_shared::plan::estimate_bars(self.timeframe, self.start, self.end, self.crypto)
