@@ -260,7 +260,7 @@ async fn the_backfill_planner_prints_its_plan_skips_what_is_stored_and_spends_wh
     ] {
         assert!(plan.contains(line), "{line:?} missing from\n{plan}");
     }
-    assert_eq!(stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"], 0);
+    assert_eq!(data_calls(&stack).await, 0);
 
     // Run and wait: the summary, and the calls the plan said.
     let out = stack.producer(&args("--wait")).await.unwrap();
@@ -268,17 +268,42 @@ async fn the_backfill_planner_prints_its_plan_skips_what_is_stored_and_spends_wh
     assert!(out.status.success(), "{done}\n{}", stack.worker_logs());
     assert!(done.contains("succeeded 130, dead-lettered 0"), "{done}");
     assert!(done.contains("backfill done: 130 jobs"), "{done}");
-    let calls = stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(calls, 4, "{done}");
+    assert_eq!(data_calls(&stack).await, 4, "{done}");
 
     // Planned again: every range is stored, nothing is left to fetch.
     let out = stack.producer(&args("--wait")).await.unwrap();
     let again = text(&out);
     assert!(again.contains("130 symbol ranges skipped"), "{again}");
     assert!(again.contains("nothing to fetch"), "{again}");
-    assert_eq!(stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"], 4);
+    assert_eq!(data_calls(&stack).await, 4);
+
+    // One job of six years of minute bars is over the page limit: refused
+    // at once, naming the limit, with no call.
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols",
+            &symbols[0],
+            "--timeframe",
+            "1Min",
+            "--start",
+            "2020-01-01",
+            "--end",
+            "2025-12-31",
+            "--wait",
+            "--wait-timeout-secs",
+            "30",
+        ])
+        .await
+        .unwrap();
+    let refused = text(&out);
+    assert!(!out.status.success(), "{refused}");
+    assert!(refused.contains("dead-lettered 1"), "{refused}");
+    assert!(
+        refused.contains("permanent") && refused.contains("SIGNAL9_MAX_JOB_PAGES"),
+        "{refused}"
+    );
+    assert_eq!(data_calls(&stack).await, 4);
     stack.cleanup().await;
 }
 
