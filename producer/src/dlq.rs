@@ -16,10 +16,11 @@ use serde_json::Value;
 use std::time::Duration;
 
 use signal9_shared::broker::{
-    self, header_str, header_u32, set_u32, Publisher, Topology, HEADER_ATTEMPT, HEADER_ERROR_CLASS, HEADER_LAST_ERROR,
-    HEADER_LAST_FAILURE, HEADER_REPLAYS, HEADER_ROUTING_KEY,
+    self, header_str, header_u32, set_str, set_u32, BrokerError, Publisher, Topology, HEADER_ATTEMPT,
+    HEADER_ERROR_CLASS, HEADER_LAST_ERROR, HEADER_LAST_FAILURE, HEADER_REPLAYS, HEADER_ROUTING_KEY,
 };
 use signal9_shared::config::BrokerSettings;
+use signal9_shared::job::{is_routing_key, Job};
 
 /// The dead-letter commands.
 #[derive(Debug, Subcommand)]
@@ -139,8 +140,17 @@ impl DeadLetter {
             .unwrap_or_default();
         let ours = header_str(headers, HEADER_ERROR_CLASS);
         DeadLetter {
-            id: id.chars().take(64).collect(),
-            kind: routing_key.trim_end_matches(".interactive").to_owned(),
+            // Ids are up to 128 characters; `dlq show` finds a letter by the
+            // id `dlq list` printed, so both see the same, whole id.
+            id: id
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(signal9_shared::job::MAX_ID_LEN)
+                .collect(),
+            kind: routing_key
+                .trim_end_matches(".interactive")
+                .trim_end_matches(".backfill")
+                .to_owned(),
             routing_key,
             symbol: symbol.chars().take(24).collect(),
             error_class: ours.clone().unwrap_or_else(|| "poison".into()),
@@ -322,21 +332,47 @@ async fn replay(args: ReplayArgs) -> Result<()> {
     let pause = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut replayed = 0usize;
     let mut failure = None;
+    // Letters no queue would take: kept, and named at the end.
+    let mut kept: Vec<String> = Vec::new();
     let mut chosen = chosen.into_iter();
     for (letter, message) in chosen.by_ref() {
         let d = &message.delivery;
+        // A letter whose recorded key `{ns}.jobs` does not bind (a job once
+        // published straight to its queue) goes back by its own kind and
+        // priority; one that is not a job at all cannot go back.
+        let key = if is_routing_key(&letter.routing_key) {
+            letter.routing_key.clone()
+        } else if let Ok(job) = Job::parse(&d.data) {
+            job.routing_key()
+        } else {
+            kept.push(format!(
+                "{} (not a job; routing key {:?})",
+                letter.id, letter.routing_key
+            ));
+            rest.push(message);
+            continue;
+        };
         let mut headers: FieldTable = d.properties.headers().clone().unwrap_or_default();
         let replays = header_u32(Some(&headers), HEADER_REPLAYS).unwrap_or(0) + 1;
         set_u32(&mut headers, HEADER_ATTEMPT, 0);
         set_u32(&mut headers, HEADER_REPLAYS, replays);
+        set_str(&mut headers, HEADER_ROUTING_KEY, &key);
         let properties = d.properties.clone().with_headers(headers);
-        if let Err(error) = publisher
-            .publish(&topology.jobs_exchange(), &letter.routing_key, &d.data, properties)
+        match publisher
+            .publish_routed(&topology.jobs_exchange(), &key, &d.data, properties)
             .await
         {
-            failure = Some(error);
-            rest.push(message);
-            break;
+            Ok(()) => {}
+            Err(BrokerError::Unroutable { .. }) => {
+                kept.push(format!("{} (no queue takes routing key {key:?})", letter.id));
+                rest.push(message);
+                continue;
+            }
+            Err(error) => {
+                failure = Some(error);
+                rest.push(message);
+                break;
+            }
         }
         // Only once the broker holds the replayed job does the dead letter go.
         d.ack(BasicAckOptions::default()).await?;
@@ -352,6 +388,15 @@ async fn replay(args: ReplayArgs) -> Result<()> {
     println!("replayed {replayed} dead letters");
     if let Some(error) = failure {
         bail!("replay stopped: {error}");
+    }
+    if !kept.is_empty() {
+        for line in kept.iter().take(20) {
+            println!("  kept: {line}");
+        }
+        bail!(
+            "{} dead letters were kept: no job queue would take them (see `dlq show ID`)",
+            kept.len()
+        );
     }
     Ok(())
 }

@@ -67,6 +67,14 @@ pub enum BrokerError {
         /// The routing key.
         routing_key: String,
     },
+    /// A mandatory message that no queue takes: the broker returned it.
+    #[error("no queue takes a message to {exchange:?} with routing key {routing_key:?} (the broker returned it)")]
+    Unroutable {
+        /// The exchange.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+    },
 }
 
 impl Classify for BrokerError {
@@ -331,7 +339,10 @@ impl Publisher {
         &self.channel
     }
 
-    /// Publishes one persistent message and waits until the broker confirms it.
+    /// Publishes one persistent message and waits until the broker confirms
+    /// it. A message no queue is bound to take is dropped by the broker and
+    /// still confirmed: right for events (nobody may be listening), wrong
+    /// for a job or a reply; those use [`Publisher::publish_routed`].
     pub async fn publish(
         &self,
         exchange: &str,
@@ -339,25 +350,56 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
+        self.send(exchange, routing_key, body, properties, false).await
+    }
+
+    /// Publishes one persistent message with `mandatory` and waits until the
+    /// broker confirms it: a message no queue takes comes back, and is
+    /// [`BrokerError::Unroutable`], not a success.
+    pub async fn publish_routed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        self.send(exchange, routing_key, body, properties, true).await
+    }
+
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), BrokerError> {
         let properties = properties.with_delivery_mode(2);
         let confirm = self
             .channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory,
+                    ..BasicPublishOptions::default()
+                },
                 body,
                 properties,
             )
             .await?
             .await?;
-        if confirm.is_nack() {
-            return Err(BrokerError::NotConfirmed {
+        match confirm {
+            lapin::Confirmation::Ack(None) => Ok(()),
+            lapin::Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable {
                 exchange: exchange.to_owned(),
                 routing_key: routing_key.to_owned(),
-            });
+            }),
+            _ => Err(BrokerError::NotConfirmed {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+            }),
         }
-        Ok(())
     }
 }
 

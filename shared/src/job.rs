@@ -318,6 +318,16 @@ impl Job {
     }
 }
 
+/// True when `key` is the routing key of some kind at some priority: the
+/// keys `{ns}.jobs` binds, so a message sent there with it reaches a queue.
+pub fn is_routing_key(key: &str) -> bool {
+    JobKind::ALL.into_iter().any(|kind| {
+        Priority::ALL
+            .into_iter()
+            .any(|priority| routing_key(kind, priority) == key)
+    })
+}
+
 /// The routing key of a kind at a priority.
 pub fn routing_key(kind: JobKind, priority: Priority) -> String {
     match priority {

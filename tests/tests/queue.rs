@@ -167,6 +167,19 @@ async fn sigterm_finishes_in_flight_jobs_and_exits_zero() {
 }
 
 async fn publish_raw(stack: &Stack, routing_key: &str, bodies: Vec<Vec<u8>>) {
+    let exchange = stack.topology().jobs_exchange();
+    publish_to(stack, &exchange, routing_key, bodies, BasicProperties::default()).await;
+}
+
+/// Publishes `bodies` with confirms to any exchange (`""`: straight to the
+/// queue named `routing_key`).
+async fn publish_to(
+    stack: &Stack,
+    exchange: &str,
+    routing_key: &str,
+    bodies: Vec<Vec<u8>>,
+    properties: BasicProperties,
+) {
     let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -180,11 +193,11 @@ async fn publish_raw(stack: &Stack, routing_key: &str, bodies: Vec<Vec<u8>>) {
     for body in bodies {
         channel
             .basic_publish(
-                stack.topology().jobs_exchange().as_str().into(),
+                exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions::default(),
                 &body,
-                BasicProperties::default(),
+                properties.clone(),
             )
             .await
             .unwrap()
@@ -527,4 +540,108 @@ async fn the_topology_declares_twice_without_error() {
     assert_eq!(signal9_shared::job::Job::parse(&delivery.data).unwrap(), job);
     let mut channel_stack = stack;
     channel_stack.cleanup().await;
+}
+
+fn status_check_body(symbol: &str) -> Vec<u8> {
+    status_check_with_id(symbol, &uuid::Uuid::new_v4().to_string())
+}
+
+fn status_check_with_id(symbol: &str, id: &str) -> Vec<u8> {
+    serde_json::json!({"v":1,"id":id,"kind":"status-check",
+        "enqueued_at":"2026-11-23T04:00:00Z","payload":{"symbol":symbol}})
+    .to_string()
+    .into_bytes()
+}
+
+async fn asset_stored(stack: &Stack, symbol: &str, within: Duration) -> bool {
+    let store = SqliteStore::open(stack.sqlite_path()).unwrap();
+    let symbol = Symbol::parse(symbol).unwrap();
+    eventually(within, || async {
+        store
+            .assets_by_symbol(&symbol)
+            .await
+            .map(|found| !found.is_empty())
+            .unwrap_or(false)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_published_straight_to_its_queue_comes_back_after_a_transient_failure() {
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    stack.retry_tiers = "1s,2s".into();
+    stack.start_worker(&["--concurrency", "2"]).unwrap();
+    // Its first try meets an outage; its delay expires after the outage.
+    stack.set_faults(serde_json::json!({"outage_secs": 2.0})).await.unwrap();
+    let queue = stack.topology().job_queue(
+        signal9_shared::job::JobKind::StatusCheck,
+        signal9_shared::job::Priority::Bulk,
+    );
+    publish_to(
+        &stack,
+        "",
+        &queue,
+        vec![status_check_body("MSFT")],
+        BasicProperties::default(),
+    )
+    .await;
+    // Before, the retry went back to `{ns}.jobs` with the queue's name as its
+    // key, which nothing binds, and the job was gone.
+    assert!(
+        asset_stored(&stack, "MSFT", Duration::from_secs(30)).await,
+        "the job was lost\n{}",
+        stack.worker_logs()
+    );
+    let stats = stack.sim_stats().await.unwrap();
+    let failed = stats["requests"].as_array().unwrap().iter().any(|r| r["status"] == 503);
+    assert!(failed, "the outage was hit: {stats}");
+    assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_sends_a_letter_with_an_unbound_key_back_by_its_kind_and_keeps_what_no_queue_takes() {
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    // Two dead letters whose recorded routing key nothing binds: a job, and
+    // a body that is no job.
+    let mut headers = lapin::types::FieldTable::default();
+    signal9_shared::broker::set_str(&mut headers, signal9_shared::broker::HEADER_ROUTING_KEY, "no.such.key");
+    // The job's id is 100 characters: ids may have up to 128.
+    let long_id = format!("replay-{}", "x".repeat(93));
+    publish_to(
+        &stack,
+        &stack.topology().dead_exchange(),
+        "no.such.key",
+        vec![status_check_with_id("MSFT", &long_id), b"not a job".to_vec()],
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    let dead = stack.topology().dead_letter_queue();
+    assert_eq!(queue_depth(&dead).await.unwrap(), 2);
+    // `dlq list` prints the whole id, and `dlq show` finds the letter by it.
+    let list = text(&stack.producer(&["dlq", "list", "--json"]).await.unwrap());
+    assert!(list.contains(&format!("\"{long_id}\"")), "{list}");
+    let show = stack.producer(&["dlq", "show", &long_id]).await.unwrap();
+    assert!(show.status.success(), "{}", text(&show));
+    assert!(text(&show).contains("MSFT"), "{}", text(&show));
+
+    let out = stack.producer(&["dlq", "replay"]).await.unwrap();
+    let said = text(&out);
+    // Before, both were published with the unbound key, confirmed, dropped
+    // by the broker, and deleted from the dead-letter queue.
+    assert!(!out.status.success(), "one letter cannot go back: {said}");
+    assert!(said.contains("replayed 1 dead letters"), "{said}");
+    assert!(said.contains("kept: ") && said.contains("not a job"), "{said}");
+    assert!(
+        asset_stored(&stack, "MSFT", Duration::from_secs(20)).await,
+        "the replayed job did not run\n{said}\n{}",
+        stack.worker_logs()
+    );
+    assert_eq!(
+        queue_depth(&dead).await.unwrap(),
+        1,
+        "the letter no queue takes is kept"
+    );
+    stack.cleanup().await;
 }

@@ -454,7 +454,7 @@ async fn finish(
                 }
             },
             Err(failure) => {
-                match outcome::fail(publisher, &shared.topology, &pending.delivery, Some(&job.id), &failure).await {
+                match outcome::fail(publisher, &shared.topology, &pending.delivery, Some(job), &failure).await {
                     Ok(outcome::Route::Defer) => {
                         info!(reason = %failure.message, "Job delayed without an attempt");
                         "deferred"

@@ -16,6 +16,7 @@ use signal9_shared::broker::{
     HEADER_FIRST_FAILURE, HEADER_LAST_ERROR, HEADER_LAST_FAILURE, HEADER_ROUTING_KEY,
 };
 use signal9_shared::error::ErrorClass;
+use signal9_shared::job::{is_routing_key, Job};
 
 /// Why a job failed, as the queue needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,13 +92,17 @@ pub async fn succeed(
 }
 
 /// Sends a failed job to its next tier or to the dead-letter queue, then acks it.
+/// `job` is the parsed job (`None` for a malformed message): its own routing
+/// key replaces one that `{ns}.jobs` does not bind (a job published straight
+/// to its queue), so the job finds its queue again when its delay expires.
 pub async fn fail(
     publisher: &Publisher,
     topology: &Topology,
     delivery: &Delivery,
-    job_id: Option<&str>,
+    job: Option<&Job>,
     failure: &Failure,
 ) -> Result<Route, BrokerError> {
+    let job_id = job.map(|j| j.id.as_str());
     let (attempt, next) = if failure.deferred {
         (attempts(delivery), Route::Defer)
     } else {
@@ -107,8 +112,12 @@ pub async fn fail(
     let now = Utc::now().to_rfc3339();
     let old = delivery.properties.headers().clone();
     let mut headers: FieldTable = old.clone().unwrap_or_default();
-    let original_key =
+    let recorded =
         header_str(old.as_ref(), HEADER_ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+    let original_key = match job {
+        Some(job) if !is_routing_key(&recorded) => job.routing_key(),
+        _ => recorded,
+    };
     set_u32(&mut headers, HEADER_ATTEMPT, attempt);
     set_str(&mut headers, HEADER_ERROR_CLASS, failure.class.as_str());
     set_str(&mut headers, HEADER_LAST_ERROR, &cut(&failure.message));
@@ -126,7 +135,7 @@ pub async fn fail(
         Route::Dead => topology.dead_exchange(),
     };
     publisher
-        .publish(&exchange, &original_key, &delivery.data, properties)
+        .publish_routed(&exchange, &original_key, &delivery.data, properties)
         .await?;
     let metrics = signal9_shared::telemetry::metrics::get();
     match next {
@@ -153,9 +162,18 @@ async fn reply(publisher: &Publisher, delivery: &Delivery, body: Value) -> Resul
     if let Some(correlation) = delivery.properties.correlation_id() {
         properties = properties.with_correlation_id(correlation.clone());
     }
-    publisher
-        .publish("", reply_to.as_str(), body.to_string().as_bytes(), properties)
+    match publisher
+        .publish_routed("", reply_to.as_str(), body.to_string().as_bytes(), properties)
         .await
+    {
+        // The caller stopped waiting (its reply queue is gone): the job's
+        // outcome stands, and nobody is left to tell.
+        Err(BrokerError::Unroutable { .. }) => {
+            tracing::warn!(reply_to = %reply_to, "Reply queue gone; the reply was not delivered");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn cut(text: &str) -> String {
