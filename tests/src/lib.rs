@@ -263,6 +263,19 @@ impl Stack {
             .await?)
     }
 
+    /// The data calls the simulator has accepted so far.
+    pub async fn data_calls(&self) -> anyhow::Result<u64> {
+        Ok(self.sim_stats().await?["apis"]["data"]["accepted"]
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// Waits up to `within` until the simulator has accepted at least `n`
+    /// data calls; false if it has not by then.
+    pub async fn await_data_calls(&self, n: u64, within: Duration) -> bool {
+        eventually(within, || async { self.data_calls().await.is_ok_and(|c| c >= n) }).await
+    }
+
     /// Replaces the simulator's faults.
     pub async fn set_faults(&self, faults: serde_json::Value) -> anyhow::Result<()> {
         let r = reqwest::Client::new()

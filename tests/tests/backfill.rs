@@ -52,9 +52,7 @@ async fn stored_and_covered(stack: &Stack, request: &BarsRequest) -> usize {
 }
 
 async fn data_calls(stack: &Stack) -> u64 {
-    stack.sim_stats().await.unwrap()["apis"]["data"]["accepted"]
-        .as_u64()
-        .unwrap()
+    stack.data_calls().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,14 +148,7 @@ async fn a_saturating_backfill_leaves_interactive_requests_and_the_daily_pipelin
             "300",
         ])
         .unwrap();
-    let saturated = signal9_e2e::eventually(std::time::Duration::from_secs(30), || async {
-        stack
-            .sim_stats()
-            .await
-            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 40)
-            .unwrap_or(false)
-    })
-    .await;
+    let saturated = stack.await_data_calls(40, std::time::Duration::from_secs(30)).await;
     assert!(saturated, "the backfill did not start\n{}", stack.worker_logs());
 
     // An interactive request meanwhile: answered within 2 s.
@@ -336,14 +327,7 @@ async fn a_backfill_whose_worker_is_killed_goes_on_from_its_checkpoints_in_the_n
         ])
         .unwrap();
     // Killed (SIGKILL: no goodbye) once a few pages are stored.
-    let started = signal9_e2e::eventually(std::time::Duration::from_secs(60), || async {
-        stack
-            .sim_stats()
-            .await
-            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 8)
-            .unwrap_or(false)
-    })
-    .await;
+    let started = stack.await_data_calls(8, std::time::Duration::from_secs(60)).await;
     assert!(started, "{}", stack.worker_logs());
     stack.signal_worker(first, "-KILL").unwrap();
     let _ = stack.worker(first).wait();

@@ -172,14 +172,7 @@ async fn a_429_with_a_reset_time_stops_every_worker_until_then() {
     let producer = stack
         .producer_spawn(&fetch_day(&file, "2026-11-20", Some("120")))
         .unwrap();
-    signal9_e2e::eventually(Duration::from_secs(20), || async {
-        stack
-            .sim_stats()
-            .await
-            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 20)
-            .unwrap_or(false)
-    })
-    .await;
+    stack.await_data_calls(20, Duration::from_secs(20)).await;
     stack
         .set_faults(serde_json::json!({"rate_limit_secs": 3.0}))
         .await

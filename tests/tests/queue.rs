@@ -103,14 +103,7 @@ async fn a_worker_killed_mid_run_loses_nothing() {
     let producer = stack
         .producer_spawn(&fetch_args(&file, &["--wait", "--wait-timeout-secs", "180"]))
         .unwrap();
-    let stats_ok = eventually(Duration::from_secs(30), || async {
-        stack
-            .sim_stats()
-            .await
-            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 3)
-            .unwrap_or(false)
-    })
-    .await;
+    let stats_ok = stack.await_data_calls(3, Duration::from_secs(30)).await;
     assert!(stats_ok, "work never started: {}", stack.worker_logs());
     stack.signal_worker(0, "-KILL").unwrap();
     let out = producer.wait_with_output().await.unwrap();
@@ -131,14 +124,7 @@ async fn sigterm_finishes_in_flight_jobs_and_exits_zero() {
     let out = stack.producer(&fetch_args(&file, &[])).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     // Two jobs are in flight (1.5 s each) when the signal arrives.
-    let started = eventually(Duration::from_secs(20), || async {
-        stack
-            .sim_stats()
-            .await
-            .map(|s| s["apis"]["data"]["accepted"].as_u64().unwrap_or(0) >= 2)
-            .unwrap_or(false)
-    })
-    .await;
+    let started = stack.await_data_calls(2, Duration::from_secs(20)).await;
     assert!(started, "{}", stack.worker_logs());
     stack.signal_worker(worker, "-TERM").unwrap();
     let status = tokio::task::spawn_blocking({
