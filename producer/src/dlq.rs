@@ -1,17 +1,21 @@
 //! `dlq list|show|replay|purge`: the operator's view of the dead-letter queue.
 //!
-//! Browsing takes messages without acking them and hands back every one it
-//! does not act on, so listing changes nothing. Replay publishes each job
-//! back with a broker confirm before it acks the dead letter: a crash in the
-//! middle can duplicate a job (jobs are idempotent) but never lose one.
+//! Browsing is a bounded [`Scan`]: it takes letters one at a time without
+//! acking them, at most as many as the queue held when it began (or
+//! `--max` matches), keeps only the highest delivery tag of what it holds,
+//! and hands every letter it did not act on back in one nack at the end. So
+//! listing changes nothing, a scan ends even while letters keep arriving,
+//! and its memory does not grow with the queue. Replay publishes each job
+//! back with a broker confirm before it acks the dead letter: a crash in
+//! the middle can duplicate a job (jobs are idempotent) but never lose one.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lapin::message::BasicGetMessage;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::Connection;
+use lapin::{Channel, Connection};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -47,10 +51,13 @@ pub struct Filter {
     /// Only this error class: transient, permanent (or poison, for messages the broker gave up on).
     #[arg(long)]
     error_class: Option<String>,
-    /// At most this many.
+    /// At most this many (`dlq list` shows the first 100 unless told).
     #[arg(long)]
     max: Option<usize>,
 }
+
+/// The page `dlq list` shows without `--max`.
+const LIST_PAGE: usize = 100;
 
 /// `dlq list`.
 #[derive(Debug, Args)]
@@ -171,30 +178,81 @@ impl DeadLetter {
     }
 }
 
-/// Takes every message of the DLQ (unacked) so the caller can act on some
-/// and hand the rest back.
-async fn browse(channel: &lapin::Channel, queue: &str) -> Result<Vec<BasicGetMessage>> {
-    let mut messages = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-        .await?
-    {
-        messages.push(message);
-    }
-    Ok(messages)
+/// One bounded pass over the dead-letter queue. [`Scan::next`] takes the
+/// next letter unacked; the caller acks what it acts on and the rest stay
+/// held by the broker for this channel. [`Scan::finish`] hands them all
+/// back with one `basic.nack(multiple, requeue)` on the highest held tag.
+/// Only that tag is kept here, so a scan of a million letters uses the
+/// memory of one. Letters that arrive after the scan began are not taken.
+struct Scan {
+    channel: Channel,
+    queue: String,
+    /// How many the queue held (ready) when the scan began.
+    at_start: u64,
+    taken: u64,
+    held: Option<u64>,
 }
 
-async fn give_back(messages: Vec<BasicGetMessage>) -> Result<()> {
-    for message in messages {
-        message
-            .delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await?;
+impl Scan {
+    async fn start(connection: &Connection, queue: &str) -> Result<Scan> {
+        let channel = connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .with_context(|| format!("reading the length of {queue}"))?;
+        Ok(Scan {
+            channel,
+            queue: queue.to_owned(),
+            at_start: u64::from(declared.message_count()),
+            taken: 0,
+            held: None,
+        })
     }
-    Ok(())
+
+    /// The next letter, or `None` once as many as the queue held at the
+    /// start have been taken (or the queue is empty).
+    async fn next(&mut self) -> Result<Option<BasicGetMessage>> {
+        if self.taken >= self.at_start {
+            return Ok(None);
+        }
+        let message = self
+            .channel
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?;
+        if message.is_some() {
+            self.taken += 1;
+        }
+        Ok(message)
+    }
+
+    /// Keeps `message` unacked, to be handed back by [`Scan::finish`].
+    fn hold(&mut self, message: &BasicGetMessage) {
+        let tag = message.delivery.delivery_tag;
+        self.held = Some(self.held.map_or(tag, |h| h.max(tag)));
+    }
+
+    /// Hands back every held letter, in one frame.
+    async fn finish(self) -> Result<()> {
+        if let Some(tag) = self.held {
+            self.channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await?;
+        }
+        // Closing the channel would hand them back too; the explicit nack
+        // makes the hand-back confirmed before the command exits.
+        let _ = self.channel.close(200, "scan done".into()).await;
+        Ok(())
+    }
 }
 
 async fn open(settings: &BrokerSettings) -> Result<(Connection, Publisher, Topology)> {
@@ -222,77 +280,88 @@ pub async fn run(command: DlqCommand) -> Result<()> {
 
 async fn list(args: ListArgs) -> Result<()> {
     let (connection, _publisher, topology) = open(&args.broker).await?;
-    let channel = connection.create_channel().await?;
-    let messages = browse(&channel, &topology.dead_letter_queue()).await?;
-    let letters: Vec<DeadLetter> = messages.iter().map(DeadLetter::read).collect();
-    let shown: Vec<&DeadLetter> = letters
-        .iter()
-        .filter(|l| l.matches(&args.filter))
-        .take(args.filter.max.unwrap_or(usize::MAX))
-        .collect();
-    if args.json {
-        for l in &shown {
-            let line = serde_json::json!({"id": l.id, "kind": l.kind, "symbol": l.symbol, "error_class": l.error_class,
-                "attempts": l.attempts, "last_failure": l.last_failure, "last_error": l.last_error});
-            println!("{line}");
-        }
-    } else {
+    let queue = topology.dead_letter_queue();
+    let mut scan = Scan::start(&connection, &queue).await?;
+    let page = args.filter.max.unwrap_or(LIST_PAGE);
+    if !args.json {
         println!(
             "{:<38} {:<13} {:<12} {:<10} {:>8}  {:<27} LAST ERROR",
             "ID", "KIND", "SYMBOL", "CLASS", "ATTEMPTS", "LAST FAILURE"
         );
-        for l in &shown {
-            let error: String = l.last_error.chars().take(80).collect();
+    }
+    // Each line is printed as it is read: nothing of a letter is kept.
+    let mut shown = 0usize;
+    while shown < page {
+        let Some(message) = scan.next().await? else { break };
+        let letter = DeadLetter::read(&message);
+        scan.hold(&message);
+        if !letter.matches(&args.filter) {
+            continue;
+        }
+        shown += 1;
+        if args.json {
+            let line = serde_json::json!({"id": letter.id, "kind": letter.kind, "symbol": letter.symbol,
+                "error_class": letter.error_class, "attempts": letter.attempts,
+                "last_failure": letter.last_failure, "last_error": letter.last_error});
+            println!("{line}");
+        } else {
+            let error: String = letter.last_error.chars().take(80).collect();
             println!(
                 "{:<38} {:<13} {:<12} {:<10} {:>8}  {:<27} {}",
-                l.id, l.kind, l.symbol, l.error_class, l.attempts, l.last_failure, error
+                letter.id, letter.kind, letter.symbol, letter.error_class, letter.attempts, letter.last_failure, error
             );
         }
-        println!(
-            "{} shown of {} dead letters in {}",
-            shown.len(),
-            letters.len(),
-            topology.dead_letter_queue()
-        );
     }
-    give_back(messages).await?;
+    let (read, total) = (scan.taken, scan.at_start);
+    scan.finish().await?;
+    if !args.json {
+        let more = if shown == page && read < total {
+            format!(" (the first {page} that match; --max N for more)")
+        } else {
+            String::new()
+        };
+        println!("{shown} shown of {total} dead letters in {queue}, {read} read{more}");
+    }
     Ok(())
 }
 
 async fn show(args: ShowArgs) -> Result<()> {
     let (connection, _publisher, topology) = open(&args.broker).await?;
-    let channel = connection.create_channel().await?;
-    let messages = browse(&channel, &topology.dead_letter_queue()).await?;
-    let found = messages.iter().find(|m| DeadLetter::read(m).id == args.id);
-    let result = match found {
-        Some(message) => {
-            let d = &message.delivery;
-            println!("routing key: {}", DeadLetter::read(message).routing_key);
-            if let Some(headers) = d.properties.headers() {
-                for (name, value) in headers.inner() {
-                    println!("header {}: {}", name.as_str(), broker::header_display(value));
-                }
-            }
-            match serde_json::from_slice::<Value>(&d.data) {
-                Ok(json) => println!("body:\n{}", serde_json::to_string_pretty(&json).unwrap_or_default()),
-                Err(_) => {
-                    let text: String = String::from_utf8_lossy(&d.data).chars().take(4096).collect();
-                    println!(
-                        "body ({} bytes, not JSON; first 4096 characters):\n{text}",
-                        d.data.len()
-                    );
-                }
-            }
-            Ok(())
+    let queue = topology.dead_letter_queue();
+    let mut scan = Scan::start(&connection, &queue).await?;
+    let mut found = false;
+    while let Some(message) = scan.next().await? {
+        scan.hold(&message);
+        let letter = DeadLetter::read(&message);
+        if letter.id != args.id {
+            continue;
         }
-        None => Err(anyhow::anyhow!(
-            "no dead letter with id {:?} in {}",
-            args.id,
-            topology.dead_letter_queue()
-        )),
-    };
-    give_back(messages).await?;
-    result
+        found = true;
+        let d = &message.delivery;
+        println!("routing key: {}", letter.routing_key);
+        if let Some(headers) = d.properties.headers() {
+            for (name, value) in headers.inner() {
+                println!("header {}: {}", name.as_str(), broker::header_display(value));
+            }
+        }
+        match serde_json::from_slice::<Value>(&d.data) {
+            Ok(json) => println!("body:\n{}", serde_json::to_string_pretty(&json).unwrap_or_default()),
+            Err(_) => {
+                let text: String = String::from_utf8_lossy(&d.data).chars().take(4096).collect();
+                println!(
+                    "body ({} bytes, not JSON; first 4096 characters):\n{text}",
+                    d.data.len()
+                );
+            }
+        }
+        break;
+    }
+    let read = scan.taken;
+    scan.finish().await?;
+    if !found {
+        bail!("no dead letter with id {:?} among the {read} in {queue}", args.id);
+    }
+    Ok(())
 }
 
 async fn replay(args: ReplayArgs) -> Result<()> {
@@ -302,31 +371,15 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         }
     }
     let (connection, publisher, topology) = open(&args.broker).await?;
-    let channel = connection.create_channel().await?;
-    let messages = browse(&channel, &topology.dead_letter_queue()).await?;
-    let (mut chosen, mut rest): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
-    for message in messages {
-        let letter = DeadLetter::read(&message);
-        if letter.matches(&args.filter) && chosen.len() < args.filter.max.unwrap_or(usize::MAX) {
-            chosen.push((letter, message));
-        } else {
-            rest.push(message);
-        }
-    }
-    if args.dry_run {
-        for (letter, _) in &chosen {
-            println!(
-                "would replay {} ({} {}) to {}",
-                letter.id, letter.kind, letter.symbol, letter.routing_key
-            );
-        }
-        println!("dry run: {} would be replayed; nothing changed", chosen.len());
-        rest.extend(chosen.into_iter().map(|(_, m)| m));
-        return give_back(rest).await;
-    }
-    let bar = ProgressBar::new(chosen.len() as u64);
+    let mut scan = Scan::start(&connection, &topology.dead_letter_queue()).await?;
+    let max = args.filter.max.unwrap_or(usize::MAX);
+    let bar = if args.dry_run {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(scan.at_start)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} replayed {msg}")
+        ProgressStyle::with_template("{bar:40} {pos}/{len} read {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let pause = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
@@ -334,8 +387,14 @@ async fn replay(args: ReplayArgs) -> Result<()> {
     let mut failure = None;
     // Letters no queue would take: kept, and named at the end.
     let mut kept: Vec<String> = Vec::new();
-    let mut chosen = chosen.into_iter();
-    for (letter, message) in chosen.by_ref() {
+    while replayed < max {
+        let Some(message) = scan.next().await? else { break };
+        bar.inc(1);
+        let letter = DeadLetter::read(&message);
+        if !letter.matches(&args.filter) {
+            scan.hold(&message);
+            continue;
+        }
         let d = &message.delivery;
         // A letter whose recorded key `{ns}.jobs` does not bind (a job once
         // published straight to its queue) goes back by its own kind and
@@ -345,13 +404,24 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         } else if let Ok(job) = Job::parse(&d.data) {
             job.routing_key()
         } else {
-            kept.push(format!(
-                "{} (not a job; routing key {:?})",
-                letter.id, letter.routing_key
-            ));
-            rest.push(message);
+            if kept.len() < 20 {
+                kept.push(format!(
+                    "{} (not a job; routing key {:?})",
+                    letter.id, letter.routing_key
+                ));
+            }
+            scan.hold(&message);
             continue;
         };
+        if args.dry_run {
+            println!(
+                "would replay {} ({} {}) to {key}",
+                letter.id, letter.kind, letter.symbol
+            );
+            replayed += 1;
+            scan.hold(&message);
+            continue;
+        }
         let mut headers: FieldTable = d.properties.headers().clone().unwrap_or_default();
         let replays = header_u32(Some(&headers), HEADER_REPLAYS).unwrap_or(0) + 1;
         set_u32(&mut headers, HEADER_ATTEMPT, 0);
@@ -364,39 +434,41 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         {
             Ok(()) => {}
             Err(BrokerError::Unroutable { .. }) => {
-                kept.push(format!("{} (no queue takes routing key {key:?})", letter.id));
-                rest.push(message);
+                if kept.len() < 20 {
+                    kept.push(format!("{} (no queue takes routing key {key:?})", letter.id));
+                }
+                scan.hold(&message);
                 continue;
             }
             Err(error) => {
                 failure = Some(error);
-                rest.push(message);
+                scan.hold(&message);
                 break;
             }
         }
         // Only once the broker holds the replayed job does the dead letter go.
         d.ack(BasicAckOptions::default()).await?;
         replayed += 1;
-        bar.inc(1);
+        bar.set_message(format!("({replayed} replayed)"));
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
         }
     }
-    rest.extend(chosen.map(|(_, m)| m));
-    bar.finish_with_message(format!("({replayed})"));
-    give_back(rest).await?;
-    println!("replayed {replayed} dead letters");
+    bar.finish();
+    scan.finish().await?;
+    if args.dry_run {
+        println!("dry run: {replayed} would be replayed; nothing changed");
+    } else {
+        println!("replayed {replayed} dead letters");
+    }
     if let Some(error) = failure {
         bail!("replay stopped: {error}");
     }
     if !kept.is_empty() {
-        for line in kept.iter().take(20) {
+        for line in &kept {
             println!("  kept: {line}");
         }
-        bail!(
-            "{} dead letters were kept: no job queue would take them (see `dlq show ID`)",
-            kept.len()
-        );
+        bail!("dead letters were kept: no job queue would take them (see `dlq show ID`)");
     }
     Ok(())
 }
@@ -406,19 +478,19 @@ async fn purge(args: PurgeArgs) -> Result<()> {
         bail!("purge deletes dead letters for good; add --yes to confirm (try `dlq list` with the same filters first)");
     }
     let (connection, _publisher, topology) = open(&args.broker).await?;
-    let channel = connection.create_channel().await?;
-    let messages = browse(&channel, &topology.dead_letter_queue()).await?;
-    let mut rest = Vec::new();
+    let mut scan = Scan::start(&connection, &topology.dead_letter_queue()).await?;
+    let max = args.filter.max.unwrap_or(usize::MAX);
     let mut purged = 0usize;
-    for message in messages {
-        if DeadLetter::read(&message).matches(&args.filter) && purged < args.filter.max.unwrap_or(usize::MAX) {
+    while purged < max {
+        let Some(message) = scan.next().await? else { break };
+        if DeadLetter::read(&message).matches(&args.filter) {
             message.delivery.ack(BasicAckOptions::default()).await?;
             purged += 1;
         } else {
-            rest.push(message);
+            scan.hold(&message);
         }
     }
-    give_back(rest).await?;
+    scan.finish().await?;
     println!("purged {purged} dead letters");
     Ok(())
 }

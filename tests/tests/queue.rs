@@ -631,3 +631,107 @@ async fn dlq_replay_sends_a_letter_with_an_unbound_key_back_by_its_kind_and_keep
     );
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_reads_at_most_what_the_queue_held_at_its_start_and_ends_while_letters_keep_arriving() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut stack = Stack::start(&[]).unwrap();
+    let dead_exchange = stack.topology().dead_exchange();
+    let dead = stack.topology().dead_letter_queue();
+    let bodies: Vec<Vec<u8>> = (0..500)
+        .map(|i| status_check_with_id("MSFT", &format!("dl-{i:04}")))
+        .collect();
+    publish_to(
+        &stack,
+        &dead_exchange,
+        "status-check",
+        bodies,
+        BasicProperties::default(),
+    )
+    .await;
+
+    // --max bounds the work, not only the output: five read, five shown.
+    let said = text(&stack.producer(&["dlq", "list", "--max", "5"]).await.unwrap());
+    assert!(said.contains("5 shown of 500 dead letters"), "{said}");
+    assert!(said.contains(", 5 read"), "{said}");
+
+    // Letters arrive faster than a listing can read them. Before, the
+    // listing took letters until the queue was empty, which never came.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooded = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (stop, flooded, exchange) = (stop.clone(), flooded.clone(), dead_exchange.clone());
+        tokio::spawn(async move {
+            let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+            let channel = connection.create_channel().await.unwrap();
+            channel
+                .confirm_select(lapin::options::ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            let body = status_check_with_id("AAPL", "flood");
+            while !stop.load(Ordering::Relaxed) {
+                let mut confirms = Vec::with_capacity(200);
+                for _ in 0..200 {
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                exchange.as_str().into(),
+                                "status-check".into(),
+                                BasicPublishOptions::default(),
+                                &body,
+                                BasicProperties::default(),
+                            )
+                            .await
+                            .unwrap(),
+                    );
+                }
+                for confirm in confirms {
+                    confirm.await.unwrap();
+                }
+                flooded.fetch_add(200, Ordering::Relaxed);
+            }
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            flooded.load(Ordering::Relaxed) >= 2_000
+        })
+        .await
+    );
+    let listing = tokio::time::timeout(
+        Duration::from_secs(180),
+        stack.producer(&["dlq", "list", "--kind", "status-check", "--max", "100000000"]),
+    )
+    .await
+    .expect("the listing did not end while letters kept arriving")
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    flood.await.unwrap();
+    let said = text(&listing);
+    assert!(listing.status.success(), "{said}");
+    let summary = said.lines().rev().find(|l| l.contains(" shown of ")).unwrap();
+    let total: u64 = summary
+        .split(" shown of ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let all = 500 + flooded.load(Ordering::Relaxed);
+    assert!(total >= 2_500 && total < all, "read {total} of {all}: {summary}");
+    // Browsing changed nothing: every letter is back.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            u64::from(queue_depth(&dead).await.unwrap()) == all
+        })
+        .await,
+        "{} letters in {dead}, {all} published",
+        queue_depth(&dead).await.unwrap()
+    );
+    stack.cleanup().await;
+}
