@@ -513,6 +513,7 @@ fn html(status: StatusCode) -> Response {
 fn route(path: &str) -> Option<(Api, &'static str)> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
+        ["v2", "account"] => Some((Api::Trading, "/v2/account")),
         ["v2", "assets"] => Some((Api::Trading, "/v2/assets")),
         ["v2", "assets", ..] => Some((Api::Trading, "/v2/assets/{symbol_or_id}")),
         ["v2", "stocks", "bars"] => Some((Api::Data, "/v2/stocks/bars")),
@@ -612,6 +613,7 @@ async fn serve(sim: &Sim, api: Api, template: &'static str, uri: &Uri, headers: 
     }
     let params: HashMap<String, String> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
     let answer = match template {
+        "/v2/account" => account(),
         "/v2/assets" => list_assets(sim, &params),
         "/v2/assets/{symbol_or_id}" => one_asset(sim, uri.path()),
         "/v2/stocks/bars" => bars(sim, Market::Stocks, None, &params),
@@ -718,6 +720,57 @@ fn with_headers(mut response: Response, headers: RateHeaders) -> Response {
         }
     }
     response
+}
+
+/// `GET /v2/account`: a paper account in good standing, with every field
+/// the real API always sends (numbers as strings, as it sends them).
+fn account() -> Answer {
+    Answer {
+        status: StatusCode::OK,
+        body: json!({
+            "id": "8b5e2f0a-3c1d-4e6f-9a7b-51de0c2a9e10",
+            "admin_configurations": {},
+            "user_configurations": null,
+            "account_number": "PA3SIM0042",
+            "status": "ACTIVE",
+            "crypto_status": "ACTIVE",
+            "options_approved_level": 0,
+            "options_trading_level": 0,
+            "currency": "USD",
+            "buying_power": "200000",
+            "regt_buying_power": "200000",
+            "daytrading_buying_power": "0",
+            "effective_buying_power": "200000",
+            "non_marginable_buying_power": "100000",
+            "options_buying_power": "100000",
+            "bod_dtbp": "0",
+            "cash": "100000",
+            "accrued_fees": "0",
+            "portfolio_value": "100000",
+            "pattern_day_trader": false,
+            "trading_blocked": false,
+            "transfers_blocked": false,
+            "account_blocked": false,
+            "created_at": "2024-01-02T15:04:05.123456Z",
+            "trade_suspended_by_user": false,
+            "multiplier": "2",
+            "shorting_enabled": true,
+            "equity": "100000",
+            "last_equity": "100000",
+            "long_market_value": "0",
+            "short_market_value": "0",
+            "position_market_value": "0",
+            "initial_margin": "0",
+            "maintenance_margin": "0",
+            "last_maintenance_margin": "0",
+            "sma": "0",
+            "daytrade_count": 0,
+            "balance_asof": "2026-11-19",
+            "crypto_tier": 1,
+            "intraday_adjustments": "0",
+            "pending_reg_taf_fees": "0"
+        }),
+    }
 }
 
 fn list_assets(sim: &Sim, params: &HashMap<String, String>) -> Answer {

@@ -3,6 +3,7 @@
 //! the library's parts together.
 
 mod backfill;
+mod check_credentials;
 mod direct;
 mod dlq;
 mod init_store;
@@ -45,6 +46,9 @@ enum Command {
     /// Create the store's tables if they do not exist (SQLite file or
     /// DynamoDB tables); safe to run again.
     InitStore(init_store::InitStoreArgs),
+    /// Check the Alpaca key pair: one GET /v2/account through the budget;
+    /// prints the API base reached and the account status, never a key.
+    CheckCredentials(check_credentials::CheckArgs),
     /// One screen for an operator: queues, dead letters, live workers,
     /// budgets, the last sync run (--json for scripts).
     Status(status::StatusArgs),
@@ -65,6 +69,7 @@ async fn main() -> std::process::ExitCode {
         Command::IngestDirect(args) => direct::run(args).await,
         Command::InitStore(args) => init_store::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::CheckCredentials(args) => check_credentials::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -62,6 +62,18 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
         .client(gate.clone())
         .await
         .context("setting up the Alpaca client")?;
+    if settings.check_credentials {
+        // One GET /v2/account through the budget: a refused key or a
+        // blocked account stops the worker here, before it takes any job.
+        let check = signal9_shared::alpaca::check_credentials(&client)
+            .await
+            .context("checking the Alpaca credentials (--check-credentials)")?;
+        anyhow::ensure!(
+            check.is_active(),
+            "checking the Alpaca credentials (--check-credentials): the account is not usable: {check}"
+        );
+        tracing::info!(%check, "Alpaca credentials checked");
+    }
     let health = Arc::new(health::Health::new(gate));
     let metrics_addr = match settings.metrics_addr {
         settings::MetricsAddr::At(addr) => health::serve(addr, Arc::clone(&health)).await.map(|a| a.to_string()),

@@ -63,6 +63,11 @@ pub struct WorkerSettings {
     /// it), `off` serves nothing. A port already taken is logged and skipped.
     #[arg(long, env = "SIGNAL9_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     pub metrics_addr: MetricsAddr,
+    /// At start, call `GET /v2/account` once (through the budget) and stop
+    /// with a clear error if the key is refused or the account is not
+    /// active, before any job is taken.
+    #[arg(long, env = "SIGNAL9_CHECK_CREDENTIALS", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
+    pub check_credentials: bool,
     /// The API budgets, shared by every process through Redis.
     #[command(flatten)]
     pub budget: BudgetSettings,

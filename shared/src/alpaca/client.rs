@@ -330,6 +330,18 @@ impl AlpacaClient {
         self.get(Api::Trading, "GET /v2/assets/{symbol}", &url, &[]).await
     }
 
+    /// `GET /v2/account`: the account the key pair opens, as raw JSON. One
+    /// call through the gate, like every other; used to check a key.
+    pub async fn account(&self) -> Result<ApiResponse<serde_json::Value>, AlpacaError> {
+        let url = format!("{}/v2/account", self.trading_url);
+        self.get(Api::Trading, "GET /v2/account", &url, &[]).await
+    }
+
+    /// The trading API base this client calls.
+    pub fn trading_url(&self) -> &str {
+        &self.trading_url
+    }
+
     /// One page of multi-symbol bars (`/v2/stocks/bars`, or the crypto
     /// endpoint for crypto pairs).
     pub async fn bars_page(

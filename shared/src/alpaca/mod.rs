@@ -1,5 +1,6 @@
 //! Alpaca: the wire models, the typed query pieces and the HTTP client.
 
+pub mod account;
 pub mod client;
 pub mod error;
 pub mod model;
@@ -7,6 +8,7 @@ pub mod query;
 pub mod symbol;
 pub mod timeframe;
 
+pub use account::{check_credentials, AccountCheck};
 #[cfg(feature = "test-support")]
 pub use client::Unmetered;
 pub use client::{
