@@ -26,6 +26,11 @@ pub struct AlpacaSettings {
     /// read again, in seconds (a 401/403 reads it again at once).
     #[arg(long = "alpaca-secret-ttl-secs", env = "SIGNAL9_ALPACA_SECRET_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub secret_ttl_secs: u64,
+    /// The longest one Secrets Manager read may take, in seconds. Past it the
+    /// read counts as failed (`signal9_secret_refresh_failures_total`) and
+    /// the cached pair keeps serving; no Alpaca call waits on it.
+    #[arg(long = "alpaca-secret-timeout-secs", env = "SIGNAL9_ALPACA_SECRET_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub secret_timeout_secs: u64,
     /// Trading API base URL (assets). Unset: the live or paper URL the
     /// secret's `paper` flag names, or https://paper-api.alpaca.markets.
     #[arg(long = "alpaca-base-url", env = "APCA_API_BASE_URL")]
@@ -45,6 +50,7 @@ impl std::fmt::Debug for AlpacaSettings {
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
             .field("secret", &self.secret)
             .field("secret_ttl_secs", &self.secret_ttl_secs)
+            .field("secret_timeout_secs", &self.secret_timeout_secs)
             .field("base_url", &self.base_url)
             .field("data_url", &self.data_url)
             .field("timeout_secs", &self.timeout_secs)
@@ -92,7 +98,8 @@ impl AlpacaSettings {
             return Ok(AlpacaClient::new(&self.client_config(true), self.credentials()?, gate)?);
         };
         let aws = crate::aws::AwsTarget::default().load().await;
-        let source = crate::secrets::SecretsSource::new(&aws, name, Duration::from_secs(self.secret_ttl_secs));
+        let source = crate::secrets::SecretsSource::new(&aws, name, Duration::from_secs(self.secret_ttl_secs))
+            .with_timeout(Duration::from_secs(self.secret_timeout_secs));
         let secret = source.secret().await?;
         let source: std::sync::Arc<dyn crate::alpaca::CredentialSource> = std::sync::Arc::new(source);
         Ok(AlpacaClient::new(&self.client_config(secret.paper), source, gate)?)

@@ -3,15 +3,18 @@
 //! The secret is a JSON string `{"apiKey": "...", "secretKey": "...",
 //! "paper": true}`. [`SecretsSource`] fetches it, caches it for a TTL, and
 //! fetches it again when the API refuses the key it holds (a rotation): the
-//! client then repeats the refused call once with the new key. Nothing here
+//! client then repeats the refused call once with the new key. Reads are
+//! single-flight and bounded by a timeout, and past the TTL the cached pair
+//! serves while one read runs in the background. Nothing here
 //! ever puts a key value into a message: errors name the secret and the
 //! field, never what it holds.
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 
 use crate::alpaca::{AlpacaError, CredentialSource, Credentials};
 
@@ -134,41 +137,171 @@ struct Cached {
     refused_again: Option<Instant>,
 }
 
+/// The longest a Secrets Manager call may take by default.
+pub const DEFAULT_SECRET_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The key pair from a Secrets Manager secret, cached for a TTL.
+///
+/// No caller ever waits on Secrets Manager while a pair is held: past the
+/// TTL, the cached pair keeps serving and one refresh runs in the
+/// background. Reads of the secret are single-flight (one at a time per
+/// process) and each is bounded by a timeout, so a hung call costs one
+/// timeout, counted in `signal9_secret_refresh_failures_total`, never a
+/// stalled process. Only the first read (nothing cached yet) and a
+/// refusal of the held key wait for a read, and for at most the timeout.
 pub struct SecretsSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: Client,
     name: String,
     ttl: Duration,
-    cache: Mutex<Option<Cached>>,
+    timeout: Duration,
+    /// Held only to copy or replace the pair, never across an await.
+    cache: std::sync::Mutex<Option<Cached>>,
+    /// Single flight: held while Secrets Manager is being asked.
+    flight: tokio::sync::Mutex<()>,
+    /// True while a background refresh is running.
+    refreshing: AtomicBool,
 }
 
 impl fmt::Debug for SecretsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretsSource")
-            .field("name", &self.name)
-            .field("ttl", &self.ttl)
+            .field("name", &self.inner.name)
+            .field("ttl", &self.inner.ttl)
+            .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl SecretsSource {
-    /// A source for secret `name`, kept for `ttl` before it is fetched again.
+    /// A source for secret `name`, kept for `ttl` before it is fetched
+    /// again, each fetch bounded by [`DEFAULT_SECRET_TIMEOUT`].
     pub fn new(config: &aws_config::SdkConfig, name: impl Into<String>, ttl: Duration) -> Self {
         SecretsSource {
-            client: Client::new(config),
-            name: name.into(),
-            ttl,
-            cache: Mutex::new(None),
+            inner: Arc::new(Inner {
+                client: Client::new(config),
+                name: name.into(),
+                ttl,
+                timeout: DEFAULT_SECRET_TIMEOUT,
+                cache: std::sync::Mutex::new(None),
+                flight: tokio::sync::Mutex::new(()),
+                refreshing: AtomicBool::new(false),
+            }),
         }
+    }
+
+    /// The same source with each Secrets Manager call bounded by `timeout`
+    /// (call it before the source is shared).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.timeout = timeout;
+        }
+        self
     }
 
     /// The secret's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
-    /// Fetches and parses the secret now, bypassing the cache.
+    /// Fetches and parses the secret now, bypassing the cache (bounded by
+    /// the timeout; failures are counted).
     pub async fn fetch(&self) -> Result<AlpacaSecret, SecretError> {
+        self.inner.fetch().await
+    }
+
+    /// The secret: the cached pair while it is younger than the TTL; past
+    /// it, still the cached pair, while one background refresh reads the
+    /// secret again (a failed refresh is logged and counted, and the pair
+    /// keeps serving). With nothing cached, one read, bounded by the
+    /// timeout, shared by every caller that arrives meanwhile.
+    pub async fn secret(&self) -> Result<AlpacaSecret, SecretError> {
+        if let Some(cached) = self.inner.cached() {
+            if cached.fetched.elapsed() >= self.inner.ttl {
+                self.refresh_in_background();
+            }
+            return Ok(cached.secret);
+        }
+        let _flight = self.inner.flight.lock().await;
+        // Another caller may have read it while this one waited.
+        if let Some(cached) = self.inner.cached() {
+            return Ok(cached.secret);
+        }
+        let secret = self.inner.fetch().await?;
+        self.inner.store(secret.clone(), false);
+        Ok(secret)
+    }
+
+    fn refresh_in_background(&self) {
+        if self.inner.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let flight = inner.flight.lock().await;
+            // A refusal may have read it meanwhile.
+            let stale = inner.cached().is_none_or(|c| c.fetched.elapsed() >= inner.ttl);
+            if stale {
+                match inner.fetch().await {
+                    Ok(secret) => inner.store(secret, false),
+                    Err(error) => {
+                        tracing::warn!(secret = %inner.name, %error, "Keeping the cached Alpaca key: the secret could not be read again");
+                    }
+                }
+            }
+            drop(flight);
+            inner.refreshing.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Inner {
+    fn cached(&self) -> Option<Cached> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn store(&self, secret: AlpacaSecret, refused_again: bool) {
+        *self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cached {
+            secret,
+            fetched: Instant::now(),
+            refused_again: refused_again.then(Instant::now),
+        });
+    }
+
+    async fn fetch(&self) -> Result<AlpacaSecret, SecretError> {
+        let result = match tokio::time::timeout(self.timeout, self.fetch_unbounded()).await {
+            Ok(result) => result,
+            Err(_) => Err(SecretError::Unavailable {
+                name: self.name.clone(),
+                detail: format!(
+                    "no answer within {:.1} s (SIGNAL9_ALPACA_SECRET_TIMEOUT_SECS)",
+                    self.timeout.as_secs_f64()
+                ),
+                transient: true,
+            }),
+        };
+        if let Err(error) = &result {
+            let reason = match error {
+                SecretError::Unavailable { detail, .. } if detail.starts_with("no answer within") => "timeout",
+                SecretError::Unavailable { .. } => "unavailable",
+                SecretError::Missing { .. } => "missing",
+                SecretError::Malformed { .. } => "malformed",
+            };
+            crate::telemetry::metrics::get()
+                .secret_refresh_failures
+                .with_label_values(&[reason])
+                .inc();
+        }
+        result
+    }
+
+    async fn fetch_unbounded(&self) -> Result<AlpacaSecret, SecretError> {
         let output = self
             .client
             .get_secret_value()
@@ -197,34 +330,6 @@ impl SecretsSource {
         })?;
         parse_secret(&self.name, text)
     }
-
-    /// The secret, from the cache while it is younger than the TTL. When a
-    /// refetch fails and an older copy is held, the older copy is used (and
-    /// a warning logged): a Secrets Manager outage does not stop ingestion.
-    pub async fn secret(&self) -> Result<AlpacaSecret, SecretError> {
-        let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.as_ref().filter(|c| c.fetched.elapsed() < self.ttl) {
-            return Ok(cached.secret.clone());
-        }
-        match self.fetch().await {
-            Ok(secret) => {
-                *cache = Some(Cached {
-                    secret: secret.clone(),
-                    fetched: Instant::now(),
-                    refused_again: None,
-                });
-                Ok(secret)
-            }
-            Err(error @ SecretError::Unavailable { .. }) => match cache.as_ref() {
-                Some(cached) => {
-                    tracing::warn!(secret = %self.name, %error, "Keeping the cached Alpaca key: the secret could not be fetched again");
-                    Ok(cached.secret.clone())
-                }
-                None => Err(error),
-            },
-            Err(error) => Err(error),
-        }
-    }
 }
 
 #[async_trait]
@@ -237,29 +342,28 @@ impl CredentialSource for SecretsSource {
     }
 
     async fn refresh(&self, refused: &Credentials) -> Result<Option<Credentials>, AlpacaError> {
-        let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.as_ref() {
+        // Callers of `current` are not held up by this: they read the
+        // cache, which is never locked across the read below.
+        let _flight = self.inner.flight.lock().await;
+        if let Some(cached) = self.inner.cached() {
             if cached.secret.credentials != *refused {
                 // Another call fetched the new key already.
-                return Ok(Some(cached.secret.credentials.clone()));
+                return Ok(Some(cached.secret.credentials));
             }
             if cached.refused_again.is_some_and(|at| at.elapsed() < REFUSED_QUIET) {
                 return Ok(None);
             }
         }
-        let secret = self.fetch().await.map_err(SecretError::into_alpaca)?;
+        let secret = self.inner.fetch().await.map_err(SecretError::into_alpaca)?;
         let same = secret.credentials == *refused;
         if same {
-            tracing::warn!(secret = %self.name, "The API refused the key and the secret still holds that key");
+            tracing::warn!(secret = %self.inner.name, "The API refused the key and the secret still holds that key");
         } else {
-            tracing::info!(secret = %self.name, "The API refused the cached key; using the key the secret holds now");
+            tracing::info!(secret = %self.inner.name, "The API refused the cached key; using the key the secret holds now");
         }
-        *cache = Some(Cached {
-            secret: secret.clone(),
-            fetched: Instant::now(),
-            refused_again: same.then(Instant::now),
-        });
-        Ok((!same).then_some(secret.credentials))
+        let credentials = secret.credentials.clone();
+        self.inner.store(secret, same);
+        Ok((!same).then_some(credentials))
     }
 }
 

@@ -74,7 +74,7 @@ async fn the_secret_is_cached_and_read_again_only_after_a_refusal() {
 }
 
 #[tokio::test]
-async fn a_short_ttl_reads_the_secret_again() {
+async fn a_short_ttl_reads_the_secret_again_in_the_background() {
     let config = config().await;
     let name = name("ttl");
     put(&config, &name, &json("a1", "b1", true)).await;
@@ -82,7 +82,109 @@ async fn a_short_ttl_reads_the_secret_again() {
     assert_eq!(source.current().await.expect("current"), Credentials::new("a1", "b1"));
     put(&config, &name, &json("a2", "b2", true)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(source.current().await.expect("current"), Credentials::new("a2", "b2"));
+    // Past the TTL the held pair answers at once and a refresh starts...
+    assert_eq!(source.current().await.expect("current"), Credentials::new("a1", "b1"));
+    // ...after which the new pair answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if source.current().await.expect("current") == Credentials::new("a2", "b2") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the refresh never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy to the AWS-API server that, once told to hang, cuts the
+/// connections it carries and accepts new ones without ever answering: a
+/// Secrets Manager that hangs.
+struct HangingProxy {
+    url: String,
+    hang: tokio::sync::watch::Sender<bool>,
+}
+
+impl HangingProxy {
+    async fn start(target: &str) -> HangingProxy {
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (hang, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    held.push(inbound);
+                    continue;
+                }
+                let (target, mut watch) = (target.clone(), watch.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|hang| *hang) => {}
+                    }
+                });
+            }
+        });
+        HangingProxy { url, hang }
+    }
+
+    fn hang(&self) {
+        let _ = self.hang.send(true);
+    }
+}
+
+fn secret_failures(reason: &str) -> u64 {
+    signal9_shared::telemetry::metrics::get()
+        .secret_refresh_failures
+        .with_label_values(&[reason])
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_secrets_manager_stalls_no_caller_and_the_cached_pair_keeps_serving() {
+    let direct = config().await;
+    let name = name("hang");
+    put(&direct, &name, &json("h1", "s1", true)).await;
+    let endpoint = std::env::var("SIGNAL9_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let proxy = HangingProxy::start(&endpoint).await;
+    let through_proxy = AwsTarget::local(proxy.url.clone()).load().await;
+    let source = std::sync::Arc::new(
+        SecretsSource::new(&through_proxy, &name, Duration::from_millis(50)).with_timeout(Duration::from_millis(800)),
+    );
+    assert_eq!(
+        source.current().await.expect("first read"),
+        Credentials::new("h1", "s1")
+    );
+
+    proxy.hang();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let timeouts_before = secret_failures("timeout");
+    // Past the TTL, with Secrets Manager hung: every caller gets the held
+    // pair. Before, the first held the cache's lock through a call that
+    // never returned, and every other waited behind it, forever.
+    let callers = (0..20).map(|_| {
+        let source = std::sync::Arc::clone(&source);
+        tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(5), source.current()).await })
+    });
+    for caller in futures::future::join_all(callers).await {
+        let answer = caller
+            .expect("task")
+            .expect("a caller waited on the hung Secrets Manager");
+        assert_eq!(answer.expect("current"), Credentials::new("h1", "s1"));
+    }
+    // A refusal must read the secret; that read ends at the timeout, as a
+    // transient error, and is counted.
+    let refused = tokio::time::timeout(Duration::from_secs(10), source.refresh(&Credentials::new("h1", "s1")))
+        .await
+        .expect("the refusal's read was not bounded by the timeout");
+    let error = refused.expect_err("a hung read cannot bring a key");
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    assert!(secret_failures("timeout") > timeouts_before);
+    // And still, the held pair serves.
+    assert_eq!(source.current().await.expect("current"), Credentials::new("h1", "s1"));
 }
 
 #[tokio::test]

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub outbox_oldest_age: IntGauge,
     /// `signal9_outbox_published_total`: events published from the outbox.
     pub outbox_published: IntCounter,
+    /// `signal9_secret_refresh_failures_total{reason}`: reads of the Alpaca
+    /// key's secret that failed (`timeout`, `unavailable`, `missing`,
+    /// `malformed`); the cached pair kept serving where one was held.
+    pub secret_refresh_failures: IntCounterVec,
     /// `signal9_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
 }
@@ -196,6 +200,12 @@ impl Metrics {
                 "Age of the oldest event in the outbox at the last relay pass (0: empty)",
             ),
             outbox_published: plain_counter(&r, "signal9_outbox_published_total", "Events published from the outbox"),
+            secret_refresh_failures: counter(
+                &r,
+                "signal9_secret_refresh_failures_total",
+                "Failed reads of the Alpaca key's secret from Secrets Manager, by reason",
+                &["reason"],
+            ),
             build_info: gauge(&r, "signal9_build_info", "Always 1; the version label", &["version"]),
             registry: r,
         };
