@@ -43,6 +43,44 @@ ensure_services() {
   fi
 }
 
+# A local three-node Redis Cluster (no replicas, nothing on disk) for the
+# cluster tests, on ports 7101-7103 unless SIGNAL9_REDIS_CLUSTER_PORTS says
+# otherwise. Started if its first port is closed; tests find it through
+# SIGNAL9_TEST_REDIS_CLUSTER.
+REDIS_CLUSTER_PORTS="${SIGNAL9_REDIS_CLUSTER_PORTS:-7101 7102 7103}"
+export SIGNAL9_TEST_REDIS_CLUSTER="${SIGNAL9_TEST_REDIS_CLUSTER:-redis-cluster://$(printf '127.0.0.1:%s,' $REDIS_CLUSTER_PORTS | sed 's/,$//')}"
+ensure_redis_cluster() {
+  local first nodes=()
+  first=${REDIS_CLUSTER_PORTS%% *}
+  if port_open "$first" && redis-cli -p "$first" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+    return 0
+  fi
+  need_cmd redis-server redis-server
+  need_cmd redis-cli redis-tools
+  log "starting a Redis Cluster on ports $REDIS_CLUSTER_PORTS"
+  for port in $REDIS_CLUSTER_PORTS; do
+    local dir="$HOME/.cache/signal9-redis-cluster/$port"
+    mkdir -p "$dir"
+    if ! port_open "$port"; then
+      rm -f "$dir/nodes.conf"
+      redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+        --cluster-config-file "$dir/nodes.conf" --save "" --appendonly no --dir "$dir" \
+        --logfile "$dir/redis.log" >/dev/null
+      wait_port "$port" "Redis Cluster node"
+    fi
+    nodes+=("127.0.0.1:$port")
+  done
+  if ! redis-cli -p "$first" cluster info | grep -q 'cluster_state:ok'; then
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+    for _ in $(seq 30); do
+      redis-cli -p "$first" cluster info | grep -q 'cluster_state:ok' && return 0
+      sleep 1
+    done
+    log "the Redis Cluster did not reach cluster_state:ok"
+    return 1
+  fi
+}
+
 # The project's Python tools live in one venv outside the clone.
 VENV="$HOME/.cache/signal9-venv"
 ensure_venv() {

@@ -18,6 +18,7 @@ use signal9_shared::alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
 use signal9_shared::config::StoreSettings;
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
+use signal9_shared::keys::RedisKeys;
 use signal9_shared::limiter::redis_pool;
 use signal9_shared::store::{active_equity_symbols, RunStatus};
 
@@ -76,7 +77,7 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
     let store = args.store.open().await.context("opening the store")?;
     let namespace = args.options.namespace().to_owned();
     let me = uuid::Uuid::new_v4().to_string();
-    let lease_key = format!("{namespace}:scheduler:leader");
+    let lease_key = RedisKeys::new(&namespace).scheduler_leader();
     let lease_ms = args.lease_secs * 1000;
     let started = Utc::now();
     let tick = Duration::from_millis((lease_ms / 3).clamp(200, 1000));
@@ -120,7 +121,7 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
 /// Fires the most recent scheduled time if its run has not fired.
 async fn fire_due(
     args: &ScheduleArgs,
-    pool: &deadpool_redis::Pool,
+    pool: &signal9_shared::redis_conn::RedisPool,
     store: &dyn signal9_shared::store::Store,
     namespace: &str,
     started: DateTime<Utc>,
@@ -140,7 +141,7 @@ async fn fire_due(
     }
     // Only one replica fires a run id. The marker is short-lived: should
     // its holder die before recording the run, a later tick fires it.
-    let fired_key = format!("{namespace}:scheduler:fired:{run_id}");
+    let fired_key = RedisKeys::new(namespace).scheduler_fired(&run_id);
     if !take_marker(pool, &fired_key, FIRE_MARKER_SECS).await? {
         return Ok(());
     }
@@ -160,7 +161,7 @@ const FIRE_MARKER_SECS: u64 = 300;
 const BACKFILL_MARKER_SECS: u64 = 8 * 24 * 3600;
 
 /// Takes a once-only marker in Redis; false when someone already has it.
-async fn take_marker(pool: &deadpool_redis::Pool, key: &str, ttl_secs: u64) -> Result<bool> {
+async fn take_marker(pool: &signal9_shared::redis_conn::RedisPool, key: &str, ttl_secs: u64) -> Result<bool> {
     let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("Redis: {e}"))?;
     let taken: Option<String> = deadpool_redis::redis::cmd("SET")
         .arg(key)
@@ -174,7 +175,7 @@ async fn take_marker(pool: &deadpool_redis::Pool, key: &str, ttl_secs: u64) -> R
     Ok(taken.is_some())
 }
 
-async fn drop_marker(pool: &deadpool_redis::Pool, key: &str) {
+async fn drop_marker(pool: &signal9_shared::redis_conn::RedisPool, key: &str) {
     if let Ok(mut conn) = pool.get().await {
         let _: Result<i64, _> = deadpool_redis::redis::cmd("DEL").arg(key).query_async(&mut conn).await;
     }
@@ -183,7 +184,7 @@ async fn drop_marker(pool: &deadpool_redis::Pool, key: &str) {
 /// After the latest run completes, enqueues its follow-on backfill, once.
 async fn backfill_latest(
     args: &ScheduleArgs,
-    pool: &deadpool_redis::Pool,
+    pool: &signal9_shared::redis_conn::RedisPool,
     store: &dyn signal9_shared::store::Store,
     namespace: &str,
     timeframes: &[Timeframe],
@@ -197,7 +198,7 @@ async fn backfill_latest(
     if run.status != RunStatus::Completed {
         return Ok(());
     }
-    let key = format!("{namespace}:scheduler:backfilled:{}", run.run_id);
+    let key = RedisKeys::new(namespace).scheduler_backfilled(&run.run_id);
     if !take_marker(pool, &key, BACKFILL_MARKER_SECS).await? {
         return Ok(());
     }

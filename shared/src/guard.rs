@@ -40,7 +40,7 @@ pub struct ApiGuard {
 impl ApiGuard {
     /// Builds the gate on a Redis pool under `namespace`.
     pub fn new(
-        pool: deadpool_redis::Pool,
+        pool: crate::redis_conn::RedisPool,
         namespace: &str,
         trading: BudgetSize,
         data: BudgetSize,

@@ -20,7 +20,7 @@ return 0
 
 /// Takes or renews the lease `key` for `me` for `ttl_ms`. `Ok(true)` when
 /// `me` holds it now; an error when Redis cannot be reached (hold nothing).
-pub async fn hold(pool: &deadpool_redis::Pool, key: &str, me: &str, ttl_ms: u64) -> Result<bool, String> {
+pub async fn hold(pool: &crate::redis_conn::RedisPool, key: &str, me: &str, ttl_ms: u64) -> Result<bool, String> {
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
     let held: i64 = Script::new(HOLD)
         .key(key)

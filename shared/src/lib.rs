@@ -19,6 +19,7 @@
 //! - [`events`]: events for the downstream pipeline;
 //! - [`calendar`]: the US equity market calendar;
 //! - [`workers`]: the live workers' heartbeats in Redis;
+//! - [`redis_conn`], [`keys`]: the Redis pool (one server or a cluster) and every key name;
 //! - [`error`]: the transient/permanent split every failure carries.
 
 pub mod alpaca;
@@ -33,10 +34,12 @@ pub mod events;
 pub mod guard;
 pub mod ingest;
 pub mod job;
+pub mod keys;
 pub mod lease;
 pub mod limiter;
 pub mod outbox;
 pub mod plan;
+pub mod redis_conn;
 pub mod secrets;
 pub mod store;
 pub mod sync;

@@ -19,13 +19,13 @@
 //! leaves: while a bulk caller is waiting for a token (a short-lived flag
 //! it sets in Redis), no backfill caller gets one.
 
+use crate::keys::RedisKeys;
+use crate::redis_conn::RedisPool;
 use deadpool_redis::redis::Script;
-use deadpool_redis::{Config, Pool, Runtime, Timeouts};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Longest a single Redis round trip may take before the budget counts as unreachable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::redis_conn::REDIS_TIMEOUT;
 
 const ACQUIRE: &str = r"
 -- KEYS[1] window (sorted set: member -> grant time in ms), KEYS[2] pause-until (ms),
@@ -160,7 +160,7 @@ pub struct Usage {
 /// One budget (trading or market data) in Redis.
 #[derive(Debug)]
 pub struct Budget {
-    pool: Pool,
+    pool: RedisPool,
     window_key: String,
     pause_key: String,
     waiting_key: String,
@@ -171,30 +171,23 @@ pub struct Budget {
     counter: AtomicU64,
 }
 
-/// A Redis connection pool whose waits are bounded, so an unreachable Redis
-/// is an error within seconds, not a hang.
-pub fn redis_pool(url: &str) -> Result<Pool, LimiterError> {
-    let mut config = Config::from_url(url);
-    let mut pool = deadpool_redis::PoolConfig::new(16);
-    pool.timeouts = Timeouts {
-        wait: Some(REDIS_TIMEOUT),
-        create: Some(REDIS_TIMEOUT),
-        recycle: Some(REDIS_TIMEOUT),
-    };
-    config.pool = Some(pool);
-    config
-        .create_pool(Some(Runtime::Tokio1))
-        .map_err(|e| LimiterError(format!("bad Redis settings: {e}")))
+/// A Redis pool for `url`, one server or a cluster (see
+/// [`crate::redis_conn`]); waits are bounded, so an unreachable Redis is an
+/// error within seconds, not a hang.
+pub fn redis_pool(url: &str) -> Result<RedisPool, LimiterError> {
+    RedisPool::new(url).map_err(|e| LimiterError(e.0))
 }
 
 impl Budget {
-    /// A budget named `{namespace}:budget:{name}`.
-    pub fn new(pool: Pool, namespace: &str, name: &str, size: BudgetSize) -> Self {
+    /// The budget `name` of `namespace`; its keys share one hash tag
+    /// (see [`RedisKeys::budget_window`]).
+    pub fn new(pool: RedisPool, namespace: &str, name: &str, size: BudgetSize) -> Self {
+        let keys = RedisKeys::new(namespace);
         Budget {
             pool,
-            window_key: format!("{namespace}:budget:{name}:window"),
-            pause_key: format!("{namespace}:budget:{name}:pause"),
-            waiting_key: format!("{namespace}:budget:{name}:bulk-waiting"),
+            window_key: keys.budget_window(name),
+            pause_key: keys.budget_pause(name),
+            waiting_key: keys.budget_bulk_waiting(name),
             size,
             reserve: AtomicU32::new(0),
             member_prefix: uuid::Uuid::new_v4().simple().to_string(),
@@ -216,7 +209,7 @@ impl Budget {
     }
 
     /// The Redis pool the budget lives in.
-    pub fn pool(&self) -> &Pool {
+    pub fn pool(&self) -> &RedisPool {
         &self.pool
     }
 

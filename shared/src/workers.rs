@@ -1,15 +1,18 @@
-//! Live workers: each worker keeps a heartbeat in Redis under
-//! `{namespace}:workers:{id}` that expires unless renewed, so the keys that
-//! exist are the workers alive now. `signal9-producer status` lists them.
+//! Live workers: each worker keeps a heartbeat in one Redis hash,
+//! `{namespace}:workers` (field: the worker's id), renewed every few
+//! seconds. A heartbeat older than [`BEAT_TTL`] is a worker gone: readers
+//! skip it and remove it. One key, so a Redis Cluster needs no `SCAN` of
+//! every node. `signal9-producer status` lists them.
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::AsyncCommands;
-use deadpool_redis::Pool;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::keys::RedisKeys;
 use crate::limiter::LimiterError;
+use crate::redis_conn::RedisPool;
 
 /// How often a worker renews its heartbeat.
 pub const BEAT_EVERY: Duration = Duration::from_secs(5);
@@ -43,54 +46,54 @@ pub struct Heartbeat {
     pub jobs_done: u64,
 }
 
-fn key(namespace: &str, id: &str) -> String {
-    format!("{namespace}:workers:{id}")
-}
-
 fn redis_error(error: impl std::fmt::Display) -> LimiterError {
     LimiterError::from(format!("Redis: {error}"))
 }
 
 /// Writes (or renews) a heartbeat.
-pub async fn beat(pool: &Pool, namespace: &str, heartbeat: &Heartbeat) -> Result<(), LimiterError> {
+pub async fn beat(pool: &RedisPool, namespace: &str, heartbeat: &Heartbeat) -> Result<(), LimiterError> {
     let body = serde_json::to_string(heartbeat).map_err(redis_error)?;
+    let key = RedisKeys::new(namespace).workers();
     let mut conn = pool.get().await.map_err(redis_error)?;
+    let _: () = conn.hset(&key, &heartbeat.id, body).await.map_err(redis_error)?;
+    // The hash itself goes once no worker has beaten for a while.
     let _: () = conn
-        .set_ex(key(namespace, &heartbeat.id), body, BEAT_TTL.as_secs())
+        .expire(&key, i64::try_from(BEAT_TTL.as_secs() * 4).unwrap_or(60))
         .await
         .map_err(redis_error)?;
     Ok(())
 }
 
 /// Removes a heartbeat (a worker stopping cleanly).
-pub async fn forget(pool: &Pool, namespace: &str, id: &str) -> Result<(), LimiterError> {
+pub async fn forget(pool: &RedisPool, namespace: &str, id: &str) -> Result<(), LimiterError> {
     let mut conn = pool.get().await.map_err(redis_error)?;
-    let _: () = conn.del(key(namespace, id)).await.map_err(redis_error)?;
+    let _: () = conn
+        .hdel(RedisKeys::new(namespace).workers(), id)
+        .await
+        .map_err(redis_error)?;
     Ok(())
 }
 
-/// Every live worker's last heartbeat, by host then id. A heartbeat that
-/// does not parse is skipped.
-pub async fn live(pool: &Pool, namespace: &str) -> Result<Vec<Heartbeat>, LimiterError> {
+/// Every live worker's last heartbeat, by host then id. A heartbeat older
+/// than [`BEAT_TTL`] is removed; one that does not parse is skipped.
+pub async fn live(pool: &RedisPool, namespace: &str) -> Result<Vec<Heartbeat>, LimiterError> {
+    let key = RedisKeys::new(namespace).workers();
     let mut conn = pool.get().await.map_err(redis_error)?;
-    let pattern = format!("{namespace}:workers:*");
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let mut iter: deadpool_redis::redis::AsyncIter<'_, String> =
-            conn.scan_match(&pattern).await.map_err(redis_error)?;
-        while let Some(key) = futures::StreamExt::next(&mut iter).await {
-            keys.push(key.map_err(redis_error)?);
+    let all: BTreeMap<String, String> = conn.hgetall(&key).await.map_err(redis_error)?;
+    let now = Utc::now();
+    let ttl = chrono::Duration::from_std(BEAT_TTL).unwrap_or(chrono::Duration::seconds(15));
+    let mut beats = Vec::new();
+    let mut gone = Vec::new();
+    for (id, body) in all {
+        match serde_json::from_str::<Heartbeat>(&body) {
+            Ok(beat) if now - beat.beat_at <= ttl => beats.push(beat),
+            Ok(_) => gone.push(id),
+            Err(_) => {}
         }
     }
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    if !gone.is_empty() {
+        let _: () = conn.hdel(&key, gone).await.map_err(redis_error)?;
     }
-    let bodies: Vec<Option<String>> = conn.mget(&keys).await.map_err(redis_error)?;
-    let mut beats: Vec<Heartbeat> = bodies
-        .into_iter()
-        .flatten()
-        .filter_map(|b| serde_json::from_str(&b).ok())
-        .collect();
     beats.sort_by(|a, b| (a.host.as_str(), a.id.as_str()).cmp(&(b.host.as_str(), b.id.as_str())));
     Ok(beats)
 }
@@ -109,7 +112,7 @@ pub fn host_name() -> String {
 }
 
 /// Asks Redis for a PONG within a second.
-pub async fn ping(pool: &Pool) -> Result<(), LimiterError> {
+pub async fn ping(pool: &RedisPool) -> Result<(), LimiterError> {
     let call = async {
         let mut conn = pool.get().await.map_err(redis_error)?;
         let pong: String = deadpool_redis::redis::cmd("PING")

@@ -267,3 +267,50 @@ async fn a_job_that_waits_past_the_deadline_is_delayed_without_counting_an_attem
     assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_a_redis_cluster_take_their_tokens_finish_jobs_and_show_in_status() {
+    let cluster = std::env::var("SIGNAL9_TEST_REDIS_CLUSTER")
+        .unwrap_or_else(|_| "redis-cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103".into());
+    let mut stack = Stack::start(&[]).unwrap();
+    stack.extra_env.push(("SIGNAL9_REDIS_URL".into(), cluster.clone()));
+    stack.start_worker(&[]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    // Before, every acquire failed closed on the cluster (CROSSSLOT) and the
+    // job was deferred until it dead-lettered.
+    let out = stack
+        .producer(&["status-check", "MSFT", "AAPL", "--wait", "--wait-timeout-secs", "60"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    let guard = ApiGuard::new(
+        redis_pool(&cluster).unwrap(),
+        &stack.namespace,
+        BudgetSize {
+            limit: 200,
+            window: Duration::from_secs(60),
+            margin: Duration::from_millis(250),
+        },
+        BudgetSize {
+            limit: 200,
+            window: Duration::from_secs(60),
+            margin: Duration::from_millis(250),
+        },
+        BreakerPolicy {
+            failures: 5,
+            backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(60),
+        },
+        Duration::from_secs(1),
+    );
+    let used = guard
+        .usage(signal9_shared::alpaca::Api::Trading)
+        .await
+        .unwrap()
+        .in_window;
+    assert_eq!(used, 2, "two lookups, two tokens of the cluster's trading budget");
+    let status = stack.producer(&["status", "--json"]).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["workers"].as_array().map(Vec::len), Some(2), "{json}");
+    stack.cleanup().await;
+}

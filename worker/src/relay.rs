@@ -45,7 +45,7 @@ pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
-    let lease_key = format!("{}:outbox:relay", ctx.topology.namespace());
+    let lease_key = signal9_shared::keys::RedisKeys::new(ctx.topology.namespace()).outbox_relay();
     let me = uuid::Uuid::new_v4().to_string();
     loop {
         let stopping = *shutdown.borrow();

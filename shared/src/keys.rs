@@ -1,0 +1,100 @@
+//! Every Redis key signal9 uses, in one place, as [`crate::broker::Topology`]
+//! names every AMQP queue and exchange.
+//!
+//! Keys a script touches together share one hash tag (the part in `{}`), so
+//! a Redis Cluster keeps them in one slot and accepts the script: each
+//! budget's keys are tagged `{ns:budget:api}`. Keys used alone carry no
+//! tag, so a cluster spreads them.
+
+/// The key names of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    namespace: String,
+}
+
+impl RedisKeys {
+    /// The names under `namespace`.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        RedisKeys {
+            namespace: namespace.into(),
+        }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn budget(&self, api: &str, part: &str) -> String {
+        format!("{{{}:budget:{api}}}:{part}", self.namespace)
+    }
+
+    /// The budget's sliding window (a sorted set: member → grant time, ms).
+    pub fn budget_window(&self, api: &str) -> String {
+        self.budget(api, "window")
+    }
+
+    /// Until when the budget is paused (ms, Unix), after a 429.
+    pub fn budget_pause(&self, api: &str) -> String {
+        self.budget(api, "pause")
+    }
+
+    /// Set while a bulk call is waiting for a token (the backfill lane
+    /// yields to it).
+    pub fn budget_bulk_waiting(&self, api: &str) -> String {
+        self.budget(api, "bulk-waiting")
+    }
+
+    /// Every live worker's heartbeat (a hash: worker id → JSON).
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.namespace)
+    }
+
+    /// The scheduler's leadership lease.
+    pub fn scheduler_leader(&self) -> String {
+        format!("{}:scheduler:leader", self.namespace)
+    }
+
+    /// Set once the scheduler has fired run `run_id`.
+    pub fn scheduler_fired(&self, run_id: &str) -> String {
+        format!("{}:scheduler:fired:{run_id}", self.namespace)
+    }
+
+    /// Set once the scheduler has published run `run_id`'s bar backfill.
+    pub fn scheduler_backfilled(&self, run_id: &str) -> String {
+        format!("{}:scheduler:backfilled:{run_id}", self.namespace)
+    }
+
+    /// The outbox relay's lease.
+    pub fn outbox_relay(&self) -> String {
+        format!("{}:outbox:relay", self.namespace)
+    }
+}
+
+/// The hash tag of a key: the part between the first `{` and the next `}`,
+/// when not empty; else the whole key (what a cluster hashes).
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budgets_keys_share_one_hash_tag_and_the_two_budgets_do_not() {
+        let keys = RedisKeys::new("ns");
+        let tag = hash_tag(&keys.budget_window("data")).to_owned();
+        assert_eq!(tag, "ns:budget:data");
+        assert_eq!(hash_tag(&keys.budget_pause("data")), tag);
+        assert_eq!(hash_tag(&keys.budget_bulk_waiting("data")), tag);
+        assert_ne!(hash_tag(&keys.budget_window("trading")), tag);
+    }
+}
