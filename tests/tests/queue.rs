@@ -735,3 +735,77 @@ async fn dlq_list_reads_at_most_what_the_queue_held_at_its_start_and_ends_while_
     );
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_channel_the_broker_closes_is_rebuilt_and_every_job_completes_once() {
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    // One trading call per 3 s, and a job waits at most 2 s for it before it
+    // is delayed through the first retry exchange.
+    stack.extra_env.extend(
+        [
+            ("SIGNAL9_TRADING_LIMIT", "1"),
+            ("SIGNAL9_TRADING_WINDOW_SECS", "3"),
+            ("SIGNAL9_BUDGET_WAIT_SECS", "2"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    stack.start_worker(&[]).unwrap();
+    // One job first, so the worker's session (and its topology) is up; it
+    // also takes the window's one token.
+    let out = stack
+        .producer(&["status-check", "SPY", "--wait", "--wait-timeout-secs", "60"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+
+    let symbols = active_symbols(42, 12_000, 5);
+    let mut args = vec!["status-check"];
+    args.extend(symbols.iter().map(String::as_str));
+    args.extend(["--wait", "--wait-timeout-secs", "120"]);
+    let producer = stack.producer_spawn(&args).unwrap();
+    // The jobs are published and wait for tokens. Now someone deletes the
+    // first retry exchange: the worker's next delay publishes there, the
+    // broker answers with a channel error (404) and closes the worker's
+    // publisher channel; the connection lives on.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let topology = stack.topology();
+    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            topology.retry_exchange(0).unwrap().as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let out = producer.wait_with_output().await.unwrap();
+    let said = text(&out);
+    // Before, every finish failed on the dead channel, the jobs stayed
+    // unacked on a live connection, and none was ever answered.
+    assert!(out.status.success(), "{said}\n{}", stack.worker_logs());
+    assert!(said.contains("succeeded 5, dead-lettered 0"), "{said}");
+    let logs = stack.worker_logs();
+    assert!(
+        logs.contains("closed the publisher channel"),
+        "the worker did not notice: {logs}"
+    );
+    for symbol in &symbols {
+        assert!(asset_stored(&stack, symbol, Duration::from_secs(5)).await, "{symbol}");
+    }
+    // Nothing left behind: no job waits, unacked or dead.
+    for priority in [
+        signal9_shared::job::Priority::Bulk,
+        signal9_shared::job::Priority::Interactive,
+    ] {
+        let queue = topology.job_queue(signal9_shared::job::JobKind::StatusCheck, priority);
+        assert_eq!(queue_depth(&queue).await.unwrap(), 0, "{queue}");
+    }
+    assert_eq!(queue_depth(&topology.dead_letter_queue()).await.unwrap(), 0);
+    // And the worker is ready again.
+    let status = stack.producer(&["status", "--json"]).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["workers"][0]["broker_connected"], true, "{json}");
+    stack.cleanup().await;
+}

@@ -143,6 +143,10 @@ async fn sessions(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resu
 
 type Incoming = (Priority, Result<lapin::message::Delivery, lapin::Error>);
 
+/// How often a session checks that the broker has not closed one of its
+/// channels.
+const CHANNEL_CHECK: Duration = Duration::from_millis(500);
+
 async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
     let settings = &shared.settings;
     let connection = broker::connect(&settings.broker.amqp_url, "signal9-worker").await?;
@@ -195,8 +199,11 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
     shared.health.set_broker_up(true);
     // The relay publishes on its own channel: a failed event publish must
     // not close the channel the jobs' retries and replies go through.
+    let mut watched: Vec<(&'static str, lapin::Channel)> = vec![("publisher", publisher.channel().clone())];
+    watched.extend(consumers.iter().map(|(channel, _)| ("consumer", channel.clone())));
     let relay = if settings.outbox_relay {
         let relay_publisher = Publisher::open(&connection).await?;
+        watched.push(("outbox relay", relay_publisher.channel().clone()));
         Some(tokio::spawn(relay::run(
             relay::RelayContext {
                 store: Arc::clone(&shared.ctx.store),
@@ -228,6 +235,11 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
         settings.packing.packing(),
     );
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    // A channel the broker closed (a channel-level error, such as a publish
+    // to an exchange someone deleted) while the connection lives: every
+    // finish on it would fail and every job it held would stay unacked.
+    let mut channel_check = tokio::time::interval(CHANNEL_CHECK);
+    channel_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let outcome: Result<()> = loop {
         let deadline = batcher.next_deadline().unwrap_or_else(far);
@@ -253,14 +265,34 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
                     warn!(%error, "A job task panicked; its message returns to the queue");
                 }
             }
+            _ = channel_check.tick() => {
+                if let Some((which, channel)) = watched.iter().find(|(_, c)| !c.status().connected()) {
+                    break Err(anyhow::anyhow!(
+                        "the broker closed the {which} channel {} while the connection lived",
+                        channel.id()
+                    ));
+                }
+            }
             else => break Err(anyhow::anyhow!("every consumer ended")),
         }
     };
     if let Err(error) = outcome {
+        // Not ready from now until a new session consumes. The jobs in
+        // flight stop unfinished; closing the connection hands every
+        // message this session held back to its queue, to be redelivered
+        // (jobs are idempotent) on the new session.
+        shared.health.set_broker_up(false);
         tasks.abort_all();
         if let Some(relay) = relay {
             relay.abort();
         }
+        while tasks.join_next().await.is_some() {}
+        drop(batcher);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            connection.close(200, "signal9 worker: reconnecting after a channel failure".into()),
+        )
+        .await;
         return Err(error);
     }
     drain(shared, &connection, consumers, &mut batcher, &mut tasks).await;
