@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::alpaca::{AlpacaError, Api, CallOutcome, Gate};
-use crate::breaker::{Breaker, BreakerPolicy};
+use crate::breaker::{Admission, Breaker, BreakerPolicy};
 use crate::job::Priority;
 use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Share, Usage};
 
@@ -47,9 +47,12 @@ impl ApiGuard {
         breaker: BreakerPolicy,
         wait_deadline: Duration,
     ) -> Self {
+        // A probe may wait for a token up to the deadline, then wait for
+        // its answer up to the HTTP timeout (30 s by default).
+        let probe_lease = wait_deadline + Duration::from_secs(60);
         let lane = |name: &'static str, size| Lane {
             budget: Arc::new(Budget::new(pool.clone(), namespace, name, size)),
-            breaker: Breaker::new(name, breaker),
+            breaker: Breaker::new(pool.clone(), namespace, name, breaker, probe_lease),
         };
         ApiGuard {
             trading: lane("trading", trading),
@@ -133,39 +136,58 @@ impl ApiGuard {
         let lane = self.lane(api);
         let deadline = Instant::now() + self.wait_deadline;
         let mut redis_backoff = Duration::from_millis(100);
+        // Once this call holds the pool's probe lease it keeps it until it
+        // has made its call (or gives up).
+        let mut probing = false;
         loop {
-            let (wait, reason) = if !lane.breaker.permits() {
-                (
-                    Duration::from_millis(500),
-                    format!("{} API circuit breaker is open", api.as_str()),
-                )
+            let admission = if probing {
+                Ok(Admission::Probe)
             } else {
-                match lane.budget.try_acquire_as(share).await {
-                    Ok(Acquire::Granted { in_window, .. }) => {
-                        crate::telemetry::metrics::get()
-                            .tokens_in_window
-                            .with_label_values(&[api.as_str()])
-                            .set(i64::from(in_window));
-                        return Ok(());
-                    }
-                    Ok(Acquire::Wait { wait, paused }) => {
-                        let why = if paused {
-                            "paused by the API's rate-limit feedback"
-                        } else {
-                            "full"
-                        };
-                        (jitter(wait), format!("{} budget {why}", api.as_str()))
-                    }
-                    Err(error) => {
-                        // Fail closed: no token, no call. Try again shortly.
-                        let wait = redis_backoff;
-                        redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
-                        tracing::warn!(api = api.as_str(), %error, "API budget unreachable; no call made");
-                        (wait, error.to_string())
+                lane.breaker.admit().await
+            };
+            let (wait, reason) = match admission {
+                Ok(Admission::Wait(wait)) => (
+                    jitter(wait.min(Duration::from_millis(500))),
+                    format!("{} API circuit breaker is open", api.as_str()),
+                ),
+                Err(error) => {
+                    let wait = redis_backoff;
+                    redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
+                    tracing::warn!(api = api.as_str(), %error, "API breaker unreachable (Redis); no call made");
+                    (wait, format!("API breaker unavailable (Redis): {error}"))
+                }
+                Ok(go) => {
+                    probing = go == Admission::Probe;
+                    match lane.budget.try_acquire_as(share).await {
+                        Ok(Acquire::Granted { in_window, .. }) => {
+                            crate::telemetry::metrics::get()
+                                .tokens_in_window
+                                .with_label_values(&[api.as_str()])
+                                .set(i64::from(in_window));
+                            return Ok(());
+                        }
+                        Ok(Acquire::Wait { wait, paused }) => {
+                            let why = if paused {
+                                "paused by the API's rate-limit feedback"
+                            } else {
+                                "full"
+                            };
+                            (jitter(wait), format!("{} budget {why}", api.as_str()))
+                        }
+                        Err(error) => {
+                            // Fail closed: no token, no call. Try again shortly.
+                            let wait = redis_backoff;
+                            redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
+                            tracing::warn!(api = api.as_str(), %error, "API budget unreachable; no call made");
+                            (wait, error.to_string())
+                        }
                     }
                 }
             };
             if Instant::now() + wait > deadline {
+                if probing {
+                    lane.breaker.release_probe().await;
+                }
                 return Err(AlpacaError::NotAdmitted(format!(
                     "{reason} beyond the {} s wait deadline",
                     self.wait_deadline.as_secs()
@@ -178,11 +200,10 @@ impl ApiGuard {
     /// Feeds a call's outcome to the breaker and the budget.
     fn feed_back(&self, api: Api, outcome: &CallOutcome) {
         let lane = self.lane(api);
-        if outcome.is_api_failure() {
-            lane.breaker.failure();
-        } else {
-            lane.breaker.success();
-        }
+        // observe() is synchronous; the shared breaker is one script call.
+        let breaker = lane.breaker.clone();
+        let failed = outcome.is_api_failure();
+        tokio::spawn(async move { breaker.record(failed).await });
         let window_ms = i64::try_from(lane.budget.size().window.as_millis()).unwrap_or(60_000);
         let now = Utc::now().timestamp_millis();
         let until = match (outcome.status, outcome.rate.remaining, outcome.rate.reset) {

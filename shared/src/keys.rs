@@ -45,6 +45,12 @@ impl RedisKeys {
         self.budget(api, "bulk-waiting")
     }
 
+    /// The API's circuit breaker, shared by the pool (a hash; see
+    /// [`crate::breaker`]).
+    pub fn breaker(&self, api: &str) -> String {
+        format!("{}:breaker:{api}", self.namespace)
+    }
+
     /// Every live worker's heartbeat (a hash: worker id → JSON).
     pub fn workers(&self) -> String {
         format!("{}:workers", self.namespace)

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use signal9_shared::alpaca::{AlpacaError, Api, CallOutcome, Gate, RateLimit};
-use signal9_shared::breaker::{BreakerPolicy, BreakerState};
+use signal9_shared::breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
 use signal9_shared::error::Classify;
 use signal9_shared::guard::ApiGuard;
 use signal9_shared::limiter::{redis_pool, BudgetSize};
@@ -122,7 +122,7 @@ async fn consecutive_failures_open_the_breaker_of_that_api_and_4xx_answers_do_no
     for _ in 0..3 {
         gate.observe(Api::Data, &outcome(Some(503), RateLimit::default()));
     }
-    assert_eq!(gate.breaker(Api::Data).state(), BreakerState::Open);
+    settle(&gate, Api::Data, BreakerState::Open).await;
     assert_eq!(gate.breaker(Api::Data).times_opened(), 1);
     assert_eq!(
         gate.breaker(Api::Trading).state(),
@@ -140,10 +140,111 @@ async fn consecutive_failures_open_the_breaker_of_that_api_and_4xx_answers_do_no
     }
     assert_eq!(gate.breaker(Api::Trading).state(), BreakerState::Closed);
     // No answer at all counts as a failure.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gate.breaker(Api::Trading).state(), BreakerState::Closed);
     for _ in 0..3 {
         gate.observe(Api::Trading, &outcome(None, RateLimit::default()));
     }
-    assert_eq!(gate.breaker(Api::Trading).state(), BreakerState::Open);
+    settle(&gate, Api::Trading, BreakerState::Open).await;
+}
+
+/// Waits (up to 3 s) until this process has seen `state`: outcomes reach
+/// the shared breaker in the background.
+async fn settle(gate: &ApiGuard, api: Api, state: BreakerState) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while gate.breaker(api).state() != state {
+        assert!(Instant::now() < deadline, "the breaker never became {state:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn shared_breaker(ns: &str, failures: u32) -> Breaker {
+    Breaker::new(
+        redis_pool("redis://127.0.0.1:6379").unwrap(),
+        ns,
+        "data",
+        BreakerPolicy {
+            failures,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(8),
+        },
+        Duration::from_secs(30),
+    )
+}
+
+#[tokio::test]
+async fn failures_seen_by_several_processes_open_the_one_breaker_for_all() {
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    // Three processes' breakers of one API in one namespace.
+    let pool: Vec<Breaker> = (0..3).map(|_| shared_breaker(&ns, 5)).collect();
+    // Five consecutive failures between them; before, each counted its own
+    // (two, two and one) and none opened.
+    for (i, failed) in [0, 1, 2, 0, 1].into_iter().enumerate() {
+        assert_eq!(pool[failed].admit().await.unwrap(), Admission::Go, "call {i}");
+        pool[failed].record(true).await;
+    }
+    for breaker in &pool {
+        assert!(
+            matches!(breaker.admit().await.unwrap(), Admission::Wait(_)),
+            "open for every process"
+        );
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+    assert_eq!(pool[1].times_opened(), 1);
+}
+
+#[tokio::test]
+async fn after_the_back_off_exactly_one_call_in_the_pool_probes_and_its_answer_decides() {
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let pool: Vec<Breaker> = (0..3).map(|_| shared_breaker(&ns, 2)).collect();
+    for _ in 0..2 {
+        pool[0].record(true).await;
+    }
+    assert!(matches!(pool[2].admit().await.unwrap(), Admission::Wait(_)));
+    // The first back-off is 0.5-1 s.
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    let mut answers = Vec::new();
+    for round in 0..4 {
+        for breaker in &pool {
+            answers.push((round, breaker.admit().await.unwrap()));
+        }
+    }
+    let probes: Vec<_> = answers.iter().filter(|(_, a)| *a == Admission::Probe).collect();
+    assert_eq!(probes.len(), 1, "one probe for the whole pool: {answers:?}");
+    assert_eq!(answers[0].1, Admission::Probe, "the first to ask probes");
+    // The probe fails: open again, for twice the back-off.
+    pool[0].record(true).await;
+    assert_eq!(pool[0].times_opened(), 2);
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    assert!(
+        matches!(pool[1].admit().await.unwrap(), Admission::Wait(_)),
+        "the second back-off is 1-2 s"
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(pool[1].admit().await.unwrap(), Admission::Probe);
+    assert!(matches!(pool[2].admit().await.unwrap(), Admission::Wait(_)));
+    // A late answer of a call that is not the probe decides nothing.
+    pool[2].record(false).await;
+    assert!(matches!(pool[0].admit().await.unwrap(), Admission::Wait(_)));
+    // The probe succeeds: closed for everyone.
+    pool[1].record(false).await;
+    for breaker in &pool {
+        assert_eq!(breaker.admit().await.unwrap(), Admission::Go);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+}
+
+#[tokio::test]
+async fn a_probe_that_never_calls_gives_its_lease_back() {
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let a = shared_breaker(&ns, 1);
+    let b = shared_breaker(&ns, 1);
+    a.record(true).await;
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    assert_eq!(a.admit().await.unwrap(), Admission::Probe);
+    assert!(matches!(b.admit().await.unwrap(), Admission::Wait(_)));
+    a.release_probe().await;
+    assert_eq!(b.admit().await.unwrap(), Admission::Probe);
 }
 
 #[tokio::test]

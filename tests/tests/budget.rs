@@ -314,3 +314,77 @@ async fn workers_on_a_redis_cluster_take_their_tokens_finish_jobs_and_show_in_st
     assert_eq!(json["workers"].as_array().map(Vec::len), Some(2), "{json}");
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_costs_the_pool_the_failures_to_open_plus_one_probe_per_back_off() {
+    const WORKERS: u64 = 3;
+    const FAILURES: u64 = 5;
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    stack.retry_tiers = "2s,4s,8s".into();
+    budget_env(&mut stack, "1000", "1");
+    stack
+        .extra_env
+        .push(("SIGNAL9_BREAKER_FAILURES".into(), FAILURES.to_string()));
+    stack
+        .extra_env
+        .push(("SIGNAL9_BREAKER_BACKOFF_SECS".into(), "2".into()));
+    for _ in 0..WORKERS {
+        stack
+            .start_worker(&["--concurrency", "1", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
+            .unwrap();
+    }
+    // Let the workers come up before the outage starts.
+    let out = stack
+        .producer(&["status-check", "SPY", "--wait", "--wait-timeout-secs", "60"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let outage = Duration::from_secs(8);
+    stack
+        .set_faults(serde_json::json!({"outage_secs": outage.as_secs_f64()}))
+        .await
+        .unwrap();
+    let symbols = active_symbols(42, 12_000, 30);
+    let file = stack.symbols_file(&symbols);
+    let producer = stack
+        .producer_spawn(&fetch_day(&file, "2026-11-20", Some("120")))
+        .unwrap();
+    let out = producer.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("succeeded 30, dead-lettered 0"), "{}", text(&out));
+
+    let stats = stack.sim_stats().await.unwrap();
+    let failed: u64 = stats["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == 503)
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    // The pool's breaker, as Redis holds it.
+    let pool = redis_pool("redis://127.0.0.1:6379").unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let key = signal9_shared::keys::RedisKeys::new(&stack.namespace).breaker("data");
+    let opens: u64 = deadpool_redis::redis::cmd("HGET")
+        .arg(&key)
+        .arg("opens")
+        .query_async::<Option<u64>>(&mut conn)
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    // Each open after the first is one failed probe; calls already in
+    // flight when the breaker opened (at most one per other worker here)
+    // are the only others. Before, each worker needed its own five
+    // failures and let every caller through when half-open.
+    assert!(opens >= 1, "the breaker opened");
+    let back_offs = outage.as_secs() + 1; // first back-off 1-2 s, then longer
+    assert!(opens <= back_offs, "{opens} opens in an {outage:?} outage");
+    let bound = FAILURES + (WORKERS - 1) + (opens - 1);
+    assert!(
+        failed >= FAILURES && failed <= bound,
+        "{failed} calls failed during the outage; at most {bound} (5 to open, {} in flight, {} probes)\n{stats}",
+        WORKERS - 1,
+        opens - 1
+    );
+    stack.cleanup().await;
+}
