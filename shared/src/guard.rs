@@ -153,7 +153,7 @@ impl ApiGuard {
                 Err(error) => {
                     let wait = redis_backoff;
                     redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
-                    tracing::warn!(api = api.as_str(), %error, "API breaker unreachable (Redis); no call made");
+                    tracing::warn!(api = api.as_str(), part = "breaker", %error, "API budget unreachable; no call made");
                     (wait, format!("API breaker unavailable (Redis): {error}"))
                 }
                 Ok(go) => {
