@@ -104,6 +104,18 @@ ensure_moto() {
   wait_port "$MOTO_PORT" moto 60
 }
 
+# The official Python SDK, which the SDK tests point at the simulator (and,
+# later, at signal9's own read API). Pinned; tests find the interpreter
+# through SIGNAL9_TEST_PYTHON.
+ensure_alpaca_py() {
+  ensure_venv
+  if ! "$VENV/bin/python" -c 'import alpaca' >/dev/null 2>&1; then
+    log "installing alpaca-py (the official Alpaca SDK) from PyPI"
+    "$VENV/bin/pip" install -q 'alpaca-py==0.44.0'
+  fi
+  export SIGNAL9_TEST_PYTHON="$VENV/bin/python"
+}
+
 ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)"; exit 1; }
 }

@@ -6,10 +6,12 @@
 //! headers and 429 body, injects faults on demand, and counts what it saw.
 //! Its data is a pure function of `--seed`, `--assets` and `--now`, so tests
 //! can compute the ground truth they compare against.
+//!
+//! It depends on nothing of signal9's: its calendar is its own, so that the
+//! tests that run the system against it can catch the system's mistakes.
 
 pub mod bars;
-/// The market calendar lives in the shared library.
-pub use signal9_shared::calendar;
+pub mod calendar;
 pub mod server;
 pub mod universe;
 

@@ -50,6 +50,12 @@ struct Args {
     /// Behave as a free plan: recent `sip` data is refused with 403.
     #[arg(long)]
     free_plan: bool,
+    /// List about 15 % of the equities without `easy_to_borrow` and
+    /// `borrow_status`, 10 % without `maintenance_margin_requirement`
+    /// (deprecated fields the real API still sends; strict clients such as
+    /// alpaca-py reject such a listing).
+    #[arg(long, env = "ALPACA_SIM_HOSTILE_ASSETS")]
+    hostile_assets: bool,
     /// Probability (0-1) that a request fails with 500/502/503/504.
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
@@ -111,6 +117,7 @@ async fn main() -> Result<()> {
         window: Duration::from_secs_f64(args.window),
         now: args.now,
         free_plan: args.free_plan,
+        hostile_assets: args.hostile_assets,
         faults,
     };
     let running = alpaca_sim::spawn_on(config, args.host, args.port)

@@ -46,6 +46,9 @@ pub struct SimConfig {
     pub now: Option<DateTime<Utc>>,
     /// A free plan: recent `sip` data is refused with 403.
     pub free_plan: bool,
+    /// List some equities without their deprecated fields
+    /// ([`universe::roughen`]); off by default, as the real API sends them.
+    pub hostile_assets: bool,
     /// Faults active from the start.
     pub faults: Faults,
 }
@@ -61,6 +64,7 @@ impl Default for SimConfig {
             window: Duration::from_secs(60),
             now: None,
             free_plan: false,
+            hostile_assets: false,
             faults: Faults::default(),
         }
     }
@@ -171,7 +175,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Sim {
     /// Builds the state: generates the universe and arms the initial faults.
     pub fn new(config: SimConfig) -> Self {
-        let universe = universe::generate(config.seed, config.assets);
+        let mut universe = universe::generate(config.seed, config.assets);
+        if config.hostile_assets {
+            universe::roughen(&mut universe, config.seed);
+        }
         let faults = Mutex::new(ActiveFaults::default());
         let sim = Sim {
             keys: RwLock::new((config.key.clone(), config.secret.clone())),

@@ -93,11 +93,12 @@ pub struct SimAsset {
     pub marginable: bool,
     /// Whether it can be shorted.
     pub shortable: bool,
-    /// Deprecated; absent for some assets.
+    /// Deprecated, yet always sent by the real API (alpaca-py requires it);
+    /// absent only for assets [`roughen`] picks, or when set so.
     pub easy_to_borrow: Option<bool>,
     /// Fractional orders.
     pub fractionable: bool,
-    /// Deprecated; absent for some assets.
+    /// Deprecated; always sent unless [`roughen`] picks the asset.
     pub maintenance_margin: Option<u32>,
     /// Present for most equities.
     pub margin_long_short: Option<(u32, u32)>,
@@ -226,11 +227,15 @@ fn equity(rng: &mut ChaCha8Rng, symbol: String, exchange: &str, name: Option<Str
         tradable,
         marginable,
         shortable: marginable && rng.random_bool(0.7),
-        easy_to_borrow: rng.random_bool(0.85).then(|| rng.random_bool(0.7)),
+        // The draws stay those of the older generator (the second only when
+        // the first holds), so a seed gives the same universe it always did.
+        easy_to_borrow: Some(rng.random_bool(0.85) && rng.random_bool(0.7)),
         fractionable: tradable && rng.random_bool(0.6),
-        maintenance_margin: rng
-            .random_bool(0.9)
-            .then(|| *[25u32, 30, 50, 100].choose(rng).unwrap_or(&30)),
+        maintenance_margin: Some(if rng.random_bool(0.9) {
+            *[25u32, 30, 50, 100].choose(rng).unwrap_or(&30)
+        } else {
+            100
+        }),
         margin_long_short: rng
             .random_bool(0.75)
             .then(|| (*[30u32, 50, 100].choose(rng).unwrap_or(&30), 100)),
@@ -311,6 +316,23 @@ pub fn generate(seed: u64, n: usize) -> Vec<SimAsset> {
     assets
 }
 
+/// The hostile variant of a listing (`--hostile-assets`): about 15 % of
+/// the equities lose their deprecated `easy_to_borrow` and `borrow_status`,
+/// about 10 % `maintenance_margin_requirement`, as a client must survive
+/// even though the real API sends them. Which assets is a function of
+/// `seed`.
+pub fn roughen(assets: &mut [SimAsset], seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_4057_11e5);
+    for asset in assets.iter_mut().filter(|a| a.class == "us_equity") {
+        if rng.random_bool(0.15) {
+            asset.easy_to_borrow = None;
+        }
+        if rng.random_bool(0.10) {
+            asset.maintenance_margin = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,10 +360,42 @@ mod tests {
         assert!(assets.iter().any(|a| a.name.is_none()));
         assert!(assets.iter().any(|a| a.name.as_deref() == Some("")));
         assert!(assets.iter().any(|a| a.name.as_deref().is_some_and(|n| !n.is_ascii())));
-        assert!(assets.iter().any(|a| a.easy_to_borrow.is_none()));
+        assert!(
+            assets
+                .iter()
+                .all(|a| a.easy_to_borrow.is_some() && a.maintenance_margin.is_some()),
+            "the default listing carries every field the real API always sends"
+        );
+        let json = assets[500].to_json();
+        for field in ["easy_to_borrow", "borrow_status", "maintenance_margin_requirement"] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
         let ids: HashSet<&str> = assets.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids.len(), assets.len(), "ids are unique");
         let symbols: HashSet<&str> = assets.iter().map(|a| a.symbol.as_str()).collect();
         assert!(symbols.len() < assets.len(), "some tickers are recycled");
+    }
+
+    #[test]
+    fn the_hostile_variant_drops_deprecated_fields_from_some_equities() {
+        let mut assets = generate(42, 12_000);
+        roughen(&mut assets, 42);
+        let equities = assets.iter().filter(|a| a.class == "us_equity").count();
+        let no_etb = assets.iter().filter(|a| a.easy_to_borrow.is_none()).count();
+        let no_mm = assets.iter().filter(|a| a.maintenance_margin.is_none()).count();
+        assert!(
+            (equities / 10..equities / 5).contains(&no_etb),
+            "{no_etb} of {equities}"
+        );
+        assert!((equities / 20..equities / 7).contains(&no_mm), "{no_mm} of {equities}");
+        assert!(assets
+            .iter()
+            .filter(|a| a.class == "crypto")
+            .all(|a| a.easy_to_borrow.is_some()));
+        let bare = assets
+            .iter()
+            .find(|a| a.easy_to_borrow.is_none())
+            .map(SimAsset::to_json);
+        assert!(bare.is_some_and(|j| j.get("easy_to_borrow").is_none() && j.get("borrow_status").is_none()));
     }
 }

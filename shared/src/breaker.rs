@@ -336,7 +336,10 @@ impl Breaker {
                     answer.get(1).copied().unwrap_or(0),
                     answer.get(2).copied().unwrap_or(0),
                 );
-                self.opened.store(u64::try_from(opens).unwrap_or(0), Ordering::Relaxed);
+                // Outcomes are recorded concurrently and their answers can
+                // arrive out of order; the count only grows.
+                self.opened
+                    .fetch_max(u64::try_from(opens).unwrap_or(0), Ordering::Relaxed);
                 match transition {
                     1 | 2 => {
                         let metrics = crate::telemetry::metrics::get();

@@ -4,8 +4,11 @@
 //! Presidents' Day, Good Friday, Memorial Day, Juneteenth from 2022,
 //! Independence Day, Labor Day, Thanksgiving, Christmas), with the usual
 //! weekend observance: a Saturday holiday is observed on Friday (except New
-//! Year's Day, which is then not observed), a Sunday one on Monday. Early
-//! closes are not modelled. The simulator stamps bars with it and the
+//! Year's Day, which is then not observed), a Sunday one on Monday, plus
+//! the days the exchange closed outside those rules (2001-09-11 to 14,
+//! national days of mourning, Hurricane Sandy). Early closes are not
+//! modelled. `tests/tests/calendar.rs` checks every day of 2000–2030
+//! against the simulator's calendar, written apart from this one. The simulator stamps bars with it and the
 //! scheduler picks the previous trading day with it.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
@@ -19,6 +22,20 @@ pub const SESSION_CLOSE_MIN: u32 = 20 * 60;
 pub const REGULAR_OPEN_MIN: u32 = 9 * 60 + 30;
 /// End of the regular session.
 pub const REGULAR_CLOSE_MIN: u32 = 16 * 60;
+
+/// Closings the exchange announced outside its holiday rules, since 2000.
+const SPECIAL_CLOSINGS: [(i32, u32, u32); 10] = [
+    (2001, 9, 11),
+    (2001, 9, 12),
+    (2001, 9, 13),
+    (2001, 9, 14),
+    (2004, 6, 11),
+    (2007, 1, 2),
+    (2012, 10, 29),
+    (2012, 10, 30),
+    (2018, 12, 5),
+    (2025, 1, 9),
+];
 
 fn nth_weekday(year: i32, month: u32, weekday: Weekday, n: u8) -> NaiveDate {
     NaiveDate::from_weekday_of_month_opt(year, month, weekday, n).unwrap_or(NaiveDate::MIN)
@@ -77,7 +94,7 @@ pub fn is_holiday(date: NaiveDate) -> bool {
             holidays.extend(fixed(m, d).and_then(observed));
         }
     }
-    holidays.contains(&date)
+    holidays.contains(&date) || SPECIAL_CLOSINGS.contains(&(year, date.month(), date.day()))
 }
 
 /// True when the US equity market trades on `date` (a New York date).
