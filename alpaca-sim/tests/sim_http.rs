@@ -5,8 +5,8 @@ use alpaca_sim::bars::{bar_times, Frame, Market, Series};
 use alpaca_sim::{spawn, Faults, SimConfig};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use signal9_shared::alpaca::{Bar, MultiBarsPage};
-use signal9_shared::validate::{self, Duplicates};
+use signal9_alpaca::validate::{self, Duplicates};
+use signal9_alpaca::{Bar, MultiBarsPage};
 use std::time::{Duration, Instant};
 
 fn now() -> DateTime<Utc> {

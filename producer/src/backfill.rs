@@ -16,13 +16,14 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use signal9_shared::alpaca::{Symbol, Timeframe};
+use signal9_alpaca::{Symbol, Timeframe};
 use signal9_shared::config::{BudgetSettings, PackingSettings};
 use signal9_shared::job::{Job, Payload, Priority};
 use signal9_shared::plan::{self, Packing, PAGE_BARS};
 use signal9_shared::store::Store;
 
-use crate::publish::{publish_and_watch, BarsSelection, PublishOptions};
+use crate::args::{BarsSelection, PublishOptions};
+use crate::publish::publish_and_watch;
 
 /// `signal9-producer backfill`.
 #[derive(Debug, Args)]

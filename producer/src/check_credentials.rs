@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::sync::Arc;
 
-use signal9_shared::alpaca::check_credentials;
+use signal9_alpaca::check_credentials;
 use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings};
 
 /// Settings of `check-credentials`.

@@ -11,7 +11,7 @@ use clap::Args;
 use std::sync::Arc;
 use std::time::Instant;
 
-use signal9_shared::alpaca::{Adjustment, AssetClass, AssetQuery, Feed, Timeframe};
+use signal9_alpaca::{Adjustment, AssetClass, AssetQuery, Feed, Timeframe};
 use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::store::active_equity_symbols;

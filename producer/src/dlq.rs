@@ -19,9 +19,10 @@ use lapin::{Channel, Connection};
 use serde_json::Value;
 use std::time::Duration;
 
+use crate::session::Session;
 use signal9_shared::broker::{
-    self, header_str, header_u32, set_str, set_u32, BrokerError, Publisher, Topology, HEADER_ATTEMPT,
-    HEADER_ERROR_CLASS, HEADER_LAST_ERROR, HEADER_LAST_FAILURE, HEADER_REPLAYS, HEADER_ROUTING_KEY,
+    self, header_str, header_u32, set_str, set_u32, BrokerError, HEADER_ATTEMPT, HEADER_ERROR_CLASS, HEADER_LAST_ERROR,
+    HEADER_LAST_FAILURE, HEADER_REPLAYS, HEADER_ROUTING_KEY,
 };
 use signal9_shared::config::BrokerSettings;
 use signal9_shared::job::{is_routing_key, Job};
@@ -255,17 +256,8 @@ impl Scan {
     }
 }
 
-async fn open(settings: &BrokerSettings) -> Result<(Connection, Publisher, Topology)> {
-    let connection = broker::connect(&settings.amqp_url, "signal9-producer-dlq")
-        .await
-        .context("connecting to RabbitMQ")?;
-    let publisher = Publisher::open(&connection).await?;
-    let topology = settings.topology();
-    topology
-        .declare(publisher.channel())
-        .await
-        .context("declaring the topology")?;
-    Ok((connection, publisher, topology))
+async fn open(settings: &BrokerSettings) -> Result<Session> {
+    Session::open(settings, "signal9-producer-dlq", false).await
 }
 
 /// Runs a dead-letter command.
@@ -279,7 +271,9 @@ pub async fn run(command: DlqCommand) -> Result<()> {
 }
 
 async fn list(args: ListArgs) -> Result<()> {
-    let (connection, _publisher, topology) = open(&args.broker).await?;
+    let Session {
+        connection, topology, ..
+    } = open(&args.broker).await?;
     let queue = topology.dead_letter_queue();
     let mut scan = Scan::start(&connection, &queue).await?;
     let page = args.filter.max.unwrap_or(LIST_PAGE);
@@ -326,7 +320,9 @@ async fn list(args: ListArgs) -> Result<()> {
 }
 
 async fn show(args: ShowArgs) -> Result<()> {
-    let (connection, _publisher, topology) = open(&args.broker).await?;
+    let Session {
+        connection, topology, ..
+    } = open(&args.broker).await?;
     let queue = topology.dead_letter_queue();
     let mut scan = Scan::start(&connection, &queue).await?;
     let mut found = false;
@@ -370,7 +366,12 @@ async fn replay(args: ReplayArgs) -> Result<()> {
             bail!("--rate must be a positive number of replays per second");
         }
     }
-    let (connection, publisher, topology) = open(&args.broker).await?;
+    let Session {
+        connection,
+        publisher,
+        topology,
+        ..
+    } = open(&args.broker).await?;
     let mut scan = Scan::start(&connection, &topology.dead_letter_queue()).await?;
     let max = args.filter.max.unwrap_or(usize::MAX);
     let bar = if args.dry_run {
@@ -477,7 +478,9 @@ async fn purge(args: PurgeArgs) -> Result<()> {
     if !args.yes {
         bail!("purge deletes dead letters for good; add --yes to confirm (try `dlq list` with the same filters first)");
     }
-    let (connection, _publisher, topology) = open(&args.broker).await?;
+    let Session {
+        connection, topology, ..
+    } = open(&args.broker).await?;
     let mut scan = Scan::start(&connection, &topology.dead_letter_queue()).await?;
     let max = args.filter.max.unwrap_or(usize::MAX);
     let mut purged = 0usize;

@@ -6,7 +6,9 @@
 //! scheduled run is fired if it has not run (the process was down at its
 //! time), unless `--no-catch-up`. Every tick, the leader heals the current
 //! run if it was left behind: pages never published (the process that
-//! fired it died first) or all pages done and never closed.
+//! fired it died first) or all pages done and never closed. On SIGTERM or
+//! Ctrl-C it finishes the tick it is in, gives its leadership up (another
+//! replica leads at its next tick, not after the lease expires) and exits.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -14,7 +16,7 @@ use clap::Args;
 use croner::Cron;
 use std::time::Duration;
 
-use signal9_shared::alpaca::{Adjustment, Feed, Timeframe};
+use signal9_alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
 use signal9_shared::config::StoreSettings;
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
@@ -22,7 +24,8 @@ use signal9_shared::keys::RedisKeys;
 use signal9_shared::limiter::redis_pool;
 use signal9_shared::store::{active_equity_symbols, RunStatus};
 
-use crate::publish::{publish_jobs, PublishOptions};
+use crate::args::PublishOptions;
+use crate::publish::publish_jobs;
 use crate::sync::{heal_run, start_run};
 
 /// `schedule` settings.
@@ -71,8 +74,14 @@ fn parse_cron(text: &str) -> Result<Cron, String> {
         .map_err(|e| format!("invalid cron expression {text:?}: {e}"))
 }
 
-/// Runs the scheduler until the process is stopped.
+/// Runs the scheduler until SIGTERM or Ctrl-C.
 pub async fn run(args: ScheduleArgs) -> Result<()> {
+    let (_trigger, shutdown) = signal9_shared::shutdown::on_signals();
+    run_until(args, shutdown).await
+}
+
+/// Runs the scheduler until `shutdown` fires.
+pub async fn run_until(args: ScheduleArgs, mut shutdown: signal9_shared::shutdown::Shutdown) -> Result<()> {
     let pool = redis_pool(&args.redis_url)?;
     let store = args.store.open().await.context("opening the store")?;
     let namespace = args.options.namespace().to_owned();
@@ -114,8 +123,17 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
                 eprintln!("scheduler: Redis unreachable, not leading: {error}");
             }
         }
-        tokio::time::sleep(tick).await;
+        if !shutdown.sleep(tick).await {
+            break;
+        }
     }
+    let released = signal9_shared::lease::release(&pool, &lease_key, &me).await;
+    match released {
+        Ok(true) => println!("scheduler {me}: stopped; leadership released"),
+        Ok(false) => println!("scheduler {me}: stopped"),
+        Err(error) => println!("scheduler {me}: stopped; leadership not released ({error}), it expires by itself"),
+    }
+    Ok(())
 }
 
 /// Fires the most recent scheduled time if its run has not fired.

@@ -10,7 +10,7 @@ use lapin::types::FieldTable;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use signal9_shared::alpaca::Api;
+use signal9_alpaca::Api;
 use signal9_shared::broker;
 use signal9_shared::config::{BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::job::{JobKind, Priority};

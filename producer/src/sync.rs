@@ -11,12 +11,13 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::Args;
 
-use signal9_shared::alpaca::AssetClass;
+use signal9_alpaca::AssetClass;
 use signal9_shared::config::StoreSettings;
 use signal9_shared::job::{Job, Payload, Priority, SyncPage};
 use signal9_shared::store::{RunStatus, Store};
 
-use crate::publish::{publish_jobs, PublishOptions};
+use crate::args::PublishOptions;
+use crate::publish::publish_jobs;
 
 /// `sync` settings.
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@
 //! counted its own failures, so 20 workers cost 20 × 5 failures and 20
 //! probes per back-off.
 
+use crate::telemetry::events::{BreakerCreated, BreakerOpened, BreakerStateSeen, Event};
 use deadpool_redis::redis::Script;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -65,7 +66,7 @@ impl BreakerState {
     }
 
     /// The gauge's value: 0 closed, 1 half-open, 2 open.
-    fn gauge(self) -> i64 {
+    pub(crate) fn gauge(self) -> i64 {
         match self {
             BreakerState::Closed => 0,
             BreakerState::HalfOpen => 1,
@@ -203,10 +204,7 @@ impl Breaker {
         policy: BreakerPolicy,
         probe_lease: Duration,
     ) -> Self {
-        crate::telemetry::metrics::get()
-            .breaker_state
-            .with_label_values(&[api])
-            .set(0);
+        BreakerCreated { api }.emit();
         Breaker {
             api,
             pool,
@@ -246,27 +244,7 @@ impl Breaker {
         if before == state {
             return;
         }
-        crate::telemetry::metrics::get()
-            .breaker_state
-            .with_label_values(&[self.api])
-            .set(state.gauge());
-        match state {
-            BreakerState::Open => tracing::info!(
-                api = self.api,
-                breaker = "open",
-                "Circuit breaker is open (shared by the pool); calls wait"
-            ),
-            BreakerState::HalfOpen => tracing::info!(
-                api = self.api,
-                breaker = "half_open",
-                "Circuit breaker half-open; this process probes"
-            ),
-            BreakerState::Closed => tracing::info!(
-                api = self.api,
-                breaker = "closed",
-                "Circuit breaker closed; calls flow again"
-            ),
-        }
+        BreakerStateSeen { api: self.api, state }.emit();
     }
 
     /// Whether a call may go now. An unreachable Redis is an error (the
@@ -342,20 +320,13 @@ impl Breaker {
                     .fetch_max(u64::try_from(opens).unwrap_or(0), Ordering::Relaxed);
                 match transition {
                     1 | 2 => {
-                        let metrics = crate::telemetry::metrics::get();
-                        metrics.breaker_opened.with_label_values(&[self.api]).inc();
                         self.seen.store(BreakerState::Open.code(), Ordering::Relaxed);
-                        metrics
-                            .breaker_state
-                            .with_label_values(&[self.api])
-                            .set(BreakerState::Open.gauge());
-                        tracing::warn!(
-                            api = self.api,
-                            breaker = "open",
-                            back_off_ms = wait,
-                            probe_failed = transition == 2,
-                            "Circuit breaker opened for the whole pool; calls stop until the back-off ends"
-                        );
+                        BreakerOpened {
+                            api: self.api,
+                            back_off_ms: wait,
+                            probe_failed: transition == 2,
+                        }
+                        .emit();
                     }
                     3 => self.see(BreakerState::Closed),
                     _ => {}

@@ -22,8 +22,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::time::Duration;
 
-use crate::error::{Classify, ErrorClass};
 use crate::job::{routing_key, JobKind, Priority};
+use signal9_alpaca::class::{Classify, ErrorClass};
 
 /// Header: how many times the job has failed so far (our own count; the
 /// broker's `x-death` is not reliable across versions).

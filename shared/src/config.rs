@@ -6,8 +6,8 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::alpaca::{AlpacaClient, ClientConfig, Credentials, Gate};
 use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
+use signal9_alpaca::{AlpacaClient, ClientConfig, Credentials, Gate};
 
 /// Where Alpaca lives and which key to use.
 #[derive(Clone, Args)]
@@ -76,15 +76,12 @@ impl AlpacaSettings {
             .data_url
             .clone()
             .or_else(|| std::env::var("APCA_DATA_BASE_URL").ok().filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| "https://data.alpaca.markets".into());
+            .unwrap_or_else(|| signal9_alpaca::urls::DATA.into());
         ClientConfig {
-            trading_url: self.base_url.clone().unwrap_or_else(|| {
-                if paper {
-                    crate::secrets::PAPER_TRADING_URL.into()
-                } else {
-                    crate::secrets::LIVE_TRADING_URL.into()
-                }
-            }),
+            trading_url: self
+                .base_url
+                .clone()
+                .unwrap_or_else(|| signal9_alpaca::urls::trading(paper).into()),
             data_url,
             timeout: Duration::from_secs(self.timeout_secs),
         }
@@ -101,7 +98,7 @@ impl AlpacaSettings {
         let source = crate::secrets::SecretsSource::new(&aws, name, Duration::from_secs(self.secret_ttl_secs))
             .with_timeout(Duration::from_secs(self.secret_timeout_secs));
         let secret = source.secret().await?;
-        let source: std::sync::Arc<dyn crate::alpaca::CredentialSource> = std::sync::Arc::new(source);
+        let source: std::sync::Arc<dyn signal9_alpaca::CredentialSource> = std::sync::Arc::new(source);
         Ok(AlpacaClient::new(&self.client_config(secret.paper), source, gate)?)
     }
 
@@ -414,8 +411,14 @@ mod tests {
             base_url: None,
             ..settings(&[])
         };
-        assert_eq!(unset.client_config(true).trading_url, crate::secrets::PAPER_TRADING_URL);
-        assert_eq!(unset.client_config(false).trading_url, crate::secrets::LIVE_TRADING_URL);
+        assert_eq!(
+            unset.client_config(true).trading_url,
+            signal9_alpaca::urls::PAPER_TRADING
+        );
+        assert_eq!(
+            unset.client_config(false).trading_url,
+            signal9_alpaca::urls::LIVE_TRADING
+        );
         let set = settings(&["--alpaca-base-url", "http://127.0.0.1:1"]);
         assert_eq!(set.client_config(false).trading_url, "http://127.0.0.1:1");
     }

@@ -18,9 +18,9 @@ use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::alpaca::Asset;
 use crate::broker::{BrokerError, Publisher, Topology};
 use crate::store::{AssetChange, RunStatus, RunTotals, StoredAsset};
+use signal9_alpaca::Asset;
 
 /// The namespace of event ids (UUID v5 over a description of the change).
 const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e9a_1e00_0000_4000_8000_0000_0000_0009);

@@ -6,6 +6,7 @@
 //! queue without counting an attempt. Nothing is called without a token:
 //! if Redis cannot be asked, no call is made.
 
+use crate::telemetry::events::{ApiCalled, BudgetWaited, Event, TokenGranted};
 use async_trait::async_trait;
 use chrono::Utc;
 use rand::Rng;
@@ -14,10 +15,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::alpaca::{AlpacaError, Api, CallOutcome, Gate};
 use crate::breaker::{Admission, Breaker, BreakerPolicy};
 use crate::job::Priority;
 use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Share, Usage};
+use signal9_alpaca::{AlpacaError, Api, CallOutcome, Gate};
 
 /// The shortest pause after a 429, in milliseconds.
 const MIN_PAUSE_MS: i64 = 1_000;
@@ -109,24 +110,22 @@ impl Gate for ApiGuard {
             Priority::Backfill => Share::Leftover,
         };
         let result = self.wait_for_token(api, share).instrument(span).await;
-        crate::telemetry::metrics::get()
-            .limiter_wait
-            .with_label_values(&[api.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+        BudgetWaited {
+            api,
+            waited: started.elapsed(),
+        }
+        .emit();
         result
     }
 
     fn observe(&self, api: Api, outcome: &CallOutcome) {
-        let metrics = crate::telemetry::metrics::get();
-        let status = outcome.status.map_or_else(|| "none".to_owned(), |s| s.to_string());
-        metrics
-            .api_calls
-            .with_label_values(&[api.as_str(), outcome.endpoint, &status])
-            .inc();
-        metrics
-            .api_latency
-            .with_label_values(&[api.as_str(), outcome.endpoint])
-            .observe(outcome.elapsed.as_secs_f64());
+        ApiCalled {
+            api,
+            endpoint: outcome.endpoint,
+            status: outcome.status,
+            elapsed: outcome.elapsed,
+        }
+        .emit();
         self.feed_back(api, outcome);
     }
 }
@@ -135,7 +134,7 @@ impl ApiGuard {
     async fn wait_for_token(&self, api: Api, share: Share) -> Result<(), AlpacaError> {
         let lane = self.lane(api);
         let deadline = Instant::now() + self.wait_deadline;
-        let mut redis_backoff = Duration::from_millis(100);
+        let mut redis_backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         // Once this call holds the pool's probe lease it keeps it until it
         // has made its call (or gives up).
         let mut probing = false;
@@ -151,8 +150,7 @@ impl ApiGuard {
                     format!("{} API circuit breaker is open", api.as_str()),
                 ),
                 Err(error) => {
-                    let wait = redis_backoff;
-                    redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
+                    let wait = redis_backoff.next_delay();
                     tracing::warn!(api = api.as_str(), part = "breaker", %error, "API budget unreachable; no call made");
                     (wait, format!("API breaker unavailable (Redis): {error}"))
                 }
@@ -160,10 +158,7 @@ impl ApiGuard {
                     probing = go == Admission::Probe;
                     match lane.budget.try_acquire_as(share).await {
                         Ok(Acquire::Granted { in_window, .. }) => {
-                            crate::telemetry::metrics::get()
-                                .tokens_in_window
-                                .with_label_values(&[api.as_str()])
-                                .set(i64::from(in_window));
+                            TokenGranted { api, in_window }.emit();
                             return Ok(());
                         }
                         Ok(Acquire::Wait { wait, paused }) => {
@@ -176,8 +171,7 @@ impl ApiGuard {
                         }
                         Err(error) => {
                             // Fail closed: no token, no call. Try again shortly.
-                            let wait = redis_backoff;
-                            redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
+                            let wait = redis_backoff.next_delay();
                             tracing::warn!(api = api.as_str(), %error, "API budget unreachable; no call made");
                             (wait, error.to_string())
                         }

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::Instrument;
 
-use crate::alpaca::{Adjustment, AlpacaClient, AlpacaError, BarsQuery, Feed, Symbol, Timeframe};
-use crate::error::{Classify, ErrorClass};
 use crate::plan::{self, Packing};
 use crate::store::{SeriesKey, Store, StoreError};
-use crate::validate::{self, BarRejection, Duplicates};
+use signal9_alpaca::class::{Classify, ErrorClass};
+use signal9_alpaca::validate::{self, BarRejection, Duplicates};
+use signal9_alpaca::{Adjustment, AlpacaClient, AlpacaError, BarsQuery, Feed, Symbol, Timeframe};
 
 /// A failure of a whole ingestion step (not of one asset or symbol).
 #[derive(Debug, thiserror::Error)]
@@ -338,7 +338,7 @@ async fn stream_request(
         end: request.end,
         adjustment: request.adjustment.clone(),
         feed: request.feed,
-        limit: Some(crate::alpaca::query::MAX_LIMIT),
+        limit: Some(signal9_alpaca::query::MAX_LIMIT),
     };
     let mut token = planned.token.clone();
     // The last symbol a page reached: pages come in symbol order.
@@ -355,8 +355,8 @@ async fn stream_request(
             if next == token {
                 return Err(lying("next_page_token repeats the current token"));
             }
-            if pages >= crate::alpaca::client::MAX_PAGES {
-                return Err(lying(&format!("more than {} pages", crate::alpaca::client::MAX_PAGES)));
+            if pages >= signal9_alpaca::client::MAX_PAGES {
+                return Err(lying(&format!("more than {} pages", signal9_alpaca::client::MAX_PAGES)));
             }
         }
         let mut sets = Vec::new();

@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Symbol, Timeframe};
-use crate::error::{Classify, ErrorClass};
+use signal9_alpaca::class::{Classify, ErrorClass};
+pub use signal9_alpaca::Priority;
+use signal9_alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Symbol, Timeframe};
 
 /// The envelope version this build reads and writes.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -59,41 +60,6 @@ impl JobKind {
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// How urgently a job wants serving. Each priority has its own queue per
-/// kind: interactive jobs never wait behind a bulk backlog, and bulk jobs
-/// (the daily pipeline) never wait behind a backfill.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    /// Scheduled work: the daily pipeline (the default).
-    #[default]
-    Bulk,
-    /// A request another service is waiting for.
-    Interactive,
-    /// History on demand: served after bulk work, with what the budget
-    /// has left (`signal9-producer backfill` publishes at this priority).
-    Backfill,
-}
-
-impl Priority {
-    /// Every priority, most urgent first.
-    pub const ALL: [Priority; 3] = [Priority::Interactive, Priority::Bulk, Priority::Backfill];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Bulk => "bulk",
-            Priority::Interactive => "interactive",
-            Priority::Backfill => "backfill",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(text: &str) -> Option<Priority> {
-        Priority::ALL.into_iter().find(|p| p.as_str() == text)
     }
 }
 

@@ -1,15 +1,17 @@
-//! signal9's shared library: everything the producer, the worker and the
-//! tests have in common.
+//! signal9's shared library: the system the producer, the worker and the
+//! tests have in common, built on `signal9-alpaca` (the client, its models,
+//! error classes and validation rules).
 //!
-//! - [`alpaca`]: the Alpaca client, its wire models and typed query pieces;
 //! - [`broker`]: the RabbitMQ topology, confirms and headers;
 //! - [`limiter`], [`breaker`], [`guard`]: the global API budget in Redis, the
 //!   circuit breaker per API, and the gate that puts both before every call;
-//! - [`validate`]: what counts as real data and what is rejected;
 //! - [`store`]: the `Store` trait, the embedded SQLite and the DynamoDB backends;
 //! - [`secrets`]: the Alpaca key pair from AWS Secrets Manager;
 //! - [`aws`]: the AWS SDK configuration;
-//! - [`telemetry`]: logs, OpenTelemetry traces across the queue, Prometheus metrics;
+//! - [`telemetry`]: logs, OpenTelemetry traces across the queue, Prometheus
+//!   metrics, and the internal events that write a log line and its counters together;
+//! - [`backoff`], [`shutdown`], [`lease`]: the one back-off of every retry
+//!   loop, the one shutdown signal of every long-running part, a lease in Redis;
 //! - [`config`]: the settings every binary reads from flags and environment;
 //! - [`ingest`]: fetch, validate and store one set of bars;
 //! - [`sync`]: list one slice of assets, the delisting guard, reconcile a run;
@@ -19,16 +21,14 @@
 //! - [`events`]: events for the downstream pipeline;
 //! - [`calendar`]: the US equity market calendar;
 //! - [`workers`]: the live workers' heartbeats in Redis;
-//! - [`redis_conn`], [`keys`]: the Redis pool (one server or a cluster) and every key name;
-//! - [`error`]: the transient/permanent split every failure carries.
+//! - [`redis_conn`], [`keys`]: the Redis pool (one server or a cluster) and every key name.
 
-pub mod alpaca;
 pub mod aws;
+pub mod backoff;
 pub mod breaker;
 pub mod broker;
 pub mod calendar;
 pub mod config;
-pub mod error;
 pub mod eventbridge;
 pub mod events;
 pub mod guard;
@@ -41,8 +41,8 @@ pub mod outbox;
 pub mod plan;
 pub mod redis_conn;
 pub mod secrets;
+pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
-pub mod validate;
 pub mod workers;

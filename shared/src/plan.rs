@@ -10,9 +10,9 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
-use crate::alpaca::query::MAX_LIMIT;
-use crate::alpaca::{Timeframe, TimeframeUnit};
 use crate::calendar::{self, SESSION_CLOSE_MIN, SESSION_OPEN_MIN};
+use signal9_alpaca::query::MAX_LIMIT;
+use signal9_alpaca::{Timeframe, TimeframeUnit};
 
 /// Bars one page holds at most.
 pub const PAGE_BARS: u64 = MAX_LIMIT as u64;

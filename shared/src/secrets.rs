@@ -16,12 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::alpaca::{AlpacaError, CredentialSource, Credentials};
-
-/// Trading API base of paper accounts.
-pub const PAPER_TRADING_URL: &str = "https://paper-api.alpaca.markets";
-/// Trading API base of live accounts.
-pub const LIVE_TRADING_URL: &str = "https://api.alpaca.markets";
+use signal9_alpaca::{AlpacaError, CredentialSource, Credentials};
 
 /// After a refetch that brought back the very key the API refused, further
 /// refusals of that key within this time do not fetch again (a free plan's
@@ -49,11 +44,7 @@ impl fmt::Debug for AlpacaSecret {
 impl AlpacaSecret {
     /// The trading API base this account uses.
     pub fn trading_url(&self) -> &'static str {
-        if self.paper {
-            PAPER_TRADING_URL
-        } else {
-            LIVE_TRADING_URL
-        }
+        signal9_alpaca::urls::trading(self.paper)
     }
 }
 
@@ -293,10 +284,7 @@ impl Inner {
                 SecretError::Missing { .. } => "missing",
                 SecretError::Malformed { .. } => "malformed",
             };
-            crate::telemetry::metrics::get()
-                .secret_refresh_failures
-                .with_label_values(&[reason])
-                .inc();
+            crate::telemetry::events::Event::emit(crate::telemetry::events::SecretRefreshFailed { reason });
         }
         result
     }
@@ -380,7 +368,7 @@ mod tests {
         let secret = parse_secret("s", &text).expect("parses");
         assert_eq!(secret.credentials, Credentials::new(KEY, SECRET));
         assert!(!secret.paper);
-        assert_eq!(secret.trading_url(), LIVE_TRADING_URL);
+        assert_eq!(secret.trading_url(), signal9_alpaca::urls::LIVE_TRADING);
     }
 
     #[test]

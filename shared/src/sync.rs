@@ -23,13 +23,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tracing::Instrument;
 
-use crate::alpaca::{AlpacaClient, AssetClass, AssetQuery, AssetStatus};
 use crate::ingest::IngestError;
 use crate::job::SyncPage;
 use crate::store::{
     AssetChange, AssetFilter, ClassTotals, PageRecord, RunStatus, RunTotals, Store, MAX_REJECTIONS_KEPT,
 };
-use crate::validate::{self, AssetRejection};
+use signal9_alpaca::validate::{self, AssetRejection};
+use signal9_alpaca::{AlpacaClient, AssetClass, AssetQuery, AssetStatus};
 
 /// The default share of a class's known active assets one run may delist.
 pub const DEFAULT_MAX_DELIST_FRACTION: f64 = 0.05;
@@ -359,12 +359,6 @@ pub async fn close_run(
         .collect();
     totals.delisted = store.mark_delisted(&unseen, now, Some(run_id)).await? as u64;
     store.finish_run(run_id, RunStatus::Completed, &totals, now).await?;
-    tracing::info!(
-        run_id,
-        delisted = totals.delisted,
-        relisted_pages = totals.relisted_pages,
-        "Sync run reconciled and closed"
-    );
     Ok((RunStatus::Completed, totals))
 }
 

@@ -23,6 +23,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+pub mod events;
 pub mod metrics;
 
 /// How logs are written.
@@ -149,6 +150,7 @@ pub fn init(default_filter: &str) -> Telemetry {
     let otel = provider.as_ref().map(|provider| {
         let tracer = provider.tracer("signal9");
         let spans = tracing_subscriber::filter::Targets::new()
+            .with_target("signal9_alpaca", tracing::Level::INFO)
             .with_target("signal9_shared", tracing::Level::INFO)
             .with_target("signal9_worker", tracing::Level::INFO)
             .with_target("signal9_producer", tracing::Level::INFO);

@@ -7,8 +7,8 @@
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
+use signal9_alpaca::class::{Classify, ErrorClass};
 use signal9_shared::broker::{self, Publisher, Topology};
-use signal9_shared::error::{Classify, ErrorClass};
 use signal9_shared::events::{Event, EventType};
 use signal9_shared::job::{routing_key, JobKind, Priority};
 use std::time::{Duration, Instant};

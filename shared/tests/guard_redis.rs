@@ -3,9 +3,9 @@
 //! refusal past the wait deadline.
 #![allow(clippy::unwrap_used)]
 
-use signal9_shared::alpaca::{AlpacaError, Api, CallOutcome, Gate, RateLimit};
+use signal9_alpaca::class::Classify;
+use signal9_alpaca::{AlpacaError, Api, CallOutcome, Gate, RateLimit};
 use signal9_shared::breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
-use signal9_shared::error::Classify;
 use signal9_shared::guard::ApiGuard;
 use signal9_shared::limiter::{redis_pool, BudgetSize};
 use std::time::{Duration, Instant};

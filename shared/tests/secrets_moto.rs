@@ -3,7 +3,7 @@
 //! refusal, and every error a secret can have.
 
 use aws_sdk_secretsmanager::primitives::Blob;
-use signal9_shared::alpaca::{CredentialSource, Credentials};
+use signal9_alpaca::{CredentialSource, Credentials};
 use signal9_shared::aws::AwsTarget;
 use signal9_shared::secrets::{SecretError, SecretsSource};
 use std::time::Duration;

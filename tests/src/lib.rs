@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use signal9_shared::alpaca::{AlpacaClient, ClientConfig, Credentials, Gate, Unmetered};
+use signal9_alpaca::{AlpacaClient, ClientConfig, Credentials, Gate, Unmetered};
 
 /// The frozen data horizon every test simulator uses.
 pub const SIM_NOW: &str = "2026-11-24T00:00:00Z";

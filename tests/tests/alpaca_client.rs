@@ -5,12 +5,12 @@
 use alpaca_sim::bars::{bar_times, Frame, Market, Series};
 use alpaca_sim::{spawn, Faults, SimConfig};
 use chrono::{DateTime, Utc};
-use signal9_e2e::{client_with, sim_client, SimProcess, SIM_NOW};
-use signal9_shared::alpaca::{
+use signal9_alpaca::class::{Classify, ErrorClass};
+use signal9_alpaca::validate;
+use signal9_alpaca::{
     Adjustment, AlpacaError, AssetQuery, AssetStatus, BarsQuery, Credentials, Feed, Symbol, Timeframe, Unmetered,
 };
-use signal9_shared::error::{Classify, ErrorClass};
-use signal9_shared::validate;
+use signal9_e2e::{client_with, sim_client, SimProcess, SIM_NOW};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

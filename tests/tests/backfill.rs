@@ -6,8 +6,8 @@
 
 use alpaca_sim::bars::Frame;
 use chrono::{DateTime, Utc};
+use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, sim_bar_count, text, Stack};
-use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::ingest::BarsRequest;
 use signal9_shared::plan::PAGE_BARS;
 use signal9_shared::store::{SqliteStore, Store};

@@ -3,8 +3,8 @@
 //! binary, because it stops the broker that every test shares.
 #![allow(clippy::unwrap_used)]
 
+use signal9_alpaca::{Adjustment, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, eventually, rabbitmqctl, Stack};
-use signal9_shared::alpaca::{Adjustment, Symbol, Timeframe};
 use signal9_shared::store::{SeriesKey, SqliteStore, Store};
 use std::time::Duration;
 

@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 use alpaca_sim::{spawn, SimConfig};
+use signal9_alpaca::class::Classify;
+use signal9_alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, client_with, fetch_day, queue_depth, text, Stack, SIM_NOW};
-use signal9_shared::alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
 use signal9_shared::breaker::BreakerPolicy;
-use signal9_shared::error::Classify;
 use signal9_shared::guard::ApiGuard;
 use signal9_shared::limiter::{redis_pool, BudgetSize};
 use std::sync::Arc;
@@ -303,11 +303,7 @@ async fn workers_on_a_redis_cluster_take_their_tokens_finish_jobs_and_show_in_st
         },
         Duration::from_secs(1),
     );
-    let used = guard
-        .usage(signal9_shared::alpaca::Api::Trading)
-        .await
-        .unwrap()
-        .in_window;
+    let used = guard.usage(signal9_alpaca::Api::Trading).await.unwrap().in_window;
     assert_eq!(used, 2, "two lookups, two tokens of the cluster's trading budget");
     let status = stack.producer(&["status", "--json"]).await.unwrap();
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

@@ -12,8 +12,8 @@
 use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
+use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, rabbitmqctl, start_redis, Stack, AMQP_URL, SIM_NOW};
-use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::job::{JobKind, Priority};
 use signal9_shared::store::{SeriesKey, SqliteStore, Store};
 use std::process::Command;

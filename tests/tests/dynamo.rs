@@ -6,8 +6,8 @@
 
 use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use chrono::{DateTime, Utc};
+use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, text, Stack, SIM_NOW};
-use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::store::{SeriesKey, Store};
 
 const START: &str = "2026-11-16T00:00:00Z";

@@ -7,10 +7,10 @@
 use alpaca_sim::bars::{bar_times, Frame, Market, Series};
 use alpaca_sim::{spawn, SimConfig};
 use chrono::{DateTime, Utc};
+use signal9_alpaca::class::{Classify, ErrorClass};
+use signal9_alpaca::{Adjustment, AssetClass, AssetQuery, AssetStatus, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, sim_client, SIM_NOW};
-use signal9_shared::alpaca::{Adjustment, AssetClass, AssetQuery, AssetStatus, Feed, Symbol, Timeframe};
 use signal9_shared::breaker::BreakerPolicy;
-use signal9_shared::error::{Classify, ErrorClass};
 use signal9_shared::guard::ApiGuard;
 use signal9_shared::ingest::{fetch_bars, BarsRequest, IngestError, SymbolOutcome};
 use signal9_shared::limiter::{redis_pool, BudgetSize};
@@ -49,7 +49,7 @@ fn two_a_call() -> Packing {
 
 /// A client behind the real budget in Redis (a namespace of its own):
 /// `limit` calls per ten minutes, a wait of one second.
-fn metered(base: &str, limit: u32) -> signal9_shared::alpaca::AlpacaClient {
+fn metered(base: &str, limit: u32) -> signal9_alpaca::AlpacaClient {
     let size = BudgetSize {
         limit,
         window: Duration::from_secs(600),
@@ -70,7 +70,7 @@ fn metered(base: &str, limit: u32) -> signal9_shared::alpaca::AlpacaClient {
     signal9_e2e::client_with(
         base,
         Duration::from_secs(10),
-        signal9_shared::alpaca::Credentials::new("sim-key", "sim-secret"),
+        signal9_alpaca::Credentials::new("sim-key", "sim-secret"),
         std::sync::Arc::new(guard),
     )
 }
@@ -239,8 +239,8 @@ async fn a_failed_step_carries_the_class_of_its_cause() {
     let refused = signal9_e2e::client_with(
         &sim.base_url(),
         Duration::from_secs(10),
-        signal9_shared::alpaca::Credentials::new("wrong", "key"),
-        std::sync::Arc::new(signal9_shared::alpaca::Unmetered),
+        signal9_alpaca::Credentials::new("wrong", "key"),
+        std::sync::Arc::new(signal9_alpaca::Unmetered),
     );
     let error = sync_slice(&refused, &store, &equities(), None).await.expect_err("401");
     assert!(matches!(error, IngestError::Alpaca(_)), "{error}");

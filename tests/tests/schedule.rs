@@ -43,7 +43,7 @@ async fn three_schedulers_fire_each_run_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once() {
-    use signal9_shared::alpaca::{Adjustment, Feed, Symbol, Timeframe};
+    use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
     use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
     use signal9_shared::store::{SeriesKey, SqliteStore, Store};
 
@@ -168,7 +168,7 @@ async fn on_dynamodb_a_run_whose_pages_all_ended_but_never_closed_is_closed_by_t
 }
 
 async fn unclosed_run_heals(dynamodb: bool) {
-    use signal9_shared::alpaca::AssetClass;
+    use signal9_alpaca::AssetClass;
     use signal9_shared::job::SyncPage;
     use signal9_shared::store::PageRecord;
     let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
@@ -205,5 +205,38 @@ async fn unclosed_run_heals(dynamodb: bool) {
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(closed, "the run did not close\n{said}\n{}", stack.worker_logs());
     assert!(said.contains("every page is done but the run never closed"), "{said}");
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_exits_cleanly_and_hands_leadership_over_before_its_lease_ends() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", "200"]).unwrap();
+    // A long lease: without a release the follower would wait 60 s.
+    let args = ["schedule", "--cron", "0 4 * * *", "--lease-secs", "60", "--no-catch-up"];
+    let leader = stack.producer_spawn(&args).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let follower = stack.producer_spawn(&args).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = leader.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(20), leader.wait_with_output())
+        .await
+        .expect("the scheduler stops on SIGTERM")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "a clean exit: {:?}\n{text}", out.status);
+    assert!(text.contains(": leading"), "{text}");
+    assert!(text.contains("stopped; leadership released"), "{text}");
+    // The follower leads well before the 60 s lease would have run out.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut follower = follower;
+    follower.start_kill().unwrap();
+    let out = follower.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(": leading"), "the follower took over: {text}");
     stack.cleanup().await;
 }

@@ -45,7 +45,7 @@ async fn a_full_sync_stores_the_active_universe_once_and_a_second_run_changes_no
     let active_truth: HashSet<String> = truth.iter().filter(|a| a.active).map(|a| a.id.clone()).collect();
     let stored = store
         .list_assets(&AssetFilter {
-            status: Some(signal9_shared::alpaca::AssetStatus::Active),
+            status: Some(signal9_alpaca::AssetStatus::Active),
             ..Default::default()
         })
         .await
@@ -193,21 +193,18 @@ async fn changes_between_runs_are_stored_and_published_exactly() {
 
     let store = SqliteStore::open(stack.sqlite_path()).unwrap();
     let flipped_asset = store
-        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse(&symbols[0]).unwrap())
+        .assets_by_symbol(&signal9_alpaca::Symbol::parse(&symbols[0]).unwrap())
         .await
         .unwrap();
     let current = flipped_asset
         .iter()
         .find(|a| a.previous_status.is_some())
         .expect("the flipped listing");
-    assert_eq!(current.asset.status, signal9_shared::alpaca::AssetStatus::Inactive);
-    assert_eq!(
-        current.previous_status,
-        Some(signal9_shared::alpaca::AssetStatus::Active)
-    );
+    assert_eq!(current.asset.status, signal9_alpaca::AssetStatus::Inactive);
+    assert_eq!(current.previous_status, Some(signal9_alpaca::AssetStatus::Active));
     assert!(current.status_changed_at.is_some());
     let removed = store
-        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse(&symbols[3]).unwrap())
+        .assets_by_symbol(&signal9_alpaca::Symbol::parse(&symbols[3]).unwrap())
         .await
         .unwrap();
     assert!(removed.iter().any(|a| a.delisted_at.is_some()), "delisted, not deleted");
@@ -370,13 +367,13 @@ async fn a_late_replay_is_reconciled_against_a_fresh_listing(dynamodb: bool) {
     assert_eq!(totals.relisted_pages, 1, "the equity page was listed again: {totals:?}");
     assert_eq!(totals.delisted, 0, "{totals:?}");
     let newco = store
-        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse("NEWCO").unwrap())
+        .assets_by_symbol(&signal9_alpaca::Symbol::parse("NEWCO").unwrap())
         .await
         .unwrap();
     assert_eq!(newco.len(), 1);
     assert!(newco[0].delisted_at.is_none(), "listed in between, not delisted");
     let removed = store
-        .assets_by_symbol(&signal9_shared::alpaca::Symbol::parse(&gone).unwrap())
+        .assets_by_symbol(&signal9_alpaca::Symbol::parse(&gone).unwrap())
         .await
         .unwrap();
     assert!(removed.iter().all(|a| a.delisted_at.is_some()), "the removal stands");

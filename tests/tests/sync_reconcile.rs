@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use alpaca_sim::{spawn, RunningSim, SimConfig};
+use signal9_alpaca::{AlpacaClient, AssetClass, AssetStatus, Symbol};
 use signal9_e2e::{aws_endpoint, sim_client, SIM_NOW};
-use signal9_shared::alpaca::{AlpacaClient, AssetClass, AssetStatus, Symbol};
 use signal9_shared::events::EventType;
 use signal9_shared::job::SyncPage;
 use signal9_shared::store::dynamo::item_size;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use signal9_shared::alpaca::{Adjustment, Feed, Timeframe};
+use signal9_alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::job::{FetchBars, Job, Priority};
 use signal9_shared::plan::Packing;
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::{info, warn};
 
-use signal9_shared::alpaca::Api;
+use signal9_alpaca::Api;
 use signal9_shared::guard::ApiGuard;
 use signal9_shared::workers::{self, Heartbeat};
 
@@ -90,9 +90,14 @@ impl Health {
     }
 }
 
-/// Serves the endpoints on `addr`. Returns the bound address, or `None`
-/// (logged) when the address cannot be bound: the worker works without them.
-pub async fn serve(addr: std::net::SocketAddr, health: Arc<Health>) -> Option<std::net::SocketAddr> {
+/// Serves the endpoints on `addr` until `shutdown`. Returns the bound
+/// address, or `None` (logged) when the address cannot be bound: the worker
+/// works without them.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    health: Arc<Health>,
+    mut shutdown: signal9_shared::shutdown::Shutdown,
+) -> Option<std::net::SocketAddr> {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -107,7 +112,8 @@ pub async fn serve(addr: std::net::SocketAddr, health: Arc<Health>) -> Option<st
         .route("/readyz", get(readyz))
         .with_state(health);
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
+        let stopped = async move { shutdown.recv().await };
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
             warn!(%error, "The metrics server stopped");
         }
     });
@@ -129,14 +135,14 @@ async fn readyz(axum::extract::State(health): axum::extract::State<Arc<Health>>)
     }
 }
 
-/// Renews the heartbeat every few seconds until `stop` turns true, then
+/// Renews the heartbeat every few seconds until `stop` fires, then
 /// removes it.
 pub async fn keep_heartbeat(
     health: Arc<Health>,
     namespace: String,
     concurrency: u16,
     metrics_addr: Option<String>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: signal9_shared::shutdown::Shutdown,
 ) {
     let pool = health.guard.budget(Api::Data).pool().clone();
     loop {
@@ -147,7 +153,7 @@ pub async fn keep_heartbeat(
         tokio::select! {
             _ = tokio::time::sleep(workers::BEAT_EVERY) => {}
             _ = health.changed.notified() => {}
-            _ = stop.changed() => break,
+            () = stop.recv() => break,
         }
     }
     let _ = workers::forget(&pool, &namespace, &health.id).await;

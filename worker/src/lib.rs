@@ -22,15 +22,17 @@ use futures::stream::{select_all, BoxStream, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
-use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 
+use signal9_shared::backoff::Backoff;
 use signal9_shared::broker::{self, Publisher, Topology};
 use signal9_shared::job::{Job, JobKind, Payload, Priority};
+use signal9_shared::shutdown::Shutdown;
+use signal9_shared::telemetry::events::{Event, JobEnd, JobFinished, MalformedJob, Outcome};
 
 use batch::{BatchKey, Batcher, Pending};
 use handlers::Context;
@@ -48,8 +50,8 @@ struct Shared {
     health: Arc<health::Health>,
 }
 
-/// Runs the worker until `shutdown` turns true. Returns after a graceful stop.
-pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// Runs the worker until `shutdown` fires. Returns after a graceful stop.
+pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()> {
     let store = settings.store.open().await.context("opening the store")?;
     let gate = Arc::new(
         settings
@@ -65,7 +67,7 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
     if settings.check_credentials {
         // One GET /v2/account through the budget: a refused key or a
         // blocked account stops the worker here, before it takes any job.
-        let check = signal9_shared::alpaca::check_credentials(&client)
+        let check = signal9_alpaca::check_credentials(&client)
             .await
             .context("checking the Alpaca credentials (--check-credentials)")?;
         anyhow::ensure!(
@@ -76,7 +78,9 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
     }
     let health = Arc::new(health::Health::new(gate));
     let metrics_addr = match settings.metrics_addr {
-        settings::MetricsAddr::At(addr) => health::serve(addr, Arc::clone(&health)).await.map(|a| a.to_string()),
+        settings::MetricsAddr::At(addr) => health::serve(addr, Arc::clone(&health), shutdown.clone())
+            .await
+            .map(|a| a.to_string()),
         settings::MetricsAddr::Off => None,
     };
     let heartbeat = tokio::spawn(health::keep_heartbeat(
@@ -118,8 +122,8 @@ pub async fn run(settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) 
 }
 
 /// Broker sessions, one after another, until a graceful stop.
-async fn sessions(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
-    let mut backoff = Duration::from_millis(250);
+async fn sessions(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         let started = tokio::time::Instant::now();
         let ended = session(shared, shutdown).await;
@@ -129,15 +133,11 @@ async fn sessions(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resu
             Err(error) => warn!(error = %format!("{error:#}"), "Broker session ended; reconnecting"),
         }
         if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(250);
+            backoff.reset();
         }
-        // Capped, jittered exponential back-off.
-        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
-        tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
-            _ = shutdown.changed() => return Ok(()),
+        if !shutdown.sleep(backoff.next_delay()).await {
+            return Ok(());
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -147,7 +147,7 @@ type Incoming = (Priority, Result<lapin::message::Delivery, lapin::Error>);
 /// channels.
 const CHANNEL_CHECK: Duration = Duration::from_millis(500);
 
-async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
+async fn session(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
     let settings = &shared.settings;
     let connection = broker::connect(&settings.broker.amqp_url, "signal9-worker").await?;
     let publisher = Publisher::open(&connection).await?;
@@ -245,7 +245,7 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> Resul
         let deadline = batcher.next_deadline().unwrap_or_else(far);
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break Ok(()),
+            () = shutdown.recv() => break Ok(()),
             Some(item) = interactive.next() => {
                 if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
             }
@@ -379,11 +379,11 @@ fn dispatch(
             // A poison message: dead-letter it at once with the reason.
             let (publisher, topology) = (publisher.clone(), shared.topology.clone());
             tasks.spawn(async move {
-                warn!(routing_key = %delivery.routing_key, error = %error, "Malformed job dead-lettered");
-                signal9_shared::telemetry::metrics::get()
-                    .jobs
-                    .with_label_values(&["malformed", "dead_lettered"])
-                    .inc();
+                MalformedJob {
+                    routing_key: delivery.routing_key.as_str(),
+                    error: &error.to_string(),
+                }
+                .emit();
                 if let Err(e) =
                     outcome::fail(&publisher, &topology, &delivery, None, &Failure::from_error(&error)).await
                 {
@@ -455,7 +455,7 @@ fn spawn_batch(
             let jobs = items.len();
             let mut succeeded = 0;
             for (pending, result) in items.into_iter().zip(results) {
-                succeeded += usize::from(finish(&shared, &publisher, pending, result).await == "succeeded");
+                succeeded += usize::from(finish(&shared, &publisher, pending, result).await == Outcome::Succeeded);
             }
             span.in_scope(|| {
                 info!(
@@ -470,65 +470,61 @@ fn spawn_batch(
     );
 }
 
+/// Acks, retries or dead-letters one finished job, and tells of it.
 async fn finish(
     shared: &Shared,
     publisher: &Publisher,
     pending: Pending,
     result: Result<serde_json::Value, Failure>,
-) -> &'static str {
+) -> Outcome {
     let job = &pending.job;
-    let kind = job.payload.kind().to_string();
-    let metrics = signal9_shared::telemetry::metrics::get();
-    let outcome = async {
-        match result {
+    let kind = job.payload.kind();
+    async {
+        // What the end's log line borrows from.
+        let (broker_error, failure): (String, Failure);
+        let end = match result {
             Ok(detail) => match outcome::succeed(publisher, &pending.delivery, &job.id, detail).await {
-                Ok(()) => {
-                    // Bar jobs come by the thousand: one line per batch at
-                    // info (below), each job at debug and in its trace.
-                    if job.payload.kind() == signal9_shared::job::JobKind::FetchBars {
-                        tracing::debug!("Job succeeded");
-                    } else {
-                        info!("Job succeeded");
-                    }
-                    "succeeded"
-                }
+                // Bar jobs come by the thousand: one line per batch at info,
+                // each job at debug and in its trace.
+                Ok(()) => JobEnd::Succeeded {
+                    quiet: kind == JobKind::FetchBars,
+                },
                 Err(error) => {
-                    warn!(%error, "Could not ack a finished job; it will be redelivered (writes are idempotent)");
-                    "unacked"
+                    broker_error = error.to_string();
+                    JobEnd::AckFailed { error: &broker_error }
                 }
             },
-            Err(failure) => {
+            Err(failed) => {
+                failure = failed;
                 match outcome::fail(publisher, &shared.topology, &pending.delivery, Some(job), &failure).await {
-                    Ok(outcome::Route::Defer) => {
-                        info!(reason = %failure.message, "Job delayed without an attempt");
-                        "deferred"
-                    }
-                    Ok(route) => {
-                        warn!(error_class = %failure.class, error = %failure.message, ?route, "Job failed");
-                        if route == outcome::Route::Dead {
-                            "dead_lettered"
-                        } else {
-                            "retried"
-                        }
-                    }
+                    Ok(outcome::Route::Defer) => JobEnd::Deferred {
+                        reason: &failure.message,
+                    },
+                    Ok(route) => JobEnd::Failed {
+                        class: failure.class,
+                        error: &failure.message,
+                        dead: route == outcome::Route::Dead,
+                    },
                     Err(error) => {
-                        warn!(%error, "Could not route a failed job; it will be redelivered");
-                        "unacked"
+                        broker_error = error.to_string();
+                        JobEnd::RouteFailed { error: &broker_error }
                     }
                 }
             }
+        };
+        let outcome = end.outcome();
+        JobFinished {
+            kind,
+            end,
+            elapsed: pending.received.elapsed(),
         }
+        .emit();
+        shared
+            .health
+            .jobs_done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outcome
     }
     .instrument(pending.span.clone())
-    .await;
-    metrics.jobs.with_label_values(&[kind.as_str(), outcome]).inc();
-    shared
-        .health
-        .jobs_done
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    metrics
-        .job_duration
-        .with_label_values(&[kind.as_str()])
-        .observe(pending.received.elapsed().as_secs_f64());
-    outcome
+    .await
 }

@@ -10,12 +10,13 @@ use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
+use signal9_shared::telemetry::events::{Event, FailureRouted};
 
+use signal9_alpaca::class::ErrorClass;
 use signal9_shared::broker::{
     header_str, header_u32, set_str, set_u32, BrokerError, Publisher, Topology, HEADER_ATTEMPT, HEADER_ERROR_CLASS,
     HEADER_FIRST_FAILURE, HEADER_LAST_ERROR, HEADER_LAST_FAILURE, HEADER_ROUTING_KEY,
 };
-use signal9_shared::error::ErrorClass;
 use signal9_shared::job::{is_routing_key, Job};
 
 /// Why a job failed, as the queue needs to know it.
@@ -31,7 +32,7 @@ pub struct Failure {
 
 impl Failure {
     /// A failure from any classified error.
-    pub fn from_error<E: signal9_shared::error::Classify + std::fmt::Display>(error: &E) -> Self {
+    pub fn from_error<E: signal9_alpaca::class::Classify + std::fmt::Display>(error: &E) -> Self {
         Failure {
             class: error.class(),
             message: error.to_string(),
@@ -137,11 +138,12 @@ pub async fn fail(
     publisher
         .publish_routed(&exchange, &original_key, &delivery.data, properties)
         .await?;
-    let metrics = signal9_shared::telemetry::metrics::get();
-    match next {
-        Route::Retry(_) => metrics.retries.with_label_values(&[failure.class.as_str()]).inc(),
-        Route::Dead => metrics.dead_letters.with_label_values(&[failure.class.as_str()]).inc(),
-        Route::Defer => {}
+    if next != Route::Defer {
+        FailureRouted {
+            class: failure.class,
+            dead: next == Route::Dead,
+        }
+        .emit();
     }
     if next == Route::Dead {
         let id = job_id

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tracing::warn;
 
 use signal9_shared::broker::{Publisher, Topology};
 use signal9_shared::outbox;
+use signal9_shared::shutdown::Shutdown;
 use signal9_shared::store::{RunStatus, Store};
 
 /// How often the relay looks at the outbox when nothing wakes it.
@@ -37,7 +38,7 @@ pub struct RelayContext {
 }
 
 /// Relays the outbox until shutdown, then makes one last pass.
-pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(ctx: RelayContext, mut shutdown: Shutdown) {
     let pool = match signal9_shared::limiter::redis_pool(&ctx.redis_url) {
         Ok(pool) => pool,
         Err(error) => {
@@ -48,7 +49,7 @@ pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
     let lease_key = signal9_shared::keys::RedisKeys::new(ctx.topology.namespace()).outbox_relay();
     let me = uuid::Uuid::new_v4().to_string();
     loop {
-        let stopping = *shutdown.borrow();
+        let stopping = shutdown.is_shutdown();
         match signal9_shared::lease::hold(&pool, &lease_key, &me, RELAY_LEASE_MS).await {
             Ok(true) => {
                 // Renewed between passes, so a backlog longer than one lease
@@ -80,7 +81,7 @@ pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = ctx.written.notified() => {}
             _ = tokio::time::sleep(RELAY_TICK) => {}
-            _ = shutdown.changed() => {}
+            () = shutdown.recv() => {}
         }
     }
 }
@@ -88,7 +89,7 @@ pub async fn run(ctx: RelayContext, mut shutdown: watch::Receiver<bool>) {
 /// Keeps `signal9_sync_last_success_timestamp_seconds` and
 /// `signal9_sync_last_run_suspect` current from the store, so every worker
 /// reports them and the alerts see them whichever worker closed the run.
-pub async fn watch_sync_runs(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch_sync_runs(store: Arc<dyn Store>, mut shutdown: Shutdown) {
     let metrics = signal9_shared::telemetry::metrics::get();
     loop {
         match store.last_completed_run().await {
@@ -103,9 +104,8 @@ pub async fn watch_sync_runs(store: Arc<dyn Store>, mut shutdown: watch::Receive
                 .set(i64::from(run.is_some_and(|r| r.status == RunStatus::Suspect))),
             Err(error) => warn!(%error, "Could not read the latest sync run"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(SYNC_WATCH_TICK) => {}
-            _ = shutdown.changed() => return,
+        if !shutdown.sleep(SYNC_WATCH_TICK).await {
+            return;
         }
     }
 }

@@ -99,7 +99,7 @@ fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
 
 /// Per-class delisting shares.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GuardOverrides(pub Vec<(signal9_shared::alpaca::AssetClass, f64)>);
+pub struct GuardOverrides(pub Vec<(signal9_alpaca::AssetClass, f64)>);
 
 fn parse_guard(text: &str) -> Result<GuardOverrides, String> {
     signal9_shared::sync::DelistGuard::parse_overrides(text).map(GuardOverrides)

@@ -14,9 +14,9 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::{AssetChange, AssetFilter, PageRecord, RunStatus, RunTotals, SeriesKey, Store};
-use crate::alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
 use crate::events::EventType;
 use crate::job::SyncPage;
+use signal9_alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_763_614_800, 0).unwrap_or_default() // 2025-11-20T05:00:00Z

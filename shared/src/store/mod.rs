@@ -4,6 +4,8 @@
 //! (one file, WAL). Every write is an idempotent upsert, so a redelivered job
 //! changes nothing. The same [`contract`] suite runs against every backend.
 
+/// The contract every backend passes; for tests only (feature `test-support`).
+#[cfg(feature = "test-support")]
 pub mod contract;
 pub mod dynamo;
 pub mod run;
@@ -14,9 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
-use crate::error::{Classify, ErrorClass};
 use crate::events::Event;
+use signal9_alpaca::class::{Classify, ErrorClass};
+use signal9_alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
 
 pub use dynamo::DynamoStore;
 pub use run::{ClassTotals, PageRecord, RunTotals, MAX_REJECTIONS_KEPT};
@@ -383,6 +385,17 @@ pub(crate) struct AssetPlan {
     pub after: StoredAsset,
     pub rewrite: bool,
     pub event: Option<Event>,
+}
+
+/// The event a delisting raises, or `None` when the asset is delisted
+/// already (nothing to write): the shared rule of every backend's
+/// [`Store::mark_delisted`]. The write sets `delisted_at` and `updated_at`
+/// to `at`.
+pub(crate) fn plan_delist(before: &StoredAsset, at: DateTime<Utc>, run_id: Option<&str>) -> Option<Event> {
+    before
+        .delisted_at
+        .is_none()
+        .then(|| Event::delisted(before, run_id, at))
 }
 
 /// Plans an upsert of one asset against its stored record: the shared

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::alpaca::AssetClass;
 use crate::job::SyncPage;
+use signal9_alpaca::AssetClass;
 
 /// Rejection reasons kept in a page record or run result; the rest are counted.
 pub const MAX_REJECTIONS_KEPT: usize = 20;

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    plan_asset, AssetFilter, AssetWrite, PageRecord, PendingEvent, RunProgress, RunStatus, RunTotals, SeriesKey, Store,
-    StoreError, StoredAsset, SyncRun,
+    plan_asset, plan_delist, AssetFilter, AssetWrite, PageRecord, PendingEvent, RunProgress, RunStatus, RunTotals,
+    SeriesKey, Store, StoreError, StoredAsset, SyncRun,
 };
-use crate::alpaca::{Asset, AssetStatus, Bar, Symbol};
 use crate::events::Event;
+use signal9_alpaca::{Asset, AssetStatus, Bar, Symbol};
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -517,15 +517,15 @@ impl Store for SqliteStore {
                 let Some(before) = get_asset_tx(&tx, id)? else {
                     continue;
                 };
-                if before.delisted_at.is_some() {
+                let Some(event) = plan_delist(&before, at, run_id.as_deref()) else {
                     continue;
-                }
+                };
                 tx.execute(
                     "UPDATE assets SET delisted_at = ?2, updated_at = ?2 WHERE id = ?1",
                     params![id, ts(at)],
                 )
                 .map_err(backend)?;
-                enqueue_events(&tx, [&Event::delisted(&before, run_id.as_deref(), at)])?;
+                enqueue_events(&tx, [&event])?;
                 changed += 1;
             }
             tx.commit().map_err(backend)?;

@@ -12,8 +12,8 @@
 use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use anyhow::{ensure, Context, Result};
 use chrono::{DateTime, Utc};
+use signal9_alpaca::{Adjustment, Bar, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, aws_endpoint, fetch_iex_days, flag, Stack, SIM_NOW};
-use signal9_shared::alpaca::{Adjustment, Bar, Feed, Symbol, Timeframe};
 use signal9_shared::store::{DynamoStore, SeriesKey, SqliteStore, Store};
 use std::sync::atomic::Ordering;
 use std::time::Instant;

@@ -12,8 +12,8 @@
 
 use alpaca_sim::{spawn, SimConfig};
 use anyhow::{ensure, Result};
+use signal9_alpaca::{AlpacaClient, AssetClass};
 use signal9_e2e::{aws_endpoint, flag, sim_client, SIM_NOW};
-use signal9_shared::alpaca::{AlpacaClient, AssetClass};
 use signal9_shared::job::SyncPage;
 use signal9_shared::store::{DynamoStore, RunStatus, SqliteStore, Store};
 use signal9_shared::sync::{close_run, slice_query, sync_slice, ReconcileSettings};

@@ -7,7 +7,7 @@ pub mod sync_page;
 
 use std::sync::Arc;
 
-use signal9_shared::alpaca::AlpacaClient;
+use signal9_alpaca::AlpacaClient;
 use signal9_shared::store::Store;
 use signal9_shared::sync::ReconcileSettings;
 

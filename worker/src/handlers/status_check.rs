@@ -3,9 +3,9 @@
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use signal9_alpaca::validate;
 use signal9_shared::job::StatusCheck;
 use signal9_shared::store::AssetChange;
-use signal9_shared::validate;
 
 use super::Context;
 use crate::outcome::Failure;

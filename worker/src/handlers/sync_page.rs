@@ -6,8 +6,9 @@
 //! marked `suspect`.
 
 use serde_json::{json, Value};
+use signal9_shared::telemetry::events::{Event, SyncPageListed, SyncRunClosed};
 
-use signal9_shared::error::ErrorClass;
+use signal9_alpaca::class::ErrorClass;
 use signal9_shared::job::{Job, SyncPage};
 use signal9_shared::store::{RunStatus, StoreError};
 use signal9_shared::sync::{self, slice_query};
@@ -29,17 +30,14 @@ pub async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Value, Fai
         .await
         .map_err(|e| Failure::from_error(&e))?;
     ctx.outbox_written.notify_one();
-    let metrics = signal9_shared::telemetry::metrics::get();
-    metrics.sync_pages.with_label_values(&["listed"]).inc();
-    for (change, n) in [
-        ("new", report.new),
-        ("updated", report.updated),
-        ("unchanged", report.unchanged),
-        ("status_changed", report.status_changes.len()),
-        ("rejected", report.rejected.len()),
-    ] {
-        metrics.sync_assets.with_label_values(&[change]).inc_by(n as u64);
+    SyncPageListed {
+        new: report.new,
+        updated: report.updated,
+        unchanged: report.unchanged,
+        status_changed: report.status_changes.len(),
+        rejected: report.rejected.len(),
     }
+    .emit();
     let record = report.record(&job.id, page);
     let summary = json!({
         "listed": record.listed, "new": record.new, "updated": record.updated, "unchanged": record.unchanged,
@@ -66,11 +64,13 @@ pub async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Value, Fai
             .await
             .map_err(|e| Failure::from_error(&e))?;
         ctx.outbox_written.notify_one();
-        metrics.sync_runs.with_label_values(&[status.as_str()]).inc();
-        metrics
-            .sync_assets
-            .with_label_values(&["delisted"])
-            .inc_by(totals.delisted);
+        SyncRunClosed {
+            run_id,
+            status: status.as_str(),
+            delisted: totals.delisted,
+            relisted_pages: u64::from(totals.relisted_pages),
+        }
+        .emit();
         return Ok(summary);
     }
     // Someone else holds the reconcile. While the run is open this page stays

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::error::{Classify, ErrorClass};
+use crate::class::{Classify, ErrorClass};
 
 /// A failed Alpaca call. Messages name the endpoint template (never a URL
 /// with a query, never a credential) and quote at most a short, cleaned
@@ -121,17 +121,6 @@ impl Classify for AlpacaError {
     }
 }
 
-/// Classifies a non-success HTTP status, by status code alone: a gateway's
-/// 502/503/504 arrives as an HTML page, so the body is only read afterwards
-/// for a message.
-pub fn classify_status(status: u16) -> ErrorClass {
-    match status {
-        408 | 429 => ErrorClass::Transient,
-        500..=599 => ErrorClass::Transient,
-        _ => ErrorClass::Permanent,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,16 +149,6 @@ mod tests {
         assert_eq!(AlpacaError::InvalidRequest("x".into()).status(), None);
         assert!(AlpacaError::NotAdmitted("budget".into()).defers());
         assert!(!rate.defers());
-    }
-
-    #[test]
-    fn statuses_classify_by_code() {
-        for s in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(classify_status(s), ErrorClass::Transient, "{s}");
-        }
-        for s in [400, 401, 403, 404, 422] {
-            assert_eq!(classify_status(s), ErrorClass::Permanent, "{s}");
-        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::alpaca::{Asset, Bar};
-use crate::error::{Classify, ErrorClass};
+use crate::class::{Classify, ErrorClass};
+use crate::{Asset, Bar};
 
 /// The longest exchange string kept; real ones are a few letters.
 const MAX_EXCHANGE_LEN: usize = 32;

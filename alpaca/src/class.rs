@@ -1,4 +1,6 @@
 //! The one decision every failure needs: try again later, or give up now.
+//! Alpaca's errors and the validation rules classify themselves here; the
+//! system's own errors (store, broker, budget) do the same.
 //!
 //! Every error that can reach the queue says which [`ErrorClass`] it is, so the
 //! worker routes it without knowing where it came from: transient failures go

@@ -1,12 +1,14 @@
-//! The query of a bars request, checked before it costs a call.
+//! The queries of the calls signal9 makes: the asset listing's filters and
+//! a bars request, checked before it costs a call, and the one time format
+//! both use.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-use super::client::rfc3339;
 use super::error::AlpacaError;
+use super::model::{AssetClass, AssetStatus};
 use super::symbol::Symbol;
 use super::timeframe::Timeframe;
 
@@ -195,6 +197,24 @@ impl BarsQuery {
         }
         Ok(params)
     }
+}
+
+/// The query of `GET /v2/assets`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AssetQuery {
+    /// `active`, `inactive`, or both when `None`.
+    pub status: Option<AssetStatus>,
+    /// The class to list; the API defaults to `us_equity`.
+    pub class: Option<AssetClass>,
+    /// Only this exchange, when set.
+    pub exchange: Option<String>,
+    /// Only assets with any of these attributes, when non-empty.
+    pub attributes: Vec<String>,
+}
+
+/// Formats a time the way the API expects in queries.
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! classified by status code before any body is read.
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -16,10 +16,10 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::error::AlpacaError;
-use super::model::{AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPage};
-use super::query::BarsQuery;
+use super::model::{Bar, MultiBarsPage, SymbolBarsPage};
+use super::query::{AssetQuery, BarsQuery};
 use super::symbol::Symbol;
-use crate::job::Priority;
+use crate::priority::Priority;
 
 /// Header carrying the key id.
 pub const HEADER_KEY_ID: &str = "APCA-API-KEY-ID";
@@ -205,8 +205,8 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            trading_url: "https://paper-api.alpaca.markets".into(),
-            data_url: "https://data.alpaca.markets".into(),
+            trading_url: crate::urls::PAPER_TRADING.into(),
+            data_url: crate::urls::DATA.into(),
             timeout: Duration::from_secs(30),
         }
     }
@@ -219,19 +219,6 @@ pub struct ApiResponse<T> {
     pub body: T,
     /// The rate-limit headers.
     pub rate: RateLimit,
-}
-
-/// The query of `GET /v2/assets`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AssetQuery {
-    /// `active`, `inactive`, or both when `None`.
-    pub status: Option<AssetStatus>,
-    /// The class to list; the API defaults to `us_equity`.
-    pub class: Option<AssetClass>,
-    /// Only this exchange, when set.
-    pub exchange: Option<String>,
-    /// Only assets with any of these attributes, when non-empty.
-    pub attributes: Vec<String>,
 }
 
 /// All bars of a query, every page followed.
@@ -362,68 +349,54 @@ impl AlpacaClient {
         self.get(Api::Data, endpoint, &url, &params).await
     }
 
-    /// Every bar of a multi-symbol query: follows `next_page_token` until it
-    /// is null or a page comes back empty, appending a symbol's bars when it
-    /// spans two pages.
-    pub async fn fetch_bars(&self, query: &BarsQuery) -> Result<BarsFetch, AlpacaError> {
-        let mut fetch = BarsFetch::default();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self.bars_page(query, token.as_deref()).await?;
-            fetch.calls += 1;
-            fetch.rate = page.rate;
-            let bars = page.body.bars.unwrap_or_default();
-            let empty = bars.values().all(Vec::is_empty);
-            for (symbol, mut list) in bars {
-                fetch.bars.entry(symbol).or_default().append(&mut list);
-            }
-            match page.body.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) if !empty => {
-                    if token.as_deref() == Some(next.as_str()) {
-                        return Err(bad_body("GET bars", "next_page_token repeats the current token"));
-                    }
-                    if fetch.calls >= MAX_PAGES {
-                        return Err(bad_body("GET bars", format!("more than {MAX_PAGES} pages")));
-                    }
-                    token = Some(next);
-                }
-                _ => return Ok(fetch),
-            }
-        }
-    }
-
-    /// Every bar of one symbol through `GET /v2/stocks/{symbol}/bars`.
-    pub async fn fetch_symbol_bars(&self, symbol: &Symbol, query: &BarsQuery) -> Result<BarsFetch, AlpacaError> {
-        let endpoint = "GET /v2/stocks/{symbol}/bars";
+    /// One page of one symbol's bars (`GET /v2/stocks/{symbol}/bars`), in
+    /// the multi-symbol shape.
+    pub async fn symbol_bars_page(
+        &self,
+        symbol: &Symbol,
+        query: &BarsQuery,
+        page_token: Option<&str>,
+    ) -> Result<ApiResponse<MultiBarsPage>, AlpacaError> {
         let url = format!(
             "{}/v2/stocks/{}/bars",
             self.data_url,
             symbol.as_str().replace('/', "%2F")
         );
-        let base: Vec<(&str, String)> = query.params()?.into_iter().filter(|(k, _)| *k != "symbols").collect();
-        let mut fetch = BarsFetch::default();
-        let mut token: Option<String> = None;
-        loop {
-            let mut params = base.clone();
-            if let Some(t) = &token {
-                params.push(("page_token", t.clone()));
-            }
-            let page: ApiResponse<SymbolBarsPage> = self.get(Api::Data, endpoint, &url, &params).await?;
-            fetch.calls += 1;
-            fetch.rate = page.rate;
-            let list = page.body.bars.unwrap_or_default();
-            let empty = list.is_empty();
-            if !empty {
-                fetch.bars.entry(symbol.to_string()).or_default().extend(list);
-            }
-            match page.body.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) if !empty && token.as_deref() != Some(next.as_str()) && fetch.calls < MAX_PAGES => {
-                    token = Some(next)
-                }
-                Some(_) if !empty => return Err(bad_body(endpoint, "pagination does not advance")),
-                _ => return Ok(fetch),
-            }
+        let mut params: Vec<(&str, String)> = query.params()?.into_iter().filter(|(k, _)| *k != "symbols").collect();
+        if let Some(token) = page_token {
+            params.push(("page_token", token.to_owned()));
         }
+        let page: ApiResponse<SymbolBarsPage> = self
+            .get(Api::Data, "GET /v2/stocks/{symbol}/bars", &url, &params)
+            .await?;
+        let bars = page.body.bars.filter(|b| !b.is_empty());
+        Ok(ApiResponse {
+            body: MultiBarsPage {
+                bars: bars.map(|b| BTreeMap::from([(symbol.to_string(), b)])),
+                next_page_token: page.body.next_page_token,
+            },
+            rate: page.rate,
+        })
+    }
+
+    /// Every bar of a multi-symbol query: follows `next_page_token` until it
+    /// is null or a page comes back empty, appending a symbol's bars when it
+    /// spans two pages. (The worker streams page by page instead, through
+    /// [`AlpacaClient::bars_page`]; this is for callers that want it all.)
+    pub async fn fetch_bars(&self, query: &BarsQuery) -> Result<BarsFetch, AlpacaError> {
+        follow_pages("GET bars", |token| async move {
+            self.bars_page(query, token.as_deref()).await
+        })
+        .await
+    }
+
+    /// Every bar of one symbol through `GET /v2/stocks/{symbol}/bars`, with
+    /// the same pagination rules as [`AlpacaClient::fetch_bars`].
+    pub async fn fetch_symbol_bars(&self, symbol: &Symbol, query: &BarsQuery) -> Result<BarsFetch, AlpacaError> {
+        follow_pages("GET /v2/stocks/{symbol}/bars", |token| async move {
+            self.symbol_bars_page(symbol, query, token.as_deref()).await
+        })
+        .await
     }
 
     async fn get<T: DeserializeOwned>(
@@ -512,6 +485,40 @@ impl AlpacaClient {
             }
             let body = serde_json::from_slice(&body).map_err(|e| body_error(endpoint, &e))?;
             return Ok(ApiResponse { body, rate });
+        }
+    }
+}
+
+/// The one pagination loop: asks for pages until the token is null or a
+/// page is empty; a token that repeats, or more than [`MAX_PAGES`] pages,
+/// is the API breaking its contract.
+async fn follow_pages<F, Fut>(endpoint: &'static str, mut page: F) -> Result<BarsFetch, AlpacaError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<ApiResponse<MultiBarsPage>, AlpacaError>>,
+{
+    let mut fetch = BarsFetch::default();
+    let mut token: Option<String> = None;
+    loop {
+        let answer = page(token.clone()).await?;
+        fetch.calls += 1;
+        fetch.rate = answer.rate;
+        let bars = answer.body.bars.unwrap_or_default();
+        let empty = bars.values().all(Vec::is_empty);
+        for (symbol, mut list) in bars {
+            fetch.bars.entry(symbol).or_default().append(&mut list);
+        }
+        match answer.body.next_page_token.filter(|t| !t.is_empty()) {
+            Some(next) if !empty => {
+                if token.as_deref() == Some(next.as_str()) {
+                    return Err(bad_body(endpoint, "next_page_token repeats the current token"));
+                }
+                if fetch.calls >= MAX_PAGES {
+                    return Err(bad_body(endpoint, format!("more than {MAX_PAGES} pages")));
+                }
+                token = Some(next);
+            }
+            _ => return Ok(fetch),
         }
     }
 }
@@ -622,11 +629,6 @@ fn clean(text: &str) -> String {
     out
 }
 
-/// Formats a time the way the API expects in queries.
-pub fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,6 +679,29 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn statuses_classify_by_code_whatever_the_body() {
+        use crate::class::{Classify, ErrorClass};
+        for (status, class) in [
+            (408, ErrorClass::Transient),
+            (429, ErrorClass::Transient),
+            (500, ErrorClass::Transient),
+            (502, ErrorClass::Transient),
+            (503, ErrorClass::Transient),
+            (504, ErrorClass::Transient),
+            (400, ErrorClass::Permanent),
+            (401, ErrorClass::Permanent),
+            (403, ErrorClass::Permanent),
+            (404, ErrorClass::Permanent),
+            (422, ErrorClass::Permanent),
+        ] {
+            for body in [&b""[..], b"<html>Bad Gateway</html>", br#"{"code":1,"message":"m"}"#] {
+                let error = status_error("GET /v2/assets", status, RateLimit::default(), body);
+                assert_eq!(error.class(), class, "{status}: {error}");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,33 @@
+//! `signal9-alpaca`: Alpaca as signal9 speaks to it. The wire models, the
+//! typed query pieces, the HTTP client and the [`Gate`] every call passes,
+//! the error classes, and the validation rules for what comes back.
+//!
+//! It knows nothing of queues, budgets or stores: `signal9-shared` builds
+//! the system (the Redis budget and breaker behind [`Gate`], the store, the
+//! broker) on top of it.
+
+pub mod account;
+pub mod class;
+pub mod client;
+pub mod error;
+pub mod model;
+pub mod priority;
+pub mod query;
+pub mod symbol;
+pub mod timeframe;
+pub mod urls;
+pub mod validate;
+
+pub use account::{check_credentials, AccountCheck};
+#[cfg(feature = "test-support")]
+pub use client::Unmetered;
+pub use client::{
+    AlpacaClient, Api, ApiResponse, BarsFetch, CallOutcome, ClientConfig, CredentialSource, Credentials, Gate,
+    RateLimit,
+};
+pub use error::AlpacaError;
+pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPage};
+pub use priority::Priority;
+pub use query::{rfc3339, Adjustment, AssetQuery, BarsQuery, Feed};
+pub use symbol::Symbol;
+pub use timeframe::{Timeframe, TimeframeUnit};

@@ -1,0 +1,93 @@
+//! One connection to RabbitMQ with what the producer's commands need on
+//! it: a publisher channel in confirm mode, the declared topology and, for
+//! `--wait`, an exclusive reply queue with its consumer. `fetch-bars`,
+//! `status-check`, `sync`, `schedule`, `backfill` and `dlq` all open it here.
+
+use anyhow::{Context, Result};
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+use signal9_shared::broker::{self, Publisher, Topology};
+use signal9_shared::config::BrokerSettings;
+
+/// The reply queue of a session: its channel, name and consumer.
+#[derive(Debug)]
+pub(crate) struct Replies {
+    // Kept open for the consumer.
+    _channel: lapin::Channel,
+    pub(crate) queue: String,
+    pub(crate) consumer: lapin::Consumer,
+}
+
+/// One connection to the broker with a confirming publisher on it.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) connection: lapin::Connection,
+    pub(crate) publisher: Publisher,
+    pub(crate) topology: Topology,
+    /// With `--wait`: where the workers' replies arrive.
+    pub(crate) replies: Option<Replies>,
+}
+
+impl Session {
+    /// Connects as `client` (the name the broker shows), declares the
+    /// topology, and opens a reply queue when `replies` is set.
+    pub(crate) async fn open(settings: &BrokerSettings, client: &str, replies: bool) -> Result<Session> {
+        let connection = broker::connect(&settings.amqp_url, client)
+            .await
+            .context("connecting to RabbitMQ")?;
+        let publisher = Publisher::open(&connection).await?;
+        let topology = settings.topology();
+        topology
+            .declare(publisher.channel())
+            .await
+            .context("declaring the topology")?;
+        let replies = if replies {
+            Some(open_replies(&connection).await?)
+        } else {
+            None
+        };
+        Ok(Session {
+            connection,
+            publisher,
+            topology,
+            replies,
+        })
+    }
+
+    /// True while the publisher's channel (and so its connection) is open.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.publisher.channel().status().connected()
+    }
+}
+
+async fn open_replies(connection: &lapin::Connection) -> Result<Replies> {
+    let channel = connection.create_channel().await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(Replies {
+        queue: queue.name().to_string(),
+        consumer,
+        _channel: channel,
+    })
+}
