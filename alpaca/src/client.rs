@@ -22,9 +22,9 @@ use super::symbol::Symbol;
 use crate::priority::Priority;
 
 /// Header carrying the key id.
-pub const HEADER_KEY_ID: &str = "APCA-API-KEY-ID";
+pub(crate) const HEADER_KEY_ID: &str = "APCA-API-KEY-ID";
 /// Header carrying the secret key.
-pub const HEADER_SECRET_KEY: &str = "APCA-API-SECRET-KEY";
+pub(crate) const HEADER_SECRET_KEY: &str = "APCA-API-SECRET-KEY";
 /// The most pages one fetch follows before it calls the API a liar.
 pub const MAX_PAGES: u32 = 10_000;
 /// The longest excerpt of an API message kept in an error.
@@ -351,7 +351,7 @@ impl AlpacaClient {
 
     /// One page of one symbol's bars (`GET /v2/stocks/{symbol}/bars`), in
     /// the multi-symbol shape.
-    pub async fn symbol_bars_page(
+    pub(crate) async fn symbol_bars_page(
         &self,
         symbol: &Symbol,
         query: &BarsQuery,

@@ -10,7 +10,7 @@ pub mod account;
 pub mod class;
 pub mod client;
 pub mod error;
-pub mod model;
+pub(crate) mod model;
 pub mod priority;
 pub mod query;
 pub mod symbol;
@@ -26,8 +26,8 @@ pub use client::{
     RateLimit,
 };
 pub use error::AlpacaError;
-pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage, SymbolBarsPage};
+pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage};
 pub use priority::Priority;
-pub use query::{rfc3339, Adjustment, AssetQuery, BarsQuery, Feed};
+pub use query::{Adjustment, AssetQuery, BarsQuery, Feed};
 pub use symbol::Symbol;
 pub use timeframe::{Timeframe, TimeframeUnit};

@@ -197,7 +197,7 @@ pub struct MultiBarsPage {
 
 /// A page of `GET /v2/stocks/{symbol}/bars`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct SymbolBarsPage {
+pub(crate) struct SymbolBarsPage {
     /// `null` when there are no bars.
     #[serde(default)]
     pub bars: Option<Vec<Bar>>,

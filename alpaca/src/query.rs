@@ -149,7 +149,7 @@ pub struct BarsQuery {
 
 impl BarsQuery {
     /// True when the symbols are crypto pairs (they use the crypto endpoint).
-    pub fn is_crypto(&self) -> bool {
+    pub(crate) fn is_crypto(&self) -> bool {
         self.symbols.first().is_some_and(Symbol::is_crypto_pair)
     }
 
@@ -213,7 +213,7 @@ pub struct AssetQuery {
 }
 
 /// Formats a time the way the API expects in queries.
-pub fn rfc3339(time: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 

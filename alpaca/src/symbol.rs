@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The longest symbol accepted: option contract symbols run to 21 characters.
-pub const MAX_SYMBOL_LEN: usize = 21;
+pub(crate) const MAX_SYMBOL_LEN: usize = 21;
 
 /// A syntactically valid ticker symbol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

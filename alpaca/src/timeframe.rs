@@ -55,11 +55,6 @@ impl Timeframe {
         amount: 1,
         unit: TimeframeUnit::Day,
     };
-    /// Weekly bars.
-    pub const WEEK: Timeframe = Timeframe {
-        amount: 1,
-        unit: TimeframeUnit::Week,
-    };
 
     /// Builds a timeframe, checking the amount is one the API accepts for the unit.
     pub fn new(amount: u32, unit: TimeframeUnit) -> Result<Self, TimeframeError> {
@@ -99,11 +94,6 @@ impl Timeframe {
             TimeframeUnit::Month => return None,
         };
         Some(unit * i64::from(self.amount))
-    }
-
-    /// True for minute and hour bars.
-    pub fn is_intraday(self) -> bool {
-        matches!(self.unit, TimeframeUnit::Minute | TimeframeUnit::Hour)
     }
 }
 

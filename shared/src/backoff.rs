@@ -48,7 +48,7 @@ impl Backoff {
 }
 
 /// A random 50–100 % of `base`.
-pub fn jittered(base: Duration) -> Duration {
+pub(crate) fn jittered(base: Duration) -> Duration {
     base.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 

@@ -43,10 +43,11 @@ pub const HEADER_ROUTING_KEY: &str = "x-signal9-routing-key";
 
 /// Redeliveries a quorum queue allows before it dead-letters a message
 /// that keeps killing workers (a poison message).
-pub const DELIVERY_LIMIT: i64 = 10;
+pub(crate) const DELIVERY_LIMIT: i64 = 10;
 
-/// Default retry delays.
-pub const DEFAULT_RETRY_TIERS: [Duration; 4] = [
+/// The default retry delays (`SIGNAL9_RETRY_TIERS`), as the tests check them.
+#[cfg(test)]
+const DEFAULT_RETRY_TIERS: [Duration; 4] = [
     Duration::from_secs(5),
     Duration::from_secs(30),
     Duration::from_secs(120),
@@ -84,7 +85,7 @@ impl Classify for BrokerError {
 }
 
 /// Renders a delay as a queue-name label: `5s`, `2m`, `1h`.
-pub fn delay_label(delay: Duration) -> String {
+pub(crate) fn delay_label(delay: Duration) -> String {
     let secs = delay.as_secs();
     if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)

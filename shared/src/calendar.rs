@@ -74,7 +74,7 @@ fn observed(date: NaiveDate) -> Option<NaiveDate> {
 }
 
 /// True when `date` is an NYSE holiday.
-pub fn is_holiday(date: NaiveDate) -> bool {
+pub(crate) fn is_holiday(date: NaiveDate) -> bool {
     let year = date.year();
     let fixed = |m, d| NaiveDate::from_ymd_opt(year, m, d);
     let mut holidays = vec![

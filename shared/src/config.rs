@@ -71,7 +71,7 @@ pub struct SettingError {
 impl AlpacaSettings {
     /// The client configuration these settings describe, for an account
     /// that is paper (`true`) or live (`false`) when the base URL is unset.
-    pub fn client_config(&self, paper: bool) -> ClientConfig {
+    pub(crate) fn client_config(&self, paper: bool) -> ClientConfig {
         let data_url = self
             .data_url
             .clone()
@@ -189,7 +189,7 @@ fn parse_retry_tiers(text: &str) -> Result<RetryTiers, String> {
 }
 
 /// A namespace: 1-64 characters of a-z, 0-9, `-` and `_`.
-pub fn parse_namespace(text: &str) -> Result<String, String> {
+pub(crate) fn parse_namespace(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= 64
         && text
@@ -342,7 +342,8 @@ impl BudgetSettings {
     }
 }
 
-/// How bar requests are packed and how large one job may be.
+/// How bar requests are packed, how large one job may be, and when a
+/// fetched range is final enough to be answered from the store.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct PackingSettings {
     /// Most symbols in one multi-symbol bars request: bounds the request
@@ -356,6 +357,14 @@ pub struct PackingSettings {
     /// splits long ranges into jobs below it.
     #[arg(long, env = "SIGNAL9_MAX_JOB_PAGES", default_value_t = crate::plan::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_job_pages: u64,
+    /// Seconds after a bar's period ends before a range holding it counts
+    /// as covered (late trades and corrections land meanwhile): intraday
+    /// bars once the range's last bar ended this long ago, daily and longer
+    /// bars once the last day's extended hours (20:00 New York) ended this
+    /// long ago. An unsettled range is fetched and stored, but fetched again
+    /// by the next request.
+    #[arg(long, env = "SIGNAL9_SETTLE_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub settle_secs: u64,
 }
 
 impl PackingSettings {
@@ -364,6 +373,7 @@ impl PackingSettings {
         crate::plan::Packing {
             max_symbols: self.symbols_per_request,
             max_pages: self.max_job_pages,
+            settle: std::time::Duration::from_secs(self.settle_secs),
         }
     }
 }

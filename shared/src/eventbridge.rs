@@ -16,7 +16,7 @@ use crate::outbox::EventSink;
 /// The entries PutEvents takes in one call.
 const PUT_EVENTS_MAX: usize = 10;
 /// The `source` of every entry.
-pub const SOURCE: &str = "signal9";
+pub(crate) const SOURCE: &str = "signal9";
 
 /// Puts events on one EventBridge bus.
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ use signal9_alpaca::Asset;
 const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e9a_1e00_0000_4000_8000_0000_0000_0009);
 
 /// What the downstream pipeline fetches for a newly listed asset.
-pub const DATA_TYPES: [&str; 5] = [
+pub(crate) const DATA_TYPES: [&str; 5] = [
     "company_overview",
     "earnings",
     "cash_flow",
@@ -116,7 +116,7 @@ impl Event {
     /// The event an upsert's change raises, if any: `asset.listed` for a new
     /// or relisted asset, `asset.status_changed` for a status or tradable
     /// change. `before` is the stored record the change was found against.
-    pub fn for_change(
+    pub(crate) fn for_change(
         before: Option<&StoredAsset>,
         after: &Asset,
         change: &AssetChange,
@@ -164,7 +164,7 @@ impl Event {
     }
 
     /// `sync.completed` or `sync.suspect` for a closed run.
-    pub fn run_closed(run_id: &str, status: RunStatus, totals: &RunTotals, at: DateTime<Utc>) -> Self {
+    pub(crate) fn run_closed(run_id: &str, status: RunStatus, totals: &RunTotals, at: DateTime<Utc>) -> Self {
         let kind = if status == RunStatus::Suspect {
             EventType::SyncSuspect
         } else {

@@ -71,7 +71,7 @@ impl ApiGuard {
 
     /// Keeps `fraction` of each API's window for interactive calls (see
     /// [`Budget::with_reserve`]).
-    pub fn with_interactive_reserve(self, fraction: f64) -> Self {
+    pub(crate) fn with_interactive_reserve(self, fraction: f64) -> Self {
         self.trading.budget.set_reserve(fraction);
         self.data.budget.set_reserve(fraction);
         self

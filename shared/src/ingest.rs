@@ -82,8 +82,48 @@ impl BarsRequest {
         }
     }
 
+    /// When this range's last bar is final, so that the range may be
+    /// recorded as covered: the end of the bar period holding `end`, plus
+    /// `settle`. Intraday bars end `timeframe` after `end`; a daily, weekly
+    /// or monthly stock bar ends with the extended hours (20:00 New York)
+    /// of the period's last day; a crypto bar at the UTC midnight after it.
+    pub fn settles_at(&self, settle: std::time::Duration) -> DateTime<Utc> {
+        use chrono::{Datelike, Duration as Span};
+        use signal9_alpaca::TimeframeUnit;
+        let settle = Span::from_std(settle).unwrap_or(Span::days(1));
+        let crypto = self.symbols.first().is_some_and(Symbol::is_crypto_pair);
+        let amount = i64::from(self.timeframe.amount());
+        let last_day = |date: chrono::NaiveDate| match self.timeframe.unit() {
+            TimeframeUnit::Week => date + Span::days(6 - i64::from(date.weekday().num_days_from_monday())),
+            TimeframeUnit::Month => {
+                // The last day of the period of `amount` months holding `date`.
+                let months = i64::from(date.year()) * 12 + i64::from(date.month0());
+                let next = months - months.rem_euclid(amount) + amount;
+                chrono::NaiveDate::from_ymd_opt(i32::try_from(next / 12).unwrap_or(i32::MAX), (next % 12) as u32 + 1, 1)
+                    .and_then(|d| d.pred_opt())
+                    .unwrap_or(date)
+            }
+            _ => date,
+        };
+        let period_end = match self.timeframe.unit() {
+            TimeframeUnit::Minute => self.end + Span::minutes(amount),
+            TimeframeUnit::Hour => self.end + Span::hours(amount),
+            _ if crypto => {
+                let day = last_day(self.end.date_naive()) + Span::days(1);
+                day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+            }
+            _ => crate::calendar::ny_instant(
+                last_day(crate::calendar::ny_date(self.end)),
+                crate::calendar::SESSION_CLOSE_MIN,
+            ),
+        };
+        period_end
+            .checked_add_signed(settle)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
     /// The most bars one of the request's series can hold.
-    pub fn estimate_per_symbol(&self) -> u64 {
+    pub(crate) fn estimate_per_symbol(&self) -> u64 {
         let crypto = self.symbols.first().is_some_and(Symbol::is_crypto_pair);
         plan::estimate_bars(self.timeframe, self.start, self.end, crypto)
     }
@@ -152,7 +192,7 @@ pub struct BarsReport {
 /// How far one series of one fetch range got, kept in the store between
 /// pages (see the module's documentation).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// The time of the last bar stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<DateTime<Utc>>,
@@ -173,7 +213,7 @@ pub struct Checkpoint {
 /// A request's next page: the token is valid only for the same query, so
 /// the query's symbols come with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Resume {
+pub(crate) struct Resume {
     /// The next page token.
     pub token: String,
     /// The symbols of the request the token belongs to.
@@ -196,9 +236,11 @@ struct Planned {
 }
 
 /// Fetches, validates and stores bars, packing symbols into multi-symbol
-/// requests (see [`Packing`]). A closed range (ending before `now`) that the
-/// store already covers is answered from the store; a stored closed range
-/// is recorded as covered. Pages stream to the store one at a time, and a
+/// requests (see [`Packing`]). A settled range (see
+/// [`BarsRequest::settles_at`]) that the store already covers is answered
+/// from the store; a settled range once stored is recorded as covered. An
+/// unsettled one is fetched and stored every time, never covered: its last
+/// bar may still change. Pages stream to the store one at a time, and a
 /// fetch that stopped goes on from its checkpoints.
 pub async fn fetch_bars(
     client: &AlpacaClient,
@@ -207,7 +249,7 @@ pub async fn fetch_bars(
     packing: Packing,
     now: DateTime<Utc>,
 ) -> Result<BarsReport, IngestError> {
-    let closed = request.end < now;
+    let closed = now >= request.settles_at(packing.settle);
     let mut report = BarsReport::default();
     let mut to_fetch = Vec::new();
     // Which symbols the store answers: asked several at a time, since a
@@ -429,9 +471,10 @@ async fn stream_request(
                 let keys: Vec<SeriesKey> = done.iter().map(|s| request.series(s)).collect();
                 store.add_coverage_many(&keys, request.start, request.end).await?;
             }
-            // A closed series once done is answered by its coverage: its
-            // checkpoint goes.
-            let (gone, kept): (Vec<&Symbol>, Vec<&Symbol>) = touched.iter().partition(|s| closed && done.contains(*s));
+            // A series once done needs no checkpoint: a settled one is
+            // answered by its coverage, an unsettled one is fetched afresh
+            // by the next request (its last bars may have changed).
+            let (gone, kept): (Vec<&Symbol>, Vec<&Symbol>) = touched.iter().partition(|s| done.contains(*s));
             if !gone.is_empty() {
                 let keys: Vec<String> = gone.iter().map(|s| request.checkpoint_key(s)).collect();
                 store.delete_checkpoints(&keys).await?;
@@ -460,4 +503,69 @@ fn lying(detail: &str) -> IngestError {
         endpoint: "GET bars",
         detail: detail.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn request(symbol: &str, timeframe: &str, end: &str) -> BarsRequest {
+        BarsRequest {
+            symbols: vec![Symbol::parse(symbol).unwrap_or_else(|e| panic!("{e}"))],
+            timeframe: timeframe.parse().unwrap_or_else(|e| panic!("{e}")),
+            start: "2026-01-01T00:00:00Z".parse().unwrap_or_default(),
+            end: end.parse().unwrap_or_default(),
+            adjustment: Adjustment::raw(),
+            feed: None,
+        }
+    }
+
+    fn settles(symbol: &str, timeframe: &str, end: &str) -> String {
+        request(symbol, timeframe, end)
+            .settles_at(Duration::from_secs(900))
+            .to_rfc3339()
+    }
+
+    #[test]
+    fn a_range_settles_when_its_last_bar_has_ended_and_the_settle_time_passed() {
+        // Intraday: the bar starting at `end` ends one timeframe later.
+        assert_eq!(
+            settles("AAPL", "1Min", "2026-11-20T15:00:00Z"),
+            "2026-11-20T15:16:00+00:00"
+        );
+        assert_eq!(
+            settles("AAPL", "1Hour", "2026-11-20T15:00:00Z"),
+            "2026-11-20T16:15:00+00:00"
+        );
+        // A daily stock bar: that New York day's extended hours end at 20:00
+        // (01:00 UTC the next day in November).
+        assert_eq!(
+            settles("AAPL", "1Day", "2026-11-20T05:00:00Z"),
+            "2026-11-21T01:15:00+00:00"
+        );
+        assert_eq!(
+            settles("AAPL", "1Day", "2026-11-21T04:59:59Z"),
+            "2026-11-21T01:15:00+00:00"
+        );
+        // A week ends on its Sunday, a month on its last day, three months on
+        // the quarter's.
+        assert_eq!(
+            settles("AAPL", "1Week", "2026-11-18T05:00:00Z"),
+            "2026-11-23T01:15:00+00:00"
+        );
+        assert_eq!(
+            settles("AAPL", "1Month", "2026-11-02T05:00:00Z"),
+            "2026-12-01T01:15:00+00:00"
+        );
+        assert_eq!(
+            settles("AAPL", "3Month", "2026-10-05T05:00:00Z"),
+            "2027-01-01T01:15:00+00:00"
+        );
+        // Crypto days end at UTC midnight.
+        assert_eq!(
+            settles("BTC/USD", "1Day", "2026-11-20T00:00:00Z"),
+            "2026-11-21T00:15:00+00:00"
+        );
+    }
 }

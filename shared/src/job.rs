@@ -20,9 +20,9 @@ pub use signal9_alpaca::Priority;
 use signal9_alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Symbol, Timeframe};
 
 /// The envelope version this build reads and writes.
-pub const ENVELOPE_VERSION: u32 = 1;
+pub(crate) const ENVELOPE_VERSION: u32 = 1;
 /// The largest message body accepted; real jobs are a few hundred bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest job id accepted.
 pub const MAX_ID_LEN: usize = 128;
 

@@ -79,7 +79,8 @@ impl RedisKeys {
 
 /// The hash tag of a key: the part between the first `{` and the next `}`,
 /// when not empty; else the whole key (what a cluster hashes).
-pub fn hash_tag(key: &str) -> &str {
+#[cfg(test)]
+fn hash_tag(key: &str) -> &str {
     if let Some(open) = key.find('{') {
         if let Some(len) = key[open + 1..].find('}') {
             if len > 0 {

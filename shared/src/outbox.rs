@@ -45,7 +45,7 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RelayPass {
+pub(crate) struct RelayPass {
     /// Events published and removed.
     pub sent: usize,
     /// Age of the oldest event found, zero when the outbox was empty.
@@ -54,7 +54,7 @@ pub struct RelayPass {
 
 /// Publishes up to [`RELAY_BATCH`] events from the outbox, oldest first,
 /// with publisher confirms, and removes the confirmed ones.
-pub async fn relay_once(
+pub(crate) async fn relay_once(
     store: &dyn Store,
     publisher: &Publisher,
     topology: &Topology,

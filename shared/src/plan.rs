@@ -21,19 +21,27 @@ pub const PAGE_BARS: u64 = MAX_LIMIT as u64;
 /// characters (real ones rarely pass 9) and a comma is sent as `%2C`, so
 /// even 200 of the longest stay under 4,800 characters: well inside the
 /// 8 KB request line common proxies allow.
-pub const DEFAULT_SYMBOLS_PER_REQUEST: usize = 200;
+pub(crate) const DEFAULT_SYMBOLS_PER_REQUEST: usize = 200;
 
 /// The most pages one request (and one fetch-bars job) may need by default:
 /// 1,000,000 bars, about four years of one symbol's minute bars.
-pub const DEFAULT_MAX_PAGES: u64 = 100;
+pub(crate) const DEFAULT_MAX_PAGES: u64 = 100;
 
-/// The limits packing works within.
+/// How long after a bar's period ends it still counts as forming (late
+/// trades, corrections): 15 minutes.
+pub(crate) const DEFAULT_SETTLE: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// The limits a fetch works within: how requests are packed, and when a
+/// fetched range has settled enough to be recorded as covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packing {
     /// Most symbols in one request.
     pub max_symbols: usize,
     /// Most pages one request may need.
     pub max_pages: u64,
+    /// The settle time (`SIGNAL9_SETTLE_SECS`): see
+    /// [`crate::ingest::BarsRequest::settles_at`].
+    pub settle: std::time::Duration,
 }
 
 impl Default for Packing {
@@ -41,6 +49,7 @@ impl Default for Packing {
         Packing {
             max_symbols: DEFAULT_SYMBOLS_PER_REQUEST,
             max_pages: DEFAULT_MAX_PAGES,
+            settle: DEFAULT_SETTLE,
         }
     }
 }

@@ -14,7 +14,7 @@ use deadpool_redis::{Runtime, Timeouts};
 use std::time::Duration;
 
 /// How long a pool waits to create, hand out or check a connection.
-pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pool of connections to one server or to a cluster. Cheap to clone.
 #[derive(Clone)]
@@ -115,11 +115,6 @@ impl RedisPool {
             .create_pool(Some(Runtime::Tokio1))
             .map(RedisPool::Single)
             .map_err(|e| bad(&e))
-    }
-
-    /// True for a cluster.
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, RedisPool::Cluster(_))
     }
 
     /// A connection from the pool.

@@ -91,7 +91,7 @@ impl SecretError {
 
 /// Parses the secret's text. Errors name fields only: a serde message could
 /// quote a value, so none is passed on.
-pub fn parse_secret(name: &str, text: &str) -> Result<AlpacaSecret, SecretError> {
+pub(crate) fn parse_secret(name: &str, text: &str) -> Result<AlpacaSecret, SecretError> {
     let malformed = |problem: String| SecretError::Malformed {
         name: name.to_owned(),
         problem,
@@ -129,7 +129,7 @@ struct Cached {
 }
 
 /// The longest a Secrets Manager call may take by default.
-pub const DEFAULT_SECRET_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SECRET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The key pair from a Secrets Manager secret, cached for a TTL.
 ///

@@ -29,12 +29,12 @@ pub fn channel() -> (Trigger, Shutdown) {
 
 impl Trigger {
     /// Fires the shutdown (again is harmless).
-    pub fn fire(&self) {
+    pub(crate) fn fire(&self) {
         self.tx.send_replace(true);
     }
 
     /// Another listener.
-    pub fn subscribe(&self) -> Shutdown {
+    pub(crate) fn subscribe(&self) -> Shutdown {
         Shutdown {
             rx: self.tx.subscribe(),
         }

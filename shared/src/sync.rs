@@ -32,9 +32,9 @@ use signal9_alpaca::validate::{self, AssetRejection};
 use signal9_alpaca::{AlpacaClient, AssetClass, AssetQuery, AssetStatus};
 
 /// The default share of a class's known active assets one run may delist.
-pub const DEFAULT_MAX_DELIST_FRACTION: f64 = 0.05;
+pub(crate) const DEFAULT_MAX_DELIST_FRACTION: f64 = 0.05;
 /// The default snapshot window: pages listed further apart are listed again.
-pub const DEFAULT_SNAPSHOT_WINDOW: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_SNAPSHOT_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 /// A status or tradable change found by a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -220,7 +220,7 @@ impl DelistGuard {
     }
 
     /// Why the census is not to be believed; empty when it may be acted on.
-    pub fn judge(&self, census: &[ClassCensus]) -> Vec<String> {
+    pub(crate) fn judge(&self, census: &[ClassCensus]) -> Vec<String> {
         let mut reasons = Vec::new();
         for class in census {
             let unseen = class.unseen.len() as u64;
@@ -245,7 +245,7 @@ impl DelistGuard {
 
 /// One class as reconcile finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassCensus {
+pub(crate) struct ClassCensus {
     /// The class.
     pub class: AssetClass,
     /// Active, not delisted assets known.
@@ -276,7 +276,7 @@ impl Default for ReconcileSettings {
 
 /// The oldest listing time of each class among a run's pages: an asset of
 /// the class not seen since then was not listed by this run.
-pub fn snapshots(pages: &[PageRecord]) -> BTreeMap<AssetClass, DateTime<Utc>> {
+pub(crate) fn snapshots(pages: &[PageRecord]) -> BTreeMap<AssetClass, DateTime<Utc>> {
     let mut since: BTreeMap<AssetClass, DateTime<Utc>> = BTreeMap::new();
     for page in pages {
         since

@@ -483,3 +483,88 @@ fn a_job_longer_than_the_page_limit_is_refused_naming_the_limit() {
     };
     year.check_size(100).unwrap();
 }
+
+/// Fetches `request` twice at `now`: the calls each fetch spent, and
+/// whether the range of its first symbol is then covered.
+async fn calls_twice(
+    client: &signal9_alpaca::AlpacaClient,
+    store: &SqliteStore,
+    request: &BarsRequest,
+    now: DateTime<Utc>,
+) -> (Vec<u32>, bool) {
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let report = fetch_bars(client, store, request, Packing::default(), now)
+            .await
+            .unwrap();
+        calls.push(report.calls);
+    }
+    let covered = store
+        .covers(&request.series(&request.symbols[0]), request.start, request.end)
+        .await
+        .unwrap();
+    (calls, covered)
+}
+
+#[tokio::test]
+async fn a_range_that_has_not_settled_is_fetched_again_by_the_next_request() {
+    // 13:00 in New York on a Friday: the session is open.
+    let now = t("2026-11-20T18:00:00Z");
+    let sim = spawn(
+        SimConfig {
+            now: Some(now),
+            ..config()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let client = sim_client(&sim.base_url(), Duration::from_secs(10));
+    let (_dir, store) = temp_store();
+    let symbols: Vec<Symbol> = active_symbols(42, ASSETS, 3)
+        .iter()
+        .map(|s| Symbol::parse(s).unwrap())
+        .collect();
+    let minutes = |start: i64, end: i64| BarsRequest {
+        symbols: symbols.clone(),
+        timeframe: Timeframe::MINUTE,
+        start: now - chrono::Duration::minutes(start),
+        end: now - chrono::Duration::minutes(end),
+        adjustment: Adjustment::raw(),
+        feed: Some(Feed::Iex),
+    };
+    let days = |end: &str| BarsRequest {
+        timeframe: Timeframe::DAY,
+        start: t("2026-11-16T05:00:00Z"),
+        end: t(end),
+        ..minutes(0, 0)
+    };
+    // Minute bars up to one minute ago: the last bars may still change.
+    let recent = minutes(60, 1);
+    assert_eq!(
+        calls_twice(&client, &store, &recent, now).await,
+        (vec![1, 1], false),
+        "1Min ending a minute ago"
+    );
+    // Today's daily bar during the session (the range ended a minute ago,
+    // in New York's today).
+    let today = days("2026-11-20T17:59:00Z");
+    assert_eq!(
+        calls_twice(&client, &store, &today, now).await,
+        (vec![1, 1], false),
+        "1Day up to today"
+    );
+    // Settled ranges are answered from the store the second time.
+    let settled = minutes(120, 20);
+    assert_eq!(
+        calls_twice(&client, &store, &settled, now).await,
+        (vec![1, 0], true),
+        "1Min ending 20 minutes ago"
+    );
+    let yesterday = days("2026-11-20T04:59:59Z");
+    assert_eq!(
+        calls_twice(&client, &store, &yesterday, now).await,
+        (vec![1, 0], true),
+        "1Day up to yesterday"
+    );
+}

@@ -21,7 +21,8 @@ use signal9_alpaca::class::{Classify, ErrorClass};
 use signal9_alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
 
 pub use dynamo::DynamoStore;
-pub use run::{ClassTotals, PageRecord, RunTotals, MAX_REJECTIONS_KEPT};
+pub(crate) use run::MAX_REJECTIONS_KEPT;
+pub use run::{ClassTotals, PageRecord, RunTotals};
 pub use sqlite::SqliteStore;
 
 /// One bar series: bars of one symbol at one timeframe, adjustment and feed.
@@ -478,7 +479,7 @@ pub async fn active_equity_symbols(store: &dyn Store) -> Result<Vec<Symbol>, Sto
 }
 
 /// Compares a stored asset with a fresh one from the API.
-pub fn classify_change(stored: Option<&StoredAsset>, fresh: &Asset) -> AssetChange {
+pub(crate) fn classify_change(stored: Option<&StoredAsset>, fresh: &Asset) -> AssetChange {
     let Some(stored) = stored else {
         return AssetChange::New;
     };

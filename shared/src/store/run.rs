@@ -14,7 +14,7 @@ use crate::job::SyncPage;
 use signal9_alpaca::AssetClass;
 
 /// Rejection reasons kept in a page record or run result; the rest are counted.
-pub const MAX_REJECTIONS_KEPT: usize = 20;
+pub(crate) const MAX_REJECTIONS_KEPT: usize = 20;
 
 /// What one listed page of a run did, as recorded in the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ pub struct RunTotals {
 
 impl RunTotals {
     /// Adds one page's counts.
-    pub fn add_page(&mut self, page: &PageRecord) {
+    pub(crate) fn add_page(&mut self, page: &PageRecord) {
         self.pages += 1;
         self.listed += u64::from(page.listed);
         self.new += u64::from(page.new);

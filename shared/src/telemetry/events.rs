@@ -188,7 +188,7 @@ impl Event for FailureRouted {
 /// An Alpaca call was answered (or not): `signal9_api_calls_total` and
 /// `signal9_api_latency_seconds`.
 #[derive(Debug, Clone, Copy)]
-pub struct ApiCalled<'a> {
+pub(crate) struct ApiCalled<'a> {
     /// Which budget it spent.
     pub api: Api,
     /// `GET /v2/stocks/bars`, ...
@@ -214,7 +214,7 @@ impl Event for ApiCalled<'_> {
 
 /// A caller waited for a token (granted or not): `signal9_limiter_wait_seconds`.
 #[derive(Debug, Clone, Copy)]
-pub struct BudgetWaited {
+pub(crate) struct BudgetWaited {
     /// Which budget.
     pub api: Api,
     /// From asking to the answer.
@@ -232,7 +232,7 @@ impl Event for BudgetWaited {
 
 /// A token was granted: `signal9_limiter_tokens_in_window`.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenGranted {
+pub(crate) struct TokenGranted {
     /// Which budget.
     pub api: Api,
     /// Tokens in the window, this one included.
@@ -251,7 +251,7 @@ impl Event for TokenGranted {
 /// This process opened the pool's breaker (or its probe failed and it
 /// opened again): `signal9_breaker_opened_total`, the state gauge, a warning.
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerOpened<'a> {
+pub(crate) struct BreakerOpened<'a> {
     /// `trading` or `data`.
     pub api: &'a str,
     /// The back-off before the next probe.
@@ -279,7 +279,7 @@ impl Event for BreakerOpened<'_> {
 
 /// A breaker was built: its state gauge starts at closed (no log line).
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerCreated<'a> {
+pub(crate) struct BreakerCreated<'a> {
     /// `trading` or `data`.
     pub api: &'a str,
 }
@@ -296,7 +296,7 @@ impl Event for BreakerCreated<'_> {
 /// This process saw the pool's breaker change state: the state gauge and
 /// an info line.
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerStateSeen<'a> {
+pub(crate) struct BreakerStateSeen<'a> {
     /// `trading` or `data`.
     pub api: &'a str,
     /// The state it now sees.
@@ -334,7 +334,7 @@ impl Event for BreakerStateSeen<'_> {
 
 /// Reading the Alpaca secret failed: `signal9_secret_refresh_failures_total{reason}`.
 #[derive(Debug, Clone, Copy)]
-pub struct SecretRefreshFailed {
+pub(crate) struct SecretRefreshFailed {
     /// `timeout`, `unavailable`, `missing` or `malformed`.
     pub reason: &'static str,
 }

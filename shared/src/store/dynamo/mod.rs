@@ -69,7 +69,7 @@ use crate::events::Event;
 use signal9_alpaca::{Asset, AssetStatus, Bar, Symbol};
 
 /// Items in one BatchWriteItem request (DynamoDB's limit).
-pub const BATCH_WRITE_MAX: usize = 25;
+pub(crate) const BATCH_WRITE_MAX: usize = 25;
 /// Keys in one BatchGetItem request (DynamoDB's limit).
 const BATCH_GET_MAX: usize = 100;
 /// Rounds of resending unprocessed items before the write fails.
@@ -155,7 +155,7 @@ impl std::fmt::Debug for DynamoStore {
 }
 
 /// A table prefix: 3-200 characters of a-z, A-Z, 0-9, `_`, `-` and `.`.
-pub fn parse_table_prefix(text: &str) -> Result<String, String> {
+pub(crate) fn parse_table_prefix(text: &str) -> Result<String, String> {
     let ok = (3..=200).contains(&text.len())
         && text
             .bytes()
