@@ -7,7 +7,7 @@
 //! - `publish`: publishing with confirms and reconnects, the one way every
 //!   command enqueues; `replies`: the outcomes `--wait` collects;
 //! - one module per command: `enqueue` (fetch-bars, status-check), `sync`,
-//!   `schedule`, `backfill`, `dlq`, `direct` (ingest-direct), `init_store`,
+//!   `schedule`, `backfill`, `gaps`, `dlq`, `direct` (ingest-direct), `init_store`,
 //!   `status`, `check_credentials`.
 
 pub mod args;
@@ -16,6 +16,7 @@ mod check_credentials;
 mod direct;
 mod dlq;
 mod enqueue;
+mod gaps;
 mod init_store;
 mod publish;
 mod replies;
@@ -48,6 +49,11 @@ pub enum Command {
     /// and time at the budget (--dry-run: only that), publishes to the
     /// backfill lane (--wait: a progress bar, then a summary).
     Backfill(Box<backfill::BackfillArgs>),
+    /// List the settled trading sessions of each series the store does not
+    /// cover (a dead-lettered job leaves such a hole), with totals and the
+    /// calls to fill them; --fill enqueues exactly those ranges (backfill
+    /// lane), --json prints one object.
+    Gaps(Box<gaps::GapsArgs>),
     /// Enqueue status-check jobs, one per symbol.
     StatusCheck(args::StatusCheckArgs),
     /// Inspect, replay or purge the dead-letter queue.
@@ -75,6 +81,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::FetchBars(args) => enqueue::fetch_bars(args).await,
         Command::Backfill(args) => backfill::run(*args).await,
         Command::StatusCheck(args) => enqueue::status_check(args).await,
+        Command::Gaps(args) => gaps::run(*args).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::IngestDirect(args) => direct::run(args).await,
         Command::InitStore(args) => init_store::run(args).await,

@@ -349,3 +349,76 @@ async fn a_backfill_whose_worker_is_killed_goes_on_from_its_checkpoints_in_the_n
     assert_eq!(stored_and_covered(&stack, &request).await, bars);
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_lists_the_sessions_a_lost_job_left_and_fill_enqueues_exactly_those() {
+    let mut stack = Stack::start(&["--limit", "0", "--assets", ASSETS]).unwrap();
+    stack.start_worker(&[]).unwrap();
+    let list = active_symbols(42, 12_000, 3).join(",");
+    // Monday-Tuesday and Thursday-Friday are stored; Wednesday's job was lost.
+    for (start, end) in [
+        ("2026-11-16T05:00:00Z", "2026-11-18T04:59:59Z"),
+        ("2026-11-19T05:00:00Z", "2026-11-21T04:59:59Z"),
+    ] {
+        let out = stack
+            .producer(&[
+                "fetch-bars",
+                "--symbols",
+                &list,
+                "--timeframe",
+                "1Day",
+                "--start",
+                start,
+                "--end",
+                end,
+                "--feed",
+                "iex",
+                "--wait",
+            ])
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    }
+    let spent = data_calls(&stack).await;
+    let gaps = |extra: &[&'static str]| {
+        let mut args = vec![
+            "gaps",
+            "--symbols",
+            list.as_str(),
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-16T05:00:00Z",
+            "--end",
+            "2026-11-21T04:59:59Z",
+            "--feed",
+            "iex",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let out = stack.producer(&gaps(&["--json"])).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["series_checked"], 3, "{report}");
+    assert_eq!(report["series_with_gaps"], 3, "{report}");
+    assert_eq!(report["missing_sessions"], 3, "{report}");
+    assert_eq!(report["estimated_calls"], 1, "{report}");
+    for series in report["series"].as_array().unwrap() {
+        assert_eq!(series["missing"], serde_json::json!(["2026-11-18"]), "{series}");
+    }
+    assert_eq!(data_calls(&stack).await, spent, "listing gaps costs no call");
+
+    // --fill enqueues exactly the missing session: one call for the three.
+    let out = stack.producer(&gaps(&["--fill", "--wait"])).await.unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
+    assert!(text(&out).contains("succeeded 3, dead-lettered 0"), "{}", text(&out));
+    assert_eq!(data_calls(&stack).await, spent + 1);
+    let out = stack.producer(&gaps(&[])).await.unwrap();
+    assert!(
+        text(&out).contains("with gaps 0, covered but empty 0; missing sessions 0"),
+        "{}",
+        text(&out)
+    );
+    stack.cleanup().await;
+}
