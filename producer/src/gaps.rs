@@ -16,11 +16,11 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use signal9_alpaca::Symbol;
+use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::calendar;
 use signal9_shared::config::PackingSettings;
 use signal9_shared::ingest::BarsRequest;
-use signal9_shared::job::{Job, Payload, Priority};
+use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 use signal9_shared::plan::{self, Packing};
 use signal9_shared::store::{SeriesKey, Store};
 
@@ -107,10 +107,10 @@ struct SeriesGaps {
 
 /// What `gaps` found.
 #[derive(Debug, Default, Serialize)]
-struct Report {
+pub(crate) struct Report {
     series_checked: usize,
     series_with_gaps: usize,
-    missing_sessions: usize,
+    pub(crate) missing_sessions: usize,
     covered_empty: Vec<String>,
     estimated_calls: u64,
     jobs: usize,
@@ -140,13 +140,74 @@ async fn check(store: &dyn Store, series: &SeriesKey, all: &[Session], settled: 
     Ok(Found::Missing(missing))
 }
 
+/// What to check: one timeframe, adjustment and feed over `[start, end]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    pub(crate) timeframe: Timeframe,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) adjustment: Adjustment,
+    pub(crate) feed: Option<Feed>,
+}
+
+impl Scope {
+    /// The fetch-bars payload of one symbol over `[start, end]` (crypto
+    /// pairs take no adjustment and no feed).
+    fn payload(&self, symbol: Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
+        let crypto = symbol.is_crypto_pair();
+        FetchBars {
+            symbol,
+            timeframe: self.timeframe,
+            start,
+            end,
+            adjustment: if crypto {
+                Adjustment::raw()
+            } else {
+                self.adjustment.clone()
+            },
+            feed: if crypto { None } else { self.feed },
+        }
+    }
+}
+
 /// Lists the gaps and, with `--fill`, enqueues the jobs that fill them.
 pub async fn run(args: GapsArgs) -> Result<()> {
     let symbols = args.bars.symbols().await?;
     let store = args.bars.open_store().await?;
-    let packing: Packing = args.packing.packing();
-    let now = Utc::now();
+    let scope = Scope {
+        timeframe: args.bars.timeframe,
+        start: args.bars.start,
+        end: args.bars.end,
+        adjustment: args.bars.adjustment.clone(),
+        feed: args.bars.feed,
+    };
     let priority = args.options.priority_or(Priority::Backfill);
+    let (report, jobs) = find(
+        store.as_ref(),
+        &symbols,
+        &scope,
+        args.packing.packing(),
+        Utc::now(),
+        priority,
+    )
+    .await?;
+    print(&report, args.json)?;
+    if args.fill && !jobs.is_empty() {
+        publish_and_watch(&args.options, jobs, None).await?;
+    }
+    Ok(())
+}
+
+/// Finds the gaps of `symbols` in `scope`: the report, and one fetch-bars
+/// job at `priority` per run of consecutive missing sessions of a series.
+pub(crate) async fn find(
+    store: &dyn Store,
+    symbols: &[Symbol],
+    scope: &Scope,
+    packing: Packing,
+    now: DateTime<Utc>,
+    priority: Priority,
+) -> Result<(Report, Vec<Job>)> {
     let mut report = Report::default();
     let mut jobs = Vec::new();
     // Symbols to fill, by range and market: packed as the workers pack them.
@@ -158,25 +219,25 @@ pub async fn run(args: GapsArgs) -> Result<()> {
             .cloned()
             .collect();
         let Some(sample) = market.first() else { continue };
-        let all = sessions(args.bars.start, args.bars.end, crypto);
+        let all = sessions(scope.start, scope.end, crypto);
         let settled: Vec<bool> = all
             .iter()
             .map(|(_, from, to)| {
                 let request = BarsRequest {
                     symbols: vec![sample.clone()],
-                    timeframe: args.bars.timeframe,
+                    timeframe: scope.timeframe,
                     start: *from,
                     end: *to,
-                    adjustment: args.bars.adjustment.clone(),
-                    feed: args.bars.feed,
+                    adjustment: scope.adjustment.clone(),
+                    feed: scope.feed,
                 };
                 now >= request.settles_at(packing.settle)
             })
             .collect();
-        let (all, settled, store, bars) = (&all, &settled, store.as_ref(), &args.bars);
+        let (all, settled) = (&all, &settled);
         let found: Vec<Result<(Symbol, SeriesKey, Found)>> = futures::stream::iter(market)
             .map(|symbol| async move {
-                let payload = bars.payload(symbol.clone(), bars.start, bars.end);
+                let payload = scope.payload(symbol.clone(), scope.start, scope.end);
                 let series = SeriesKey {
                     symbol: symbol.clone(),
                     timeframe: payload.timeframe,
@@ -204,7 +265,7 @@ pub async fn run(args: GapsArgs) -> Result<()> {
                         groups.entry((*range, crypto)).or_default().push(symbol.clone());
                         jobs.push(Job::new(
                             uuid::Uuid::new_v4().to_string(),
-                            Payload::FetchBars(args.bars.payload(symbol.clone(), range.0, range.1)),
+                            Payload::FetchBars(scope.payload(symbol.clone(), range.0, range.1)),
                             priority,
                             None,
                         ));
@@ -220,17 +281,13 @@ pub async fn run(args: GapsArgs) -> Result<()> {
         }
     }
     for (((from, to), crypto), symbols) in &groups {
-        let per_symbol = plan::estimate_bars(args.bars.timeframe, *from, *to, *crypto);
+        let per_symbol = plan::estimate_bars(scope.timeframe, *from, *to, *crypto);
         for request in packing.pack(symbols, per_symbol) {
             report.estimated_calls += plan::calls_for(request.len() as u64 * per_symbol);
         }
     }
     report.jobs = jobs.len();
-    print(&report, args.json)?;
-    if args.fill && !jobs.is_empty() {
-        publish_and_watch(&args.options, jobs, None).await?;
-    }
-    Ok(())
+    Ok((report, jobs))
 }
 
 fn print(report: &Report, json: bool) -> Result<()> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use signal9_alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
-use signal9_shared::config::StoreSettings;
+use signal9_shared::config::{PackingSettings, StoreSettings};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 use signal9_shared::keys::RedisKeys;
 use signal9_shared::limiter::redis_pool;
@@ -55,6 +55,15 @@ pub struct ScheduleArgs {
     /// The feed of the follow-on backfill.
     #[arg(long, env = "SIGNAL9_BACKFILL_FEED", default_value = "iex")]
     backfill_feed: Feed,
+    /// With the follow-on backfill, look this many trading days further back
+    /// for sessions no covered range holds (a job dead-lettered and never
+    /// replayed) and enqueue exactly those; 0 turns the check off. Its
+    /// count is exported as `signal9_gaps_missing_series_days`.
+    #[arg(long, env = "SIGNAL9_HEAL_DAYS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=60))]
+    heal_days: u32,
+    /// Request packing and the settle time (for the gap check).
+    #[command(flatten)]
+    packing: PackingSettings,
     /// Redis, home of the lease and the fired-run markers.
     #[arg(
         long,
@@ -173,6 +182,68 @@ async fn fire_due(
     Ok(())
 }
 
+/// What the gap check found: missing series-days and the jobs that fill them.
+struct Heal {
+    missing: usize,
+    jobs: Vec<Job>,
+}
+
+/// Checks the `--heal-days` trading days before `day` for sessions of the
+/// daily universe that no covered range holds (so one lost day heals by the
+/// next morning), records the count in Redis for the workers' gauge, and
+/// returns the jobs that fill exactly those sessions.
+async fn heal_gaps(
+    args: &ScheduleArgs,
+    pool: &signal9_shared::redis_conn::RedisPool,
+    store: &dyn signal9_shared::store::Store,
+    namespace: &str,
+    symbols: &[signal9_alpaca::Symbol],
+    timeframes: &[Timeframe],
+    day: chrono::NaiveDate,
+) -> Result<Heal> {
+    let mut heal = Heal {
+        missing: 0,
+        jobs: Vec::new(),
+    };
+    if args.heal_days == 0 {
+        return Ok(heal);
+    }
+    let mut first = day;
+    for _ in 0..args.heal_days {
+        first = previous_trading_day(first);
+    }
+    let (start, _) = ny_day_range(first);
+    let (_, end) = ny_day_range(previous_trading_day(day));
+    for timeframe in timeframes {
+        let scope = crate::gaps::Scope {
+            timeframe: *timeframe,
+            start,
+            end,
+            adjustment: Adjustment::raw(),
+            feed: Some(args.backfill_feed),
+        };
+        let (report, jobs) = crate::gaps::find(
+            store,
+            symbols,
+            &scope,
+            args.packing.packing(),
+            Utc::now(),
+            Priority::Bulk,
+        )
+        .await?;
+        heal.missing += report.missing_sessions;
+        heal.jobs.extend(jobs);
+    }
+    let mut conn = pool.get().await.map_err(|e| anyhow::anyhow!("Redis: {e}"))?;
+    let _: () = deadpool_redis::redis::cmd("SET")
+        .arg(RedisKeys::new(namespace).gaps_missing())
+        .arg(heal.missing)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("Redis: {e}"))?;
+    Ok(heal)
+}
+
 /// How long a fire marker keeps other replicas from firing the same run.
 const FIRE_MARKER_SECS: u64 = 300;
 /// How long a backfill marker keeps a completed run from being backfilled twice.
@@ -223,7 +294,7 @@ async fn backfill_latest(
     let day = previous_trading_day(ny_date(run.started_at));
     let (start, end) = ny_day_range(day);
     let symbols = active_equity_symbols(store).await?;
-    let jobs: Vec<Job> = timeframes
+    let mut jobs: Vec<Job> = timeframes
         .iter()
         .flat_map(|tf| symbols.iter().map(move |s| (tf, s)))
         .map(|(tf, symbol)| {
@@ -248,6 +319,21 @@ async fn backfill_latest(
         run.run_id,
         jobs.len()
     );
+    // A failed check must not cost the day's backfill: it is reported, and
+    // the next run checks again.
+    match heal_gaps(args, pool, store, namespace, &symbols, timeframes, day).await {
+        Ok(heal) => {
+            println!(
+                "scheduler: gap check for run {}: {} missing series-days in the {} trading days before {day}; {} jobs fill them",
+                run.run_id,
+                heal.missing,
+                args.heal_days,
+                heal.jobs.len()
+            );
+            jobs.extend(heal.jobs);
+        }
+        Err(error) => eprintln!("scheduler: gap check for run {}: {error:#}", run.run_id),
+    }
     if let Err(error) = publish_jobs(&args.options, jobs).await {
         drop_marker(pool, &key).await;
         return Err(error);

@@ -71,6 +71,12 @@ impl RedisKeys {
         format!("{}:scheduler:backfilled:{run_id}", self.namespace)
     }
 
+    /// How many settled series-days the scheduler's last gap check found
+    /// uncovered (an integer; the workers export it as a gauge).
+    pub fn gaps_missing(&self) -> String {
+        format!("{}:gaps:missing", self.namespace)
+    }
+
     /// The outbox relay's lease.
     pub fn outbox_relay(&self) -> String {
         format!("{}:outbox:relay", self.namespace)

@@ -78,6 +78,47 @@ async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once(
         true
     })
     .await;
+    // The gap check: the five trading days before that day were never
+    // stored (a fresh store), so each is a missing series-day, filled by
+    // one job per symbol.
+    let day = previous_trading_day(ny_date(chrono::Utc::now()));
+    let mut first = day;
+    for _ in 0..5 {
+        first = previous_trading_day(first);
+    }
+    let (heal_start, heal_end) = (ny_day_range(first).0, ny_day_range(previous_trading_day(day)).1);
+    let healed = signal9_e2e::eventually(Duration::from_secs(60), || async {
+        for symbol in &symbols {
+            let key = SeriesKey {
+                symbol: Symbol::parse(symbol).unwrap(),
+                timeframe: Timeframe::DAY,
+                adjustment: Adjustment::raw(),
+                feed: Some(Feed::Iex),
+            };
+            if !store.covers(&key, heal_start, heal_end).await.unwrap_or(false) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Every worker exports what the check found.
+    let gauge = format!("signal9_gaps_missing_series_days {}", 5 * symbols.len());
+    let exported = signal9_e2e::eventually(Duration::from_secs(40), || async {
+        let status = stack.producer(&["status", "--json"]).await.unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        let Some(addr) = status["workers"][0]["metrics_addr"].as_str() else {
+            return false;
+        };
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics.lines().any(|l| l == gauge)
+    })
+    .await;
     let mut scheduler = scheduler;
     scheduler.start_kill().unwrap();
     let out = scheduler.wait_with_output().await.unwrap();
@@ -87,6 +128,17 @@ async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once(
         "the backfill of every active symbol ran\n{text}\n{}",
         stack.worker_logs()
     );
+    let checked = format!(
+        "{} missing series-days in the 5 trading days before {day}",
+        5 * symbols.len()
+    );
+    assert!(text.contains(&checked), "{checked:?} missing from\n{text}");
+    assert!(
+        healed,
+        "the gap check's jobs filled the five days\n{text}\n{}",
+        stack.worker_logs()
+    );
+    assert!(exported, "the workers export {gauge:?}");
     assert!(
         text.contains("(scheduled "),
         "the missed 04:00 run fired on start: {text}"

@@ -97,7 +97,12 @@ pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()>
         reconcile: settings.reconcile(),
         outbox_written: Arc::new(tokio::sync::Notify::new()),
     };
-    let sync_watch = tokio::spawn(relay::watch_sync_runs(Arc::clone(&ctx.store), shutdown.clone()));
+    let sync_watch = tokio::spawn(relay::watch_sync_runs(
+        Arc::clone(&ctx.store),
+        health.guard.budget(signal9_alpaca::Api::Data).pool().clone(),
+        settings.broker.namespace.clone(),
+        shutdown.clone(),
+    ));
     let event_sink: Option<Arc<dyn signal9_shared::outbox::EventSink>> = match &settings.eventbridge_bus {
         Some(bus) if !bus.is_empty() => {
             let aws = signal9_shared::aws::AwsTarget::default().load().await;

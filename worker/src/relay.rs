@@ -87,11 +87,23 @@ pub async fn run(ctx: RelayContext, mut shutdown: Shutdown) {
 }
 
 /// Keeps `signal9_sync_last_success_timestamp_seconds` and
-/// `signal9_sync_last_run_suspect` current from the store, so every worker
-/// reports them and the alerts see them whichever worker closed the run.
-pub async fn watch_sync_runs(store: Arc<dyn Store>, mut shutdown: Shutdown) {
+/// `signal9_sync_last_run_suspect` current from the store, and
+/// `signal9_gaps_missing_series_days` from the scheduler's last gap check
+/// in Redis, so every worker reports them and the alerts see them whichever
+/// process wrote them.
+pub async fn watch_sync_runs(
+    store: Arc<dyn Store>,
+    redis: signal9_shared::redis_conn::RedisPool,
+    namespace: String,
+    mut shutdown: Shutdown,
+) {
     let metrics = signal9_shared::telemetry::metrics::get();
+    let gaps_key = signal9_shared::keys::RedisKeys::new(&namespace).gaps_missing();
     loop {
+        match read_gaps(&redis, &gaps_key).await {
+            Ok(missing) => metrics.gaps_missing.set(missing.unwrap_or(-1)),
+            Err(error) => warn!(%error, "Could not read the last gap check"),
+        }
         match store.last_completed_run().await {
             Ok(run) => metrics
                 .sync_last_success
@@ -108,4 +120,14 @@ pub async fn watch_sync_runs(store: Arc<dyn Store>, mut shutdown: Shutdown) {
             return;
         }
     }
+}
+
+/// The scheduler's last gap check: missing series-days, `None` if none ran.
+async fn read_gaps(redis: &signal9_shared::redis_conn::RedisPool, key: &str) -> Result<Option<i64>, String> {
+    let mut conn = redis.get().await.map_err(|e| e.to_string())?;
+    deadpool_redis::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub sync_last_success: IntGauge,
     /// `signal9_sync_last_run_suspect`: 1 when the most recent run ended suspect.
     pub sync_last_run_suspect: IntGauge,
+    /// `signal9_gaps_missing_series_days`: settled series-days the
+    /// scheduler's last gap check found uncovered (-1: no check yet).
+    pub gaps_missing: IntGauge,
     /// `signal9_outbox_pending`: events left in the outbox after the last relay pass.
     pub outbox_pending: IntGauge,
     /// `signal9_outbox_oldest_age_seconds`: age of the oldest event the last relay pass found.
@@ -188,6 +191,11 @@ impl Metrics {
                 &r,
                 "signal9_sync_last_run_suspect",
                 "1 when the most recent sync run ended suspect, else 0",
+            ),
+            gaps_missing: plain_gauge(
+                &r,
+                "signal9_gaps_missing_series_days",
+                "Settled series-days the scheduler's last gap check found uncovered (-1: no check recorded)",
             ),
             outbox_pending: plain_gauge(
                 &r,
