@@ -128,9 +128,39 @@ impl BarsSelection {
         self.store.open().await.context("opening the store")
     }
 
+    /// What these flags select, without the symbols.
+    pub(crate) fn scope(&self) -> Scope {
+        Scope {
+            timeframe: self.timeframe,
+            start: self.start,
+            end: self.end,
+            adjustment: self.adjustment.clone(),
+            feed: self.feed,
+        }
+    }
+
+    /// The fetch-bars payload of one symbol over `[start, end]` (see
+    /// [`Scope::payload`]).
+    pub fn payload(&self, symbol: Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
+        self.scope().payload(symbol, start, end)
+    }
+}
+
+/// Which bars, without the symbols: one timeframe, adjustment and feed
+/// over `[start, end]` (what `gaps`, `backfill` and the scheduler plan over).
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    pub(crate) timeframe: Timeframe,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) adjustment: Adjustment,
+    pub(crate) feed: Option<Feed>,
+}
+
+impl Scope {
     /// The fetch-bars payload of one symbol over `[start, end]` (crypto
     /// pairs take no adjustment and no feed).
-    pub fn payload(&self, symbol: Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
+    pub(crate) fn payload(&self, symbol: Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
         let crypto = symbol.is_crypto_pair();
         FetchBars {
             symbol,

@@ -16,15 +16,15 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
+use signal9_alpaca::Symbol;
 use signal9_shared::calendar;
 use signal9_shared::config::PackingSettings;
 use signal9_shared::ingest::BarsRequest;
-use signal9_shared::job::{FetchBars, Job, Payload, Priority};
+use signal9_shared::job::{Job, Payload, Priority};
 use signal9_shared::plan::{self, Packing};
 use signal9_shared::store::{SeriesKey, Store};
 
-use crate::args::{BarsSelection, PublishOptions};
+use crate::args::{BarsSelection, PublishOptions, Scope};
 use crate::publish::publish_and_watch;
 
 /// `signal9-producer gaps`.
@@ -140,47 +140,11 @@ async fn check(store: &dyn Store, series: &SeriesKey, all: &[Session], settled: 
     Ok(Found::Missing(missing))
 }
 
-/// What to check: one timeframe, adjustment and feed over `[start, end]`.
-#[derive(Debug, Clone)]
-pub(crate) struct Scope {
-    pub(crate) timeframe: Timeframe,
-    pub(crate) start: DateTime<Utc>,
-    pub(crate) end: DateTime<Utc>,
-    pub(crate) adjustment: Adjustment,
-    pub(crate) feed: Option<Feed>,
-}
-
-impl Scope {
-    /// The fetch-bars payload of one symbol over `[start, end]` (crypto
-    /// pairs take no adjustment and no feed).
-    fn payload(&self, symbol: Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
-        let crypto = symbol.is_crypto_pair();
-        FetchBars {
-            symbol,
-            timeframe: self.timeframe,
-            start,
-            end,
-            adjustment: if crypto {
-                Adjustment::raw()
-            } else {
-                self.adjustment.clone()
-            },
-            feed: if crypto { None } else { self.feed },
-        }
-    }
-}
-
 /// Lists the gaps and, with `--fill`, enqueues the jobs that fill them.
 pub async fn run(args: GapsArgs) -> Result<()> {
     let symbols = args.bars.symbols().await?;
     let store = args.bars.open_store().await?;
-    let scope = Scope {
-        timeframe: args.bars.timeframe,
-        start: args.bars.start,
-        end: args.bars.end,
-        adjustment: args.bars.adjustment.clone(),
-        feed: args.bars.feed,
-    };
+    let scope = args.bars.scope();
     let priority = args.options.priority_or(Priority::Backfill);
     let (report, jobs) = find(
         store.as_ref(),

@@ -215,7 +215,7 @@ async fn heal_gaps(
     let (start, _) = ny_day_range(first);
     let (_, end) = ny_day_range(previous_trading_day(day));
     for timeframe in timeframes {
-        let scope = crate::gaps::Scope {
+        let scope = crate::args::Scope {
             timeframe: *timeframe,
             start,
             end,

@@ -63,21 +63,25 @@ async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once(
     let symbols = signal9_e2e::active_symbols(42, 300, 1_000);
     let store = SqliteStore::open(stack.sqlite_path()).unwrap();
     let (start, end) = ny_day_range(previous_trading_day(ny_date(chrono::Utc::now())));
-    let covered = signal9_e2e::eventually(Duration::from_secs(60), || async {
-        for symbol in &symbols {
-            let key = SeriesKey {
-                symbol: Symbol::parse(symbol).unwrap(),
-                timeframe: Timeframe::DAY,
-                adjustment: Adjustment::raw(),
-                feed: Some(Feed::Iex),
-            };
-            if !store.covers(&key, start, end).await.unwrap_or(false) {
-                return false;
+    // Every symbol's daily iex series covers [from, to].
+    let all_covered = |from, to| {
+        let (symbols, store) = (&symbols, &store);
+        async move {
+            for symbol in symbols {
+                let key = SeriesKey {
+                    symbol: Symbol::parse(symbol).unwrap(),
+                    timeframe: Timeframe::DAY,
+                    adjustment: Adjustment::raw(),
+                    feed: Some(Feed::Iex),
+                };
+                if !store.covers(&key, from, to).await.unwrap_or(false) {
+                    return false;
+                }
             }
+            true
         }
-        true
-    })
-    .await;
+    };
+    let covered = signal9_e2e::eventually(Duration::from_secs(60), || all_covered(start, end)).await;
     // The gap check: the five trading days before that day were never
     // stored (a fresh store), so each is a missing series-day, filled by
     // one job per symbol.
@@ -87,21 +91,7 @@ async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once(
         first = previous_trading_day(first);
     }
     let (heal_start, heal_end) = (ny_day_range(first).0, ny_day_range(previous_trading_day(day)).1);
-    let healed = signal9_e2e::eventually(Duration::from_secs(60), || async {
-        for symbol in &symbols {
-            let key = SeriesKey {
-                symbol: Symbol::parse(symbol).unwrap(),
-                timeframe: Timeframe::DAY,
-                adjustment: Adjustment::raw(),
-                feed: Some(Feed::Iex),
-            };
-            if !store.covers(&key, heal_start, heal_end).await.unwrap_or(false) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let healed = signal9_e2e::eventually(Duration::from_secs(60), || all_covered(heal_start, heal_end)).await;
     // Every worker exports what the check found.
     let gauge = format!("signal9_gaps_missing_series_days {}", 5 * symbols.len());
     let exported = signal9_e2e::eventually(Duration::from_secs(40), || async {
