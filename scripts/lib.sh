@@ -109,7 +109,9 @@ ensure_moto() {
 # through SIGNAL9_TEST_PYTHON.
 ensure_alpaca_py() {
   ensure_venv
-  if ! "$VENV/bin/python" -c 'import alpaca' >/dev/null 2>&1; then
+  # Checked from / : in the repository, the crate folder `alpaca/` would
+  # import as an empty namespace package and hide a missing SDK.
+  if ! (cd / && "$VENV/bin/python" -c 'import alpaca.data.historical') >/dev/null 2>&1; then
     log "installing alpaca-py (the official Alpaca SDK) from PyPI"
     "$VENV/bin/pip" install -q 'alpaca-py==0.44.0'
   fi

@@ -86,7 +86,7 @@ fn hash_str(seed: u64, s: &str) -> u64 {
     s.bytes().fold(splitmix(seed), |h, b| splitmix(h ^ u64::from(b)))
 }
 
-fn unit(h: u64) -> f64 {
+pub(crate) fn unit(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -235,14 +235,13 @@ pub fn bar_json(series: Series<'_>, t: DateTime<Utc>) -> Value {
     } = series;
     let sym = hash_str(seed, symbol);
     let h = splitmix(sym ^ splitmix(frame.code()) ^ (t.timestamp() as u64));
-    let base = match symbol {
-        "BTC/USD" => 60_000.0,
-        "ETH/USD" => 3_000.0,
-        _ if market == Market::Crypto => 0.05 + 200.0 * unit(sym),
-        _ => 0.5 + 500.0 * unit(sym),
+    // A stock's seeded splits are in its prices: after a 2-for-1 split the
+    // raw price halves and the volume doubles (see [`crate::actions`]).
+    let scale = match market {
+        Market::Stocks => crate::actions::seeded_split_scale(seed, symbol, ny_date(t)),
+        Market::Crypto => 1.0,
     };
-    let days = t.timestamp() as f64 / 86_400.0;
-    let level = base * (0.35 * (days / 37.0 + 6.0 * unit(splitmix(sym))).sin()).exp();
+    let level = level(seed, symbol, market, t) * scale;
     let open = round(level * (1.0 + 0.01 * (unit(splitmix(h ^ 1)) - 0.5)));
     let close = round(level * (1.0 + 0.01 * (unit(splitmix(h ^ 2)) - 0.5)));
     let high = round(open.max(close) * (1.0 + 0.005 * unit(splitmix(h ^ 3))));
@@ -256,7 +255,7 @@ pub fn bar_json(series: Series<'_>, t: DateTime<Utc>) -> Value {
             let volume: u64 = if zero_volume {
                 0
             } else {
-                100 + splitmix(h ^ 7) % 2_000_000
+                ((100 + splitmix(h ^ 7) % 2_000_000) as f64 / scale).round().max(1.0) as u64
             };
             let trades = if zero_volume { 0 } else { 1 + volume / 150 };
             json!({"t": ts, "o": open, "h": high, "l": low, "c": close, "v": volume, "n": trades, "vw": vwap})
@@ -271,6 +270,48 @@ pub fn bar_json(series: Series<'_>, t: DateTime<Utc>) -> Value {
             json!({"t": ts, "o": open, "h": high, "l": low, "c": close, "v": volume, "n": trades, "vw": vwap})
         }
     }
+}
+
+/// The price level of a series at `t` before any split: the smooth path
+/// its bars scatter around.
+pub(crate) fn level(seed: u64, symbol: &str, market: Market, t: DateTime<Utc>) -> f64 {
+    let sym = hash_str(seed, symbol);
+    let base = match symbol {
+        "BTC/USD" => 60_000.0,
+        "ETH/USD" => 3_000.0,
+        _ if market == Market::Crypto => 0.05 + 200.0 * unit(sym),
+        _ => 0.5 + 500.0 * unit(sym),
+    };
+    let days = t.timestamp() as f64 / 86_400.0;
+    base * (0.35 * (days / 37.0 + 6.0 * unit(splitmix(sym))).sin()).exp()
+}
+
+/// Scales a bar's prices by `price` and its volume by `volume` (an
+/// adjustment, or a split the bar was produced before), rounded as the
+/// API rounds.
+pub fn scale(bar: &mut Value, price: f64, volume: f64) {
+    if price != 1.0 {
+        for key in ["o", "h", "l", "c", "vw"] {
+            if let Some(x) = bar[key].as_f64() {
+                bar[key] = json!(round(x * price));
+            }
+        }
+    }
+    if volume != 1.0 {
+        if let Some(v) = bar["v"].as_u64() {
+            bar["v"] = json!((v as f64 * volume).round() as u64);
+        }
+    }
+}
+
+/// The sim's hash of a string under a seed, for other modules' draws.
+pub(crate) fn hash(seed: u64, s: &str) -> u64 {
+    hash_str(seed, s)
+}
+
+/// The sim's mixing function.
+pub(crate) fn mix(x: u64) -> u64 {
+    splitmix(x)
 }
 
 fn round(x: f64) -> f64 {

@@ -17,8 +17,10 @@ use alpaca_sim::{Faults, SimConfig};
 /// GET|PUT /_sim/faults (JSON: error_rate, latency_ms, malformed_rate,
 /// truncate_assets, outage_secs, rate_limit_secs, duplicate_crypto_bars,
 /// repeat_page_boundary).
+/// A flag given twice takes its last value (a test harness's defaults
+/// come first, a test's own flags after them).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_override_self = true)]
 struct Args {
     /// Port to listen on; 0 picks a free one (printed as `LISTENING <port>`).
     #[arg(long, env = "ALPACA_SIM_PORT", default_value_t = 0)]

@@ -24,7 +24,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::bars::{bar_json, for_each_bar_time, Frame, Market, Series};
+use crate::actions::{self, Factors, SimAction};
+use crate::bars::{bar_json, for_each_bar_time, scale, Frame, Market, Series};
 use crate::universe::{self, SimAsset};
 
 /// The simulator's settings.
@@ -159,6 +160,8 @@ pub struct Sim {
     /// The accepted key pair; `PUT /_sim/keys` rotates it.
     keys: RwLock<(String, String)>,
     universe: RwLock<Vec<SimAsset>>,
+    /// Corporate actions added by `POST /_sim/actions` (seeded ones are computed).
+    actions: RwLock<Vec<SimAction>>,
     faults: Mutex<ActiveFaults>,
     windows: Mutex<HashMap<(String, Api), VecDeque<Instant>>>,
     stats: Mutex<Stats>,
@@ -183,6 +186,7 @@ impl Sim {
         let sim = Sim {
             keys: RwLock::new((config.key.clone(), config.secret.clone())),
             universe: RwLock::new(universe),
+            actions: RwLock::new(Vec::new()),
             faults,
             windows: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
@@ -230,6 +234,7 @@ pub fn router(sim: Shared) -> Router {
         .route("/_sim/faults", get(get_faults).put(put_faults))
         .route("/_sim/assets", post(change_assets))
         .route("/_sim/keys", put(put_keys))
+        .route("/_sim/actions", post(add_actions))
         .fallback(api)
         .with_state(sim)
 }
@@ -488,6 +493,138 @@ async fn change_assets(State(sim): State<Shared>, body: axum::body::Bytes) -> Re
     Json(json!({"changed": changed, "added": added, "not_found": missing})).into_response()
 }
 
+async fn add_actions(State(sim): State<Shared>, body: axum::body::Bytes) -> Response {
+    let added = serde_json::from_slice::<actions::NewActions>(&body)
+        .map_err(|e| format!("invalid actions: {e}"))
+        .and_then(actions::NewActions::into_actions);
+    match added {
+        Ok(added) => {
+            let ids: Vec<String> = added.iter().map(|a| a.id.clone()).collect();
+            if let Ok(mut list) = sim.actions.write() {
+                list.extend(added);
+            }
+            Json(json!({"added": ids})).into_response()
+        }
+        Err(message) => (StatusCode::BAD_REQUEST, Json(json!({"message": message}))).into_response(),
+    }
+}
+
+/// `GET /v1/corporate-actions`: the seeded and injected actions whose
+/// ex-date lies in `[start, end]` (dates; today by default), of the given
+/// symbols (every stock when absent) and types, ordered by ex-date then id,
+/// `limit` a page (1–1000, default 100), grouped by kind.
+fn corporate_actions(sim: &Sim, params: &HashMap<String, String>) -> Answer {
+    let param = |k: &str| params.get(k).map(String::as_str).filter(|s| !s.is_empty());
+    let today = crate::calendar::ny_date(sim.now());
+    let date = |k: &str| match param(k) {
+        None => Ok(today),
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("invalid {k}: {}", short(s))),
+    };
+    let (start, end) = match (date("start"), date("end")) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(m), _) | (_, Err(m)) => return data_error(StatusCode::BAD_REQUEST, m),
+    };
+    if end < start {
+        return data_error(StatusCode::BAD_REQUEST, "end should not be before start");
+    }
+    let types: Vec<&str> = match param("types") {
+        Some(list) => list.split(',').collect(),
+        None => actions::KNOWN_TYPES.to_vec(),
+    };
+    if let Some(bad) = types.iter().find(|t| !actions::KNOWN_TYPES.contains(t)) {
+        return data_error(StatusCode::BAD_REQUEST, format!("invalid types: {}", short(bad)));
+    }
+    let limit = match param("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return data_error(StatusCode::BAD_REQUEST, "invalid limit: must be between 1 and 1000"),
+    };
+    let desc = match param("sort") {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return data_error(StatusCode::BAD_REQUEST, "invalid sort: must be asc or desc"),
+    };
+    let after = match param("page_token") {
+        None => None,
+        Some(token) => match base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+        {
+            Some(position) => Some(position),
+            None => return data_error(StatusCode::BAD_REQUEST, "invalid page token"),
+        },
+    };
+    let symbols: Vec<String> = match param("symbols") {
+        Some(list) => {
+            let list: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
+            if let Some(bad) = list.iter().find(|s| !valid_symbol(s)) {
+                return data_error(StatusCode::BAD_REQUEST, format!("invalid symbol: {}", short(bad)));
+            }
+            list
+        }
+        None => match sim.universe.read() {
+            Ok(u) => u
+                .iter()
+                .filter(|a| a.class == "us_equity")
+                .map(|a| a.symbol.clone())
+                .collect(),
+            Err(_) => return data_error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+        },
+    };
+    let seed = sim.config.seed;
+    let mut found: Vec<SimAction> = symbols
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .flat_map(|symbol| actions::seeded(seed, symbol, start, end))
+        .collect();
+    if let Ok(injected) = sim.actions.read() {
+        found.extend(
+            injected
+                .iter()
+                .filter(|a| (start..=end).contains(&a.ex_date))
+                .filter(|a| param("symbols").is_none() || symbols.contains(&a.symbol))
+                .cloned(),
+        );
+    }
+    found.retain(|a| types.contains(&a.kind.type_name()));
+    let position = |a: &SimAction| format!("{}|{}", a.ex_date, a.id);
+    found.sort_by_key(position);
+    if desc {
+        found.reverse();
+    }
+    if let Some(after) = &after {
+        found.retain(|a| {
+            if desc {
+                position(a) < *after
+            } else {
+                position(a) > *after
+            }
+        });
+    }
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let token = more
+        .then(|| {
+            found
+                .last()
+                .map(|a| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position(a)))
+        })
+        .flatten();
+    let mut groups: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for action in &found {
+        groups
+            .entry(action.kind.group())
+            .or_default()
+            .push(action.to_json(seed));
+    }
+    Answer {
+        status: StatusCode::OK,
+        body: json!({"corporate_actions": groups, "next_page_token": token}),
+    }
+}
+
 /// A response in the making: status, JSON body, and whether it may be corrupted.
 struct Answer {
     status: StatusCode,
@@ -526,6 +663,7 @@ fn route(path: &str) -> Option<(Api, &'static str)> {
         ["v2", "stocks", "bars"] => Some((Api::Data, "/v2/stocks/bars")),
         ["v2", "stocks", _, "bars"] => Some((Api::Data, "/v2/stocks/{symbol}/bars")),
         ["v1beta3", "crypto", "us", "bars"] => Some((Api::Data, "/v1beta3/crypto/us/bars")),
+        ["v1", "corporate-actions"] => Some((Api::Data, "/v1/corporate-actions")),
         _ => None,
     }
 }
@@ -625,6 +763,7 @@ async fn serve(sim: &Sim, api: Api, template: &'static str, uri: &Uri, headers: 
         "/v2/assets/{symbol_or_id}" => one_asset(sim, uri.path()),
         "/v2/stocks/bars" => bars(sim, Market::Stocks, None, &params),
         "/v1beta3/crypto/us/bars" => bars(sim, Market::Crypto, None, &params),
+        "/v1/corporate-actions" => corporate_actions(sim, &params),
         _ => {
             let symbol = uri.path().split('/').nth(3).unwrap_or_default();
             let symbol = percent_encoding::percent_decode_str(symbol)
@@ -951,12 +1090,14 @@ fn bars(sim: &Sim, market: Market, single: Option<String>, params: &HashMap<Stri
         Some("desc") => true,
         Some(_) => return data_error(StatusCode::BAD_REQUEST, "invalid sort: must be asc or desc"),
     };
+    let mut components = Vec::new();
     if market == Market::Stocks {
         if let Some(adj) = param("adjustment") {
             let known = ["raw", "split", "dividend", "spin-off", "all"];
             if !adj.split(',').all(|a| known.contains(&a)) {
                 return data_error(StatusCode::BAD_REQUEST, format!("invalid adjustment: {}", short(adj)));
             }
+            components = actions::components(adj);
         }
         match param("feed") {
             None | Some("iex") | Some("otc") | Some("boats") => {}
@@ -1004,6 +1145,8 @@ fn bars(sim: &Sim, market: Market, single: Option<String>, params: &HashMap<Stri
         }
     }
     let series = |symbol| series_of(seed, market, frame, symbol);
+    let injected: Vec<SimAction> = sim.actions.read().map(|a| a.clone()).unwrap_or_default();
+    let (since, today) = (crate::calendar::ny_date(start), crate::calendar::ny_date(now));
 
     let mut page: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut count = 0usize;
@@ -1030,9 +1173,18 @@ fn bars(sim: &Sim, market: Market, single: Option<String>, params: &HashMap<Stri
                 }
             });
         }
+        let factors = match market {
+            Market::Stocks => Factors::new(seed, symbol, &injected, &components, since, today),
+            Market::Crypto => Factors::default(),
+        };
         let list = page.entry(symbol.clone()).or_default();
         for t in &times {
-            list.push(bar_json(series(symbol), *t));
+            let mut bar = bar_json(series(symbol), *t);
+            if !factors.is_identity() {
+                let (price, volume) = factors.at(crate::calendar::ny_date(*t));
+                scale(&mut bar, price, volume);
+            }
+            list.push(bar);
             if duplicates && t.timestamp() % 7 == 0 {
                 let mut twin = bar_json(
                     Series {

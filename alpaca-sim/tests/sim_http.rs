@@ -394,3 +394,100 @@ async fn bad_bars_parameters_get_400_with_a_message() {
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{query}");
     }
 }
+
+/// Every action of a query, read by the client crate (which follows the pages).
+async fn all_actions(base: &str, query: signal9_alpaca::ActionsQuery) -> (Vec<signal9_alpaca::CorporateAction>, u32) {
+    let config = signal9_alpaca::ClientConfig {
+        trading_url: base.to_owned(),
+        data_url: base.to_owned(),
+        timeout: Duration::from_secs(30),
+    };
+    let client = signal9_alpaca::AlpacaClient::new(
+        &config,
+        signal9_alpaca::Credentials::new("sim-key", "sim-secret"),
+        std::sync::Arc::new(signal9_alpaca::Unmetered),
+    )
+    .unwrap();
+    let fetch = client.corporate_actions(&query).await.unwrap();
+    assert!(fetch.rejected.is_empty(), "{:?}", fetch.rejected);
+    (fetch.actions, fetch.calls)
+}
+
+async fn daily_close(base: &str, symbol: &str, adjustment: &str, day: &str) -> (f64, u64) {
+    let url = format!(
+        "{base}/v2/stocks/{symbol}/bars?timeframe=1Day&start={day}T00:00:00Z&end={day}T23:59:59Z&adjustment={adjustment}"
+    );
+    let page: Value = authed(url).send().await.unwrap().json().await.unwrap();
+    let bar = &page["bars"][0];
+    (bar["c"].as_f64().unwrap(), bar["v"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn corporate_actions_page_through_the_market_and_a_split_moves_adjusted_history_only() {
+    let sim = spawn(config(), 0).await.unwrap();
+    let base = sim.base_url();
+    let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let half_year = signal9_alpaca::ActionsQuery {
+        limit: 100,
+        ..signal9_alpaca::ActionsQuery::market(day("2026-01-01"), day("2026-06-30"))
+    };
+    let (actions, pages) = all_actions(&base, half_year).await;
+    assert!(pages > 2, "a half-year of the market spans pages: {pages}");
+    let mut ids: Vec<&str> = actions.iter().map(|a| a.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), actions.len(), "no action twice across pages");
+    assert!(actions
+        .iter()
+        .all(|a| a.ex_date.to_string().as_str() >= "2026-01-01" && a.ex_date.to_string().as_str() <= "2026-06-30"));
+
+    // A 4:1 split of a stock with no action of its own near the date.
+    let symbol = "ZZSPLIT";
+    let added: Value = reqwest::Client::new()
+        .post(format!("{base}/_sim/assets"))
+        .json(&serde_json::json!({"add": [{"symbol": symbol, "exchange": "NYSE"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(added["added"].as_array().unwrap().len(), 1);
+    let before_raw = daily_close(&base, symbol, "raw", "2026-11-19").await;
+    let after_raw = daily_close(&base, symbol, "raw", "2026-11-20").await;
+    let before_split = daily_close(&base, symbol, "split", "2026-11-19").await;
+    let split = |new_rate: u32| {
+        reqwest::Client::new()
+            .post(format!("{base}/_sim/actions"))
+            .json(&serde_json::json!({"forward_splits": [
+                {"symbol": symbol, "new_rate": new_rate, "old_rate": 1, "ex_date": "2026-11-20"}]}))
+            .send()
+    };
+    assert!(split(4).await.unwrap().status().is_success());
+    let one = signal9_alpaca::ActionsQuery {
+        symbols: vec![signal9_alpaca::Symbol::parse(symbol).unwrap()],
+        ..signal9_alpaca::ActionsQuery::market(day("2026-11-20"), day("2026-11-20"))
+    };
+    let (listed, _) = all_actions(&base, one).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].terms, "4:1");
+    // Raw history before the ex-date stands; raw prices from it on are split.
+    assert_eq!(daily_close(&base, symbol, "raw", "2026-11-19").await, before_raw);
+    let split_day = daily_close(&base, symbol, "raw", "2026-11-20").await;
+    assert!(
+        (split_day.0 - after_raw.0 / 4.0).abs() < 0.011,
+        "{split_day:?} vs {after_raw:?}"
+    );
+    // Split-adjusted history before the ex-date changed: a quarter of the price, four times the volume.
+    let adjusted = daily_close(&base, symbol, "split", "2026-11-19").await;
+    assert!(
+        (adjusted.0 - before_split.0 / 4.0).abs() < 0.011,
+        "{adjusted:?} vs {before_split:?}"
+    );
+    assert!(
+        adjusted.1.abs_diff(before_split.1 * 4) <= 2,
+        "{adjusted:?} vs {before_split:?}"
+    );
+    // Bad actions are refused.
+    assert_eq!(split(0).await.unwrap().status(), 400);
+}

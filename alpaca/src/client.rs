@@ -329,6 +329,11 @@ impl AlpacaClient {
         &self.trading_url
     }
 
+    /// The market-data API base this client calls.
+    pub fn data_url(&self) -> &str {
+        &self.data_url
+    }
+
     /// One page of multi-symbol bars (`/v2/stocks/bars`, or the crypto
     /// endpoint for crypto pairs).
     pub async fn bars_page(
@@ -399,7 +404,7 @@ impl AlpacaClient {
         .await
     }
 
-    async fn get<T: DeserializeOwned>(
+    pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         api: Api,
         endpoint: &'static str,

@@ -7,6 +7,7 @@
 //! broker) on top of it.
 
 pub mod account;
+pub mod actions;
 pub mod class;
 pub mod client;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod urls;
 pub mod validate;
 
 pub use account::{check_credentials, AccountCheck};
+pub use actions::{ActionKind, ActionsFetch, ActionsQuery, CorporateAction};
 #[cfg(feature = "test-support")]
 pub use client::Unmetered;
 pub use client::{

@@ -11,9 +11,34 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
-use signal9_shared::config::{BrokerSettings, StoreSettings};
+use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::job::{FetchBars, Priority};
 use signal9_shared::store::active_equity_symbols;
+
+/// What a command that calls Alpaca itself needs: the key, the budget
+/// every call goes through, and the namespace of the budget's Redis keys
+/// (the queue settings are unused).
+#[derive(Debug, Args)]
+pub struct ApiAccess {
+    #[command(flatten)]
+    pub(crate) alpaca: AlpacaSettings,
+    #[command(flatten)]
+    pub(crate) budget: BudgetSettings,
+    #[command(flatten)]
+    pub(crate) broker: BrokerSettings,
+}
+
+impl ApiAccess {
+    /// The client, every call through the shared budget and breaker.
+    pub(crate) async fn client(&self) -> Result<signal9_alpaca::AlpacaClient> {
+        let gate = std::sync::Arc::new(
+            self.budget
+                .guard(&self.broker.namespace)
+                .context("building the API budget")?,
+        );
+        self.alpaca.client(gate).await.context("setting up the Alpaca client")
+    }
+}
 
 /// Options every publishing command shares.
 #[derive(Debug, Args)]

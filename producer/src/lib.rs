@@ -8,8 +8,9 @@
 //!   command enqueues; `replies`: the outcomes `--wait` collects;
 //! - one module per command: `enqueue` (fetch-bars, status-check), `sync`,
 //!   `schedule`, `backfill`, `gaps`, `dlq`, `direct` (ingest-direct), `init_store`,
-//!   `status`, `check_credentials`.
+//!   `status`, `check_credentials`, `actions` (corporate-actions).
 
+mod actions;
 pub mod args;
 mod backfill;
 mod check_credentials;
@@ -54,6 +55,11 @@ pub enum Command {
     /// calls to fill them; --fill enqueues exactly those ranges (backfill
     /// lane), --json prints one object.
     Gaps(Box<gaps::GapsArgs>),
+    /// Read the corporate actions of a window of ex-dates (default: the last
+    /// 7 days, whole market, through the budget) and drop the stored
+    /// adjusted series they change, as the scheduler does daily; --dry-run
+    /// only lists them.
+    CorporateActions(Box<actions::ActionsArgs>),
     /// Enqueue status-check jobs, one per symbol.
     StatusCheck(args::StatusCheckArgs),
     /// Inspect, replay or purge the dead-letter queue.
@@ -82,6 +88,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Backfill(args) => backfill::run(*args).await,
         Command::StatusCheck(args) => enqueue::status_check(args).await,
         Command::Gaps(args) => gaps::run(*args).await,
+        Command::CorporateActions(args) => actions::run(*args).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::IngestDirect(args) => direct::run(args).await,
         Command::InitStore(args) => init_store::run(args).await,

@@ -6,7 +6,10 @@
 //! scheduled run is fired if it has not run (the process was down at its
 //! time), unless `--no-catch-up`. Every tick, the leader heals the current
 //! run if it was left behind: pages never published (the process that
-//! fired it died first) or all pages done and never closed. On SIGTERM or
+//! fired it died first) or all pages done and never closed. After a run
+//! completes, once: the corporate-actions check (adjusted series that an
+//! action changed are dropped, see [`signal9_shared::corporate`]), then the
+//! backfill of the previous trading day and the gap check. On SIGTERM or
 //! Ctrl-C it finishes the tick it is in, gives its leadership up (another
 //! replica leads at its next tick, not after the lease expires) and exits.
 
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use signal9_alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
-use signal9_shared::config::{PackingSettings, StoreSettings};
+use signal9_shared::config::{AlpacaSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 use signal9_shared::keys::RedisKeys;
 use signal9_shared::limiter::redis_pool;
@@ -61,17 +64,23 @@ pub struct ScheduleArgs {
     /// count is exported as `signal9_gaps_missing_series_days`.
     #[arg(long, env = "SIGNAL9_HEAL_DAYS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=60))]
     heal_days: u32,
+    /// After a run completes, read the corporate actions with ex-dates in
+    /// this many days up to today (whole market, a call per 1,000 actions,
+    /// through the budget) and drop the stored adjusted series they change;
+    /// applied actions are remembered, so the overlap costs nothing but the
+    /// call. 0 turns the check off (and the scheduler needs no Alpaca key).
+    #[arg(long, env = "SIGNAL9_ACTIONS_LOOKBACK_DAYS", default_value_t = signal9_shared::corporate::DEFAULT_LOOKBACK_DAYS, value_parser = clap::value_parser!(u32).range(0..=60))]
+    actions_days: u32,
     /// Request packing and the settle time (for the gap check).
     #[command(flatten)]
     packing: PackingSettings,
-    /// Redis, home of the lease and the fired-run markers.
-    #[arg(
-        long,
-        env = "SIGNAL9_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    redis_url: String,
+    /// Redis (home of the lease and the fired-run markers) and the API
+    /// budget the corporate-actions check calls through.
+    #[command(flatten)]
+    budget: BudgetSettings,
+    /// The Alpaca key, for the corporate-actions check.
+    #[command(flatten)]
+    alpaca: AlpacaSettings,
     #[command(flatten)]
     store: StoreSettings,
     #[command(flatten)]
@@ -91,9 +100,19 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
 
 /// Runs the scheduler until `shutdown` fires.
 pub async fn run_until(args: ScheduleArgs, mut shutdown: signal9_shared::shutdown::Shutdown) -> Result<()> {
-    let pool = redis_pool(&args.redis_url)?;
+    let pool = redis_pool(&args.budget.redis_url)?;
     let store = args.store.open().await.context("opening the store")?;
     let namespace = args.options.namespace().to_owned();
+    let client = match args.actions_days {
+        0 => None,
+        _ => {
+            let gate = std::sync::Arc::new(args.budget.guard(&namespace).context("building the API budget")?);
+            let client = args.alpaca.client(gate).await.context(
+                "the corporate-actions check needs the Alpaca key (or SIGNAL9_ACTIONS_LOOKBACK_DAYS=0 to turn it off)",
+            )?;
+            Some(client)
+        }
+    };
     let me = uuid::Uuid::new_v4().to_string();
     let lease_key = RedisKeys::new(&namespace).scheduler_leader();
     let lease_ms = args.lease_secs * 1000;
@@ -122,8 +141,9 @@ pub async fn run_until(args: ScheduleArgs, mut shutdown: signal9_shared::shutdow
                 if let Err(error) = fire_due(&args, &pool, store.as_ref(), &namespace, started).await {
                     eprintln!("scheduler: {error:#}");
                 }
-                if let Err(error) = backfill_latest(&args, &pool, store.as_ref(), &namespace, &timeframes).await {
-                    eprintln!("scheduler: backfill: {error:#}");
+                let after = after_run(&args, &pool, store.as_ref(), &namespace, &timeframes, client.as_ref());
+                if let Err(error) = after.await {
+                    eprintln!("scheduler: after the run: {error:#}");
                 }
             }
             Ok(_) => leading = false,
@@ -270,15 +290,17 @@ async fn drop_marker(pool: &signal9_shared::redis_conn::RedisPool, key: &str) {
     }
 }
 
-/// After the latest run completes, enqueues its follow-on backfill, once.
-async fn backfill_latest(
+/// After the latest run completes, once: the corporate-actions check, then
+/// the follow-on backfill and the gap check.
+async fn after_run(
     args: &ScheduleArgs,
     pool: &signal9_shared::redis_conn::RedisPool,
     store: &dyn signal9_shared::store::Store,
     namespace: &str,
     timeframes: &[Timeframe],
+    client: Option<&signal9_alpaca::AlpacaClient>,
 ) -> Result<()> {
-    if timeframes.is_empty() {
+    if timeframes.is_empty() && client.is_none() {
         return Ok(());
     }
     let Some(run) = store.latest_run().await? else {
@@ -289,6 +311,23 @@ async fn backfill_latest(
     }
     let key = RedisKeys::new(namespace).scheduler_backfilled(&run.run_id);
     if !take_marker(pool, &key, BACKFILL_MARKER_SECS).await? {
+        return Ok(());
+    }
+    if let Some(client) = client {
+        // A failed check must not cost the backfill; the next day's check
+        // reads this window again (applied actions are remembered).
+        let now = Utc::now();
+        let (start, end) = signal9_shared::corporate::lookback(now, args.actions_days);
+        match signal9_shared::corporate::check(client, store, start, end, true, now).await {
+            Ok(report) => print!(
+                "scheduler: run {}: {}",
+                run.run_id,
+                crate::actions::describe(&report, false)
+            ),
+            Err(error) => eprintln!("scheduler: corporate actions for run {}: {error:#}", run.run_id),
+        }
+    }
+    if timeframes.is_empty() {
         return Ok(());
     }
     let day = previous_trading_day(ny_date(run.started_at));

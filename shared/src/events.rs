@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::broker::{BrokerError, Publisher, Topology};
-use crate::store::{AssetChange, RunStatus, RunTotals, StoredAsset};
-use signal9_alpaca::Asset;
+use crate::store::{AssetChange, RunStatus, RunTotals, SeriesKey, StoredAsset};
+use signal9_alpaca::{Asset, CorporateAction};
 
 /// The namespace of event ids (UUID v5 over a description of the change).
 const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e9a_1e00_0000_4000_8000_0000_0000_0009);
@@ -53,6 +53,10 @@ pub enum EventType {
     /// A sync run refused to reconcile (the delisting guard).
     #[serde(rename = "sync.suspect")]
     SyncSuspect,
+    /// A corporate action changed the adjusted prices of a stored series:
+    /// its bars and coverage were dropped, the next request fetches it again.
+    #[serde(rename = "bars.invalidated")]
+    BarsInvalidated,
 }
 
 impl EventType {
@@ -64,6 +68,7 @@ impl EventType {
             EventType::AssetDelisted => "asset.delisted",
             EventType::SyncCompleted => "sync.completed",
             EventType::SyncSuspect => "sync.suspect",
+            EventType::BarsInvalidated => "bars.invalidated",
         }
     }
 }
@@ -172,6 +177,23 @@ impl Event {
         };
         let data = serde_json::to_value(totals).unwrap_or_default();
         Event::stable(kind, run_id, Some(run_id), data, at)
+    }
+
+    /// `bars.invalidated` for one series a corporate action changed.
+    pub(crate) fn bars_invalidated(action: &CorporateAction, series: &SeriesKey, at: DateTime<Utc>) -> Self {
+        let data = json!({
+            "symbol": series.symbol, "series": series.to_string(), "timeframe": series.timeframe.to_string(),
+            "adjustment": series.adjustment.to_string(), "feed": series.feed.map(|f| f.as_str()),
+            "action": {"id": action.id, "type": action.kind.as_str(), "ex_date": action.ex_date.to_string(),
+                       "terms": action.terms},
+        });
+        Event::stable(
+            EventType::BarsInvalidated,
+            &format!("{}|{series}", action.id),
+            None,
+            data,
+            at,
+        )
     }
 
     /// The event as stored in an outbox.

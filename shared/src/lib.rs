@@ -14,6 +14,7 @@
 //!   loop, the one shutdown signal of every long-running part, a lease in Redis;
 //! - [`config`]: the settings every binary reads from flags and environment;
 //! - [`ingest`]: fetch, validate and store one set of bars;
+//! - [`corporate`]: corporate actions drop the adjusted series they change;
 //! - [`sync`]: list one slice of assets, the delisting guard, reconcile a run;
 //! - [`outbox`]: the relay that publishes the events the store wrote beside their changes;
 //! - [`eventbridge`]: the optional EventBridge bus every event is also put on;
@@ -29,6 +30,7 @@ pub mod breaker;
 pub mod broker;
 pub mod calendar;
 pub mod config;
+pub mod corporate;
 pub mod eventbridge;
 pub mod events;
 pub mod guard;

@@ -50,3 +50,76 @@ async fn an_unreachable_endpoint_is_a_backend_error_naming_the_cause() {
         "a cause is named: {text}"
     );
 }
+
+/// Coverage written by a version without the `by_symbol` index: `init`
+/// adds the index and gives the old items their symbol, so a corporate
+/// action finds and drops their series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_gives_old_coverage_its_symbol_so_actions_find_it() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    use chrono::{DateTime, Utc};
+    use signal9_alpaca::{ActionKind, CorporateAction, Symbol};
+    use signal9_shared::store::SeriesKey;
+
+    let config = AwsTarget::local(endpoint()).load().await;
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("{prefix}-coverage");
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    // The old coverage table: no index, items without `symbol`.
+    client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("series", ScalarAttributeType::S))
+        .attribute_definitions(attribute("start_ms", ScalarAttributeType::N))
+        .key_schema(key("series", KeyType::Hash))
+        .key_schema(key("start_ms", KeyType::Range))
+        .send()
+        .await
+        .unwrap();
+    let series: SeriesKey = "OLDC|1Day|split|iex".parse().unwrap();
+    let (start, end): (DateTime<Utc>, DateTime<Utc>) = (
+        "2025-01-02T05:00:00Z".parse().unwrap(),
+        "2025-01-31T05:00:00Z".parse().unwrap(),
+    );
+    client
+        .put_item()
+        .table_name(&table)
+        .item("series", AttributeValue::S(series.to_string()))
+        .item("start_ms", AttributeValue::N(start.timestamp_millis().to_string()))
+        .item("end_ms", AttributeValue::N(end.timestamp_millis().to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    let store = DynamoStore::from_config(&config, prefix);
+    store.init().await.unwrap();
+    assert!(store.covers(&series, start, end).await.unwrap());
+    let action = CorporateAction {
+        id: "old-coverage-split".into(),
+        kind: ActionKind::ReverseSplit,
+        symbol: Symbol::parse("OLDC").unwrap(),
+        ex_date: "2025-06-02".parse().unwrap(),
+        terms: "1:10".into(),
+    };
+    let dropped = store.apply_action(&action, Utc::now()).await.unwrap();
+    assert_eq!(dropped, Some(vec![series.clone()]));
+    assert!(!store.covers(&series, start, end).await.unwrap());
+    store.drop_tables().await.unwrap();
+}

@@ -682,6 +682,91 @@ pub async fn changes_put_their_events_in_the_outbox(store: &dyn Store) {
     assert!(store.pending_events(100).await.unwrap().is_empty());
 }
 
+/// A corporate action drops the coverage, bars and unfinished fetches of
+/// exactly the series of its symbol whose adjustment it changes, puts one
+/// `bars.invalidated` event per series in the outbox, and is applied once.
+pub async fn corporate_actions_drop_the_adjusted_series_they_change(store: &dyn Store) {
+    let with = |symbol: &str, timeframe: Timeframe, adjustment: &str| SeriesKey {
+        adjustment: adjustment.parse().unwrap(),
+        ..series(symbol, timeframe)
+    };
+    let raw = with("SPLT", Timeframe::DAY, "raw");
+    let split = with("SPLT", Timeframe::DAY, "split");
+    let all_hourly = with("SPLT", Timeframe::HOUR, "all");
+    let dividend = with("SPLT", Timeframe::DAY, "dividend");
+    let other = with("SPLT.B", Timeframe::DAY, "split");
+    let bars: Vec<Bar> = (0..5).map(|d| sample_bar(d, 10.0)).collect();
+    let (start, end) = (bars[0].time, bars[4].time);
+    for key in [&raw, &split, &all_hourly, &dividend, &other] {
+        store.upsert_bars(key, &bars).await.unwrap();
+        store.add_coverage(key, start, end).await.unwrap();
+    }
+    // An unfinished fetch of an adjusted series, and one of the raw series.
+    let checkpoint = |key: &SeriesKey| format!("bars|{key}|1|2");
+    store
+        .put_checkpoints(&[(checkpoint(&split), "{}".into()), (checkpoint(&raw), "{}".into())])
+        .await
+        .unwrap();
+    let pending_before = store.pending_events(1000).await.unwrap().len();
+
+    let action = signal9_alpaca::CorporateAction {
+        id: "7e0c2a8e-0000-4000-8000-000000000001".into(),
+        kind: signal9_alpaca::ActionKind::ForwardSplit,
+        symbol: Symbol::parse("SPLT").unwrap(),
+        ex_date: chrono::NaiveDate::from_ymd_opt(2025, 11, 27).unwrap(),
+        terms: "4:1".into(),
+    };
+    let at = t0() + Duration::days(10);
+    let mut dropped = store.apply_action(&action, at).await.unwrap().expect("first apply");
+    dropped.sort();
+    let mut expected = vec![split.clone(), all_hourly.clone()];
+    expected.sort();
+    assert_eq!(
+        dropped, expected,
+        "split and all change; raw, dividend and another symbol do not"
+    );
+    for key in [&split, &all_hourly] {
+        assert!(!store.covers(key, start, end).await.unwrap(), "{key} still covered");
+        assert_eq!(store.count_bars(key, start, end).await.unwrap(), 0, "{key} kept bars");
+    }
+    for key in [&raw, &dividend, &other] {
+        assert!(store.covers(key, start, end).await.unwrap(), "{key} lost its coverage");
+        assert_eq!(store.count_bars(key, start, end).await.unwrap(), 5, "{key} lost bars");
+    }
+    let checkpoints = store
+        .checkpoints(&[checkpoint(&split), checkpoint(&raw)])
+        .await
+        .unwrap();
+    assert!(
+        !checkpoints.contains_key(&checkpoint(&split)),
+        "the dropped series' fetch must start over"
+    );
+    assert!(checkpoints.contains_key(&checkpoint(&raw)));
+
+    let pending = store.pending_events(1000).await.unwrap();
+    let invalidated: Vec<_> = pending
+        .iter()
+        .filter(|p| p.event.kind == EventType::BarsInvalidated)
+        .collect();
+    assert_eq!(pending.len() - pending_before, 2);
+    let mut named: Vec<String> = invalidated
+        .iter()
+        .map(|p| p.event.data["series"].as_str().unwrap().to_owned())
+        .collect();
+    named.sort();
+    let mut keys: Vec<String> = expected.iter().map(ToString::to_string).collect();
+    keys.sort();
+    assert_eq!(named, keys);
+    assert_eq!(invalidated[0].event.data["action"]["type"], "forward_split");
+    assert_eq!(invalidated[0].event.data["symbol"], "SPLT");
+
+    // Applied once: again, nothing changes, even bars stored since stay.
+    store.upsert_bars(&split, &bars).await.unwrap();
+    assert_eq!(store.apply_action(&action, at).await.unwrap(), None);
+    assert_eq!(store.count_bars(&split, start, end).await.unwrap(), 5);
+    assert_eq!(store.pending_events(1000).await.unwrap().len(), pending.len());
+}
+
 /// Concurrent claims of one reconcile: exactly one wins.
 pub async fn reconcile_claim_is_exclusive_under_concurrency(store: &dyn Store) {
     store.create_run("race", 1, t0()).await.unwrap();
@@ -706,7 +791,8 @@ macro_rules! store_contract_tests {
             bars_upsert_is_idempotent, bars_series_never_collide, bar_sets_write_like_single_upserts, bars_range_is_inclusive,
             bars_are_counted_inclusively, checkpoints_replace_and_delete,
             coverage_merges_ranges, coverage_of_many_series_merges_per_series, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency,
-            assets_are_stamped_seen, changes_put_their_events_in_the_outbox);
+            assets_are_stamped_seen, changes_put_their_events_in_the_outbox,
+            corporate_actions_drop_the_adjusted_series_they_change);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

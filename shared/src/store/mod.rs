@@ -18,7 +18,7 @@ use std::fmt;
 
 use crate::events::Event;
 use signal9_alpaca::class::{Classify, ErrorClass};
-use signal9_alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, Feed, Symbol, Timeframe};
+use signal9_alpaca::{Adjustment, Asset, AssetClass, AssetStatus, Bar, CorporateAction, Feed, Symbol, Timeframe};
 
 pub use dynamo::DynamoStore;
 pub(crate) use run::MAX_REJECTIONS_KEPT;
@@ -45,6 +45,53 @@ impl fmt::Display for SeriesKey {
         let feed = self.feed.map_or("default", Feed::as_str);
         write!(f, "{}|{}|{}|{}", self.symbol, self.timeframe, self.adjustment, feed)
     }
+}
+
+impl std::str::FromStr for SeriesKey {
+    type Err = String;
+
+    /// Reads the partition key back: `AAPL|1Day|raw|iex` (`default` for no feed).
+    fn from_str(key: &str) -> Result<Self, Self::Err> {
+        let mut parts = key.rsplitn(4, '|');
+        let (Some(feed), Some(adjustment), Some(timeframe), Some(symbol)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("not a series key: {key:?}"));
+        };
+        Ok(SeriesKey {
+            symbol: Symbol::parse(symbol).map_err(|e| format!("series key {key:?}: {e}"))?,
+            timeframe: timeframe.parse().map_err(|e| format!("series key {key:?}: {e}"))?,
+            adjustment: adjustment.parse().map_err(|e| format!("series key {key:?}: {e}"))?,
+            feed: match feed {
+                "default" => None,
+                other => Some(other.parse().map_err(|e| format!("series key {key:?}: {e}"))?),
+            },
+        })
+    }
+}
+
+/// The bounds of the keys of every series of `symbol`: `[SYM|, SYM}` (`}`
+/// follows `|` in ASCII), for a range read on a sorted key.
+pub(crate) fn symbol_key_range(symbol: &Symbol) -> (String, String) {
+    (format!("{symbol}|"), format!("{symbol}}}"))
+}
+
+/// The series among stored `keys` whose prices `action` changes (its symbol,
+/// an adjustment naming the action's component), each with its
+/// `bars.invalidated` event: the shared rule of every backend's
+/// [`Store::apply_action`]. Keys that do not read back are skipped.
+pub(crate) fn plan_action(action: &CorporateAction, keys: &[String], at: DateTime<Utc>) -> Vec<(SeriesKey, Event)> {
+    let mut keys: Vec<&String> = keys.iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|k| k.parse::<SeriesKey>().ok())
+        .filter(|k| k.symbol == action.symbol && action.kind.changes(&k.adjustment))
+        .map(|k| {
+            let event = Event::bars_invalidated(action, &k, at);
+            (k, event)
+        })
+        .collect()
 }
 
 /// An asset as the store keeps it: the API's record plus our bookkeeping.
@@ -299,6 +346,21 @@ pub trait Store: Send + Sync + fmt::Debug {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<usize, StoreError>;
+
+    /// Applies a corporate action to the stored bars: drops the coverage and
+    /// the bars of every stored series of the action's symbol whose
+    /// adjustment it changes ([`ActionKind::changes`]; raw series are never
+    /// touched), so the next request fetches them newly adjusted, and
+    /// records the action with one `bars.invalidated` event per dropped
+    /// series in the outbox. An action applied before changes nothing and
+    /// returns `None`; otherwise the series dropped.
+    ///
+    /// [`ActionKind::changes`]: signal9_alpaca::ActionKind::changes
+    async fn apply_action(
+        &self,
+        action: &CorporateAction,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Vec<SeriesKey>>, StoreError>;
 
     /// The checkpoints of unfinished bar fetches among `keys` (see
     /// [`crate::ingest::Checkpoint`]): small records, by key. A key with no

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    plan_asset, plan_delist, AssetFilter, AssetWrite, PageRecord, PendingEvent, RunProgress, RunStatus, RunTotals,
-    SeriesKey, Store, StoreError, StoredAsset, SyncRun,
+    plan_action, plan_asset, plan_delist, symbol_key_range, AssetFilter, AssetWrite, PageRecord, PendingEvent,
+    RunProgress, RunStatus, RunTotals, SeriesKey, Store, StoreError, StoredAsset, SyncRun,
 };
 use crate::events::Event;
-use signal9_alpaca::{Asset, AssetStatus, Bar, Symbol};
+use signal9_alpaca::{Asset, AssetStatus, Bar, CorporateAction, Symbol};
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,6 +72,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     key TEXT PRIMARY KEY,
     body TEXT NOT NULL,
     updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS corporate_actions (
+    id TEXT PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ex_date TEXT NOT NULL,
+    terms TEXT NOT NULL,
+    applied_at TEXT NOT NULL,
+    series_dropped INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -530,6 +539,71 @@ impl Store for SqliteStore {
             }
             tx.commit().map_err(backend)?;
             Ok(changed)
+        })
+        .await
+    }
+
+    async fn apply_action(
+        &self,
+        action: &CorporateAction,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Vec<SeriesKey>>, StoreError> {
+        let action = action.clone();
+        self.with(move |conn| {
+            // One transaction: the drops, the events and the record of the action.
+            let tx = write_tx(conn)?;
+            let applied: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM corporate_actions WHERE id = ?1)",
+                    params![action.id],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if applied {
+                return Ok(None);
+            }
+            let (lo, hi) = symbol_key_range(&action.symbol);
+            let mut keys: Vec<String> = Vec::new();
+            for table in ["coverage", "bars"] {
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "SELECT DISTINCT series FROM {table} WHERE series >= ?1 AND series < ?2"
+                    ))
+                    .map_err(backend)?;
+                let rows = stmt.query_map(params![lo, hi], |r| r.get(0)).map_err(backend)?;
+                keys.extend(rows.collect::<Result<Vec<String>, _>>().map_err(backend)?);
+            }
+            let planned = plan_action(&action, &keys, at);
+            for (series, _) in &planned {
+                let key = series.to_string();
+                tx.execute("DELETE FROM coverage WHERE series = ?1", params![key])
+                    .map_err(backend)?;
+                tx.execute("DELETE FROM bars WHERE series = ?1", params![key])
+                    .map_err(backend)?;
+                // An unfinished fetch of the series must not go on from bars that are gone.
+                tx.execute(
+                    "DELETE FROM checkpoints WHERE key >= ?1 AND key < ?2",
+                    params![format!("bars|{key}|"), format!("bars|{key}}}")],
+                )
+                .map_err(backend)?;
+            }
+            enqueue_events(&tx, planned.iter().map(|(_, e)| e))?;
+            tx.execute(
+                "INSERT INTO corporate_actions (id, symbol, kind, ex_date, terms, applied_at, series_dropped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    action.id,
+                    action.symbol.as_str(),
+                    action.kind.as_str(),
+                    action.ex_date.to_string(),
+                    action.terms,
+                    ts(at),
+                    planned.len()
+                ],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Some(planned.into_iter().map(|(k, _)| k).collect()))
         })
         .await
     }

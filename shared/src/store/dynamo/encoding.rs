@@ -195,3 +195,24 @@ pub(super) fn page_item(run_id: &str, page: &PageRecord) -> Result<Item, StoreEr
         ("result".into(), s(result)),
     ]))
 }
+
+/// A coverage item: the range `[lo, hi]` (epoch ms) of a series, with the
+/// series' symbol for the `by_symbol` index.
+pub(super) fn coverage_item(series: &str, lo: i64, hi: i64) -> Item {
+    let symbol = series.split('|').next().unwrap_or_default();
+    HashMap::from([
+        ("series".to_owned(), s(series)),
+        ("symbol".to_owned(), s(symbol)),
+        ("start_ms".to_owned(), n(lo)),
+        ("end_ms".to_owned(), n(hi)),
+    ])
+}
+
+/// The series key inside a bar-fetch checkpoint id
+/// (`bars|{series}|{start_ms}|{end_ms}`), if it is one.
+pub(super) fn checkpoint_series(id: &str) -> Option<String> {
+    let rest = id.strip_prefix("bars|")?;
+    let mut parts = rest.rsplitn(3, '|');
+    let (_end, _start, series) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(series.to_owned())
+}

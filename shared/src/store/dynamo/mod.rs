@@ -1,21 +1,23 @@
 //! The production store: Amazon DynamoDB.
 //!
-//! Six tables, named `{prefix}-{name}`, all on-demand (pay per request):
+//! Seven tables, named `{prefix}-{name}`, all on-demand (pay per request):
 //!
 //! | table | partition key | sort key | what |
 //! | --- | --- | --- | --- |
 //! | `assets` | `id` (S) | | one item per asset id; indexes `by_symbol` (`symbol`, `id`) and `outbox` |
 //! | `bars` | `series` (S, `AAPL\|1Day\|raw\|iex`) | `t` (N, epoch ms) | one item per bar |
-//! | `coverage` | `series` (S) | `start_ms` (N) | closed ranges held in full |
+//! | `coverage` | `series` (S) | `start_ms` (N) | closed ranges held in full; index `by_symbol` (`symbol`, `series`) |
 //! | `runs` | `run_id` (S) | | one item per sync run; indexes `by_start` (`kind`, `started`) and `outbox` |
 //! | `run_pages` | `run_id` (S) | `page_id` (S) | one item per recorded page (counts, never ids) |
 //! | `checkpoints` | `id` (S) | | one small item per unfinished bar fetch and series (see [`crate::ingest`]) |
+//! | `corporate_actions` | `id` (S) | | one item per corporate action applied to the bars; index `outbox` |
 //!
 //! Nothing grows with the universe in one item: which assets a sync saw is
 //! the `seen_at` stamp on each asset item, and a page record holds counts.
 //!
 //! **The outbox lives in the changed item.** An event is written into the
-//! very item whose change it describes (the asset, or the run), in the same
+//! very item whose change it describes (the asset, the run, or the applied
+//! corporate action whose `bars.invalidated` events it holds), in the same
 //! single-item write: attribute `outbox` (a list of event JSON), `outbox_n`
 //! (its length), and the keys of the sparse index `outbox`: `outbox_shard`
 //! (`0`-`7`, spread so a first sync of a whole universe does not heat one
@@ -62,11 +64,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    plan_asset, plan_delist, AssetFilter, AssetWrite, PageRecord, PendingEvent, RunProgress, RunStatus, RunTotals,
-    SeriesKey, Store, StoreError, StoredAsset, SyncRun,
+    plan_action, plan_asset, plan_delist, symbol_key_range, AssetFilter, AssetWrite, PageRecord, PendingEvent,
+    RunProgress, RunStatus, RunTotals, SeriesKey, Store, StoreError, StoredAsset, SyncRun,
 };
 use crate::events::Event;
-use signal9_alpaca::{Asset, AssetStatus, Bar, Symbol};
+use signal9_alpaca::{Asset, AssetStatus, Bar, CorporateAction, Symbol};
 
 /// Items in one BatchWriteItem request (DynamoDB's limit).
 pub(crate) const BATCH_WRITE_MAX: usize = 25;
@@ -78,6 +80,10 @@ const UNPROCESSED_ROUNDS: u32 = 10;
 const OUTBOX_SHARDS: u32 = 8;
 /// The sparse index of items with events waiting.
 const OUTBOX_INDEX: &str = "outbox";
+/// The coverage index that finds every series of a symbol.
+const COVERAGE_BY_SYMBOL: &str = "by_symbol";
+/// The tables whose items may hold events, and their key attribute.
+const OUTBOX_TABLES: [(&str, &str); 3] = [("assets", "id"), ("runs", "run_id"), ("corporate_actions", "id")];
 
 type Item = HashMap<String, AttributeValue>;
 

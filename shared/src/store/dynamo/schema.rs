@@ -7,7 +7,7 @@ use super::*;
 pub(super) type KeyAttr = (&'static str, ScalarAttributeType);
 
 /// A global secondary index: its name, partition key, sort key, and the
-/// attributes it projects besides the keys (`None`: all).
+/// attributes it projects besides the keys (`None`: all; empty: keys only).
 pub(super) type IndexSpec = (&'static str, KeyAttr, KeyAttr, Option<&'static [&'static str]>);
 
 /// The outbox index of a table whose items may hold events.
@@ -48,7 +48,7 @@ pub(super) fn specs() -> Vec<TableSpec> {
             name: "coverage",
             hash: ("series", S),
             range: Some(("start_ms", N)),
-            indexes: vec![],
+            indexes: vec![(COVERAGE_BY_SYMBOL, ("symbol", S), ("series", S), Some(&[]))],
         },
         TableSpec {
             name: "runs",
@@ -68,6 +68,12 @@ pub(super) fn specs() -> Vec<TableSpec> {
             range: None,
             indexes: vec![],
         },
+        TableSpec {
+            name: "corporate_actions",
+            hash: ("id", S),
+            range: None,
+            indexes: vec![outbox_index()],
+        },
     ]
 }
 
@@ -75,6 +81,7 @@ pub(super) fn gsi(index: &IndexSpec) -> Result<GlobalSecondaryIndex, StoreError>
     let (name, (hash, _), (range, _), include) = index;
     let projection = match include {
         None => Projection::builder().projection_type(ProjectionType::All).build(),
+        Some([]) => Projection::builder().projection_type(ProjectionType::KeysOnly).build(),
         Some(attributes) => Projection::builder()
             .projection_type(ProjectionType::Include)
             .set_non_key_attributes(Some(attributes.iter().map(|a| (*a).to_owned()).collect()))
@@ -127,7 +134,10 @@ impl DynamoStore {
         Ok(())
     }
 
-    pub(super) async fn create_table(&self, spec: &TableSpec) -> Result<(), StoreError> {
+    /// Creates a table and its indexes if missing, and waits until they
+    /// are active. Returns the indexes it had to add to an existing table.
+    pub(super) async fn create_table(&self, spec: &TableSpec) -> Result<Vec<&'static str>, StoreError> {
+        let mut added = Vec::new();
         let table = self.table(spec.name);
         let mut attributes = vec![attribute(spec.hash.0, spec.hash.1.clone())?];
         let mut request = self
@@ -180,10 +190,13 @@ impl DynamoStore {
                     .filter_map(|i| i.index_name().map(str::to_owned))
                     .collect();
                 match spec.indexes.iter().find(|i| !existing.iter().any(|e| e == i.0)) {
-                    None => return Ok(()),
+                    None => return Ok(added),
                     // A table made by an older version lacks an index: add it
                     // (one at a time, as DynamoDB allows) and wait again.
-                    Some(missing) => self.add_index(&table, missing).await?,
+                    Some(missing) => {
+                        self.add_index(&table, missing).await?;
+                        added.push(missing.0);
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -44,6 +44,112 @@ impl DynamoStore {
         Ok(plan)
     }
 
+    /// Sets `symbol` on coverage items written before the `by_symbol`
+    /// index existed, so the index finds them. Reads the table once.
+    pub(super) async fn backfill_coverage_symbols(&self) -> Result<(), StoreError> {
+        let table = self.table("coverage");
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&table)
+            .filter_expression("attribute_not_exists(symbol)")
+            .into_paginator()
+            .send();
+        let mut items = Vec::new();
+        while let Some(page) = pages.next().await {
+            self.counters.reads.fetch_add(1, Ordering::Relaxed);
+            items.extend(page.map_err(backend)?.items().iter().cloned());
+        }
+        let items: Vec<Item> = items
+            .iter()
+            .map(|item| {
+                Ok(coverage_item(
+                    req_s(item, "series")?,
+                    req_n(item, "start_ms")?,
+                    req_n(item, "end_ms")?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        tracing::info!(items = items.len(), table = %table, "Coverage items given their symbol for the by_symbol index");
+        self.batch_put(&table, items).await
+    }
+
+    /// The keys of every series of `symbol` the store holds coverage or an
+    /// unfinished fetch for. (Bars with neither, of a range not yet settled,
+    /// are fetched again anyway.)
+    pub(super) async fn series_of_symbol(&self, symbol: &Symbol) -> Result<Vec<String>, StoreError> {
+        let request = self
+            .client
+            .query()
+            .table_name(self.table("coverage"))
+            .index_name(COVERAGE_BY_SYMBOL)
+            .key_condition_expression("symbol = :s")
+            .expression_attribute_values(":s", s(symbol.as_str()));
+        let mut keys: Vec<String> = self
+            .query_all(request)
+            .await?
+            .iter()
+            .map(|item| req_s(item, "series").map(str::to_owned))
+            .collect::<Result<_, _>>()?;
+        keys.extend(
+            self.checkpoints_of_symbol(symbol)
+                .await?
+                .iter()
+                .filter_map(|id| checkpoint_series(id)),
+        );
+        Ok(keys)
+    }
+
+    /// The ids of the bar-fetch checkpoints of `symbol`'s series (a scan
+    /// of the checkpoints table, which holds only unfinished fetches).
+    async fn checkpoints_of_symbol(&self, symbol: &Symbol) -> Result<Vec<String>, StoreError> {
+        let (prefix, _) = symbol_key_range(symbol);
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(self.table("checkpoints"))
+            .filter_expression("begins_with(id, :p)")
+            .expression_attribute_values(":p", s(format!("bars|{prefix}")))
+            .projection_expression("id")
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut ids = Vec::new();
+        while let Some(page) = pages.next().await {
+            self.counters.reads.fetch_add(1, Ordering::Relaxed);
+            for item in page.map_err(backend)?.items() {
+                ids.push(req_s(item, "id")?.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes every item of one partition (`key` = `value`) of a table
+    /// whose sort key is `sort`.
+    async fn delete_partition(&self, table: &str, key: &str, value: &str, sort: &str) -> Result<usize, StoreError> {
+        let request = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", key)
+            .expression_attribute_names("#s", sort)
+            .expression_attribute_values(":v", s(value))
+            .projection_expression("#k, #s")
+            .consistent_read(true);
+        let items = self.query_all(request).await?;
+        let count = items.len();
+        let requests = items
+            .into_iter()
+            .map(|key| {
+                let delete = DeleteRequest::builder().set_key(Some(key)).build().map_err(backend)?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.batch_write(table, requests).await?;
+        Ok(count)
+    }
+
     pub(super) async fn pages_done(&self, run_id: &str) -> Result<u32, StoreError> {
         let mut stream = self
             .client
@@ -179,7 +285,11 @@ impl DynamoStore {
 impl Store for DynamoStore {
     async fn init(&self) -> Result<(), StoreError> {
         for spec in specs() {
-            self.create_table(&spec).await?;
+            let added = self.create_table(&spec).await?;
+            if added.contains(&COVERAGE_BY_SYMBOL) {
+                // Coverage written before the index lacks the `symbol` it reads.
+                self.backfill_coverage_symbols().await?;
+            }
         }
         Ok(())
     }
@@ -398,11 +508,7 @@ impl Store for DynamoStore {
         let mut requests = Vec::new();
         for plan in plans {
             let plan = plan?;
-            let item = HashMap::from([
-                ("series".to_owned(), s(&plan.series)),
-                ("start_ms".to_owned(), n(plan.lo)),
-                ("end_ms".to_owned(), n(plan.hi)),
-            ]);
+            let item = coverage_item(&plan.series, plan.lo, plan.hi);
             let put = PutRequest::builder().set_item(Some(item)).build().map_err(backend)?;
             requests.push(WriteRequest::builder().put_request(put).build());
             for s_ms in plan.swallowed.into_iter().filter(|s_ms| *s_ms != plan.lo) {
@@ -462,6 +568,61 @@ impl Store for DynamoStore {
             count += usize::try_from(page.map_err(backend)?.count()).unwrap_or(0);
         }
         Ok(count)
+    }
+
+    async fn apply_action(
+        &self,
+        action: &CorporateAction,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Vec<SeriesKey>>, StoreError> {
+        let table = self.table("corporate_actions");
+        let key = HashMap::from([("id".to_owned(), s(&action.id))]);
+        if self.get_item(&table, key).await?.is_some() {
+            return Ok(None);
+        }
+        let planned = plan_action(action, &self.series_of_symbol(&action.symbol).await?, at);
+        // Coverage first, so no reader is answered from bars being removed;
+        // then the bars and any unfinished fetch of the series.
+        let checkpoints = self.checkpoints_of_symbol(&action.symbol).await?;
+        for (series, _) in &planned {
+            let key = series.to_string();
+            self.delete_partition(&self.table("coverage"), "series", &key, "start_ms")
+                .await?;
+            self.delete_partition(&self.table("bars"), "series", &key, "t").await?;
+            let stale: Vec<String> = checkpoints
+                .iter()
+                .filter(|id| checkpoint_series(id).as_deref() == Some(key.as_str()))
+                .cloned()
+                .collect();
+            self.delete_checkpoints(&stale).await?;
+        }
+        // The record of the action carries the events; written last, so an
+        // interrupted apply is done again whole by the next check.
+        let events: Vec<Event> = planned.iter().map(|(_, e)| e.clone()).collect();
+        let mut item = HashMap::from([
+            ("id".to_owned(), s(&action.id)),
+            ("symbol".to_owned(), s(action.symbol.as_str())),
+            ("kind".to_owned(), s(action.kind.as_str())),
+            ("ex_date".to_owned(), s(action.ex_date.to_string())),
+            ("terms".to_owned(), s(&action.terms)),
+            ("applied_at".to_owned(), s(ts(at))),
+            ("series_dropped".to_owned(), n(planned.len())),
+        ]);
+        attach_events(&mut item, &action.id, Vec::new(), &events);
+        self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.wrote(&item);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        if !applied(put)? {
+            return Ok(None);
+        }
+        Ok(Some(planned.into_iter().map(|(k, _)| k).collect()))
     }
 
     async fn checkpoints(&self, keys: &[String]) -> Result<HashMap<String, String>, StoreError> {
@@ -699,7 +860,7 @@ impl Store for DynamoStore {
         let per_shard = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
         // (outbox_key, events of one item, receipt)
         let mut found: Vec<(String, Vec<String>, String)> = Vec::new();
-        for (table, key_name) in [("assets", "id"), ("runs", "run_id")] {
+        for (table, key_name) in OUTBOX_TABLES {
             let table = self.table(table);
             for shard in 0..OUTBOX_SHARDS {
                 self.counters.reads.fetch_add(1, Ordering::Relaxed);
