@@ -22,7 +22,7 @@ pub async fn run(args: InitStoreArgs) -> Result<()> {
         StoreKind::Dynamodb => {
             let store = args.store.dynamo().await;
             store.init().await.context("creating the DynamoDB tables")?;
-            for name in ["assets", "bars", "coverage", "runs", "run_pages"] {
+            for name in signal9_shared::store::DynamoStore::TABLES {
                 println!("table {} ready", store.table(name));
             }
         }

@@ -8,7 +8,8 @@
 //!   command enqueues; `replies`: the outcomes `--wait` collects;
 //! - one module per command: `enqueue` (fetch-bars, status-check), `sync`,
 //!   `schedule`, `backfill`, `gaps`, `dlq`, `direct` (ingest-direct), `init_store`,
-//!   `status`, `check_credentials`, `actions` (corporate-actions).
+//!   `status`, `check_credentials`, `actions` (corporate-actions), `migrate`
+//!   (migrate-store).
 
 mod actions;
 pub mod args;
@@ -19,6 +20,7 @@ mod dlq;
 mod enqueue;
 mod gaps;
 mod init_store;
+mod migrate;
 mod publish;
 mod replies;
 mod schedule;
@@ -71,6 +73,10 @@ pub enum Command {
     /// Create the store's tables if they do not exist (SQLite file or
     /// DynamoDB tables); safe to run again.
     InitStore(init_store::InitStoreArgs),
+    /// Move the bars an older version stored one per row or item into
+    /// chunks: page by page, each page verified by reading it back, then
+    /// the old table dropped. Resumable; workers may run meanwhile.
+    MigrateStore(migrate::MigrateArgs),
     /// Check the Alpaca key pair: one GET /v2/account through the budget;
     /// prints the API base reached and the account status, never a key.
     CheckCredentials(check_credentials::CheckArgs),
@@ -92,6 +98,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dlq(command) => dlq::run(command).await,
         Command::IngestDirect(args) => direct::run(args).await,
         Command::InitStore(args) => init_store::run(args).await,
+        Command::MigrateStore(args) => migrate::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::CheckCredentials(args) => check_credentials::run(args).await,
     }

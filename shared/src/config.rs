@@ -136,7 +136,7 @@ pub struct StoreSettings {
         default_value = "./data/signal9.db"
     )]
     pub sqlite_path: PathBuf,
-    /// Prefix of the DynamoDB tables: {prefix}-assets, -bars, -coverage, -runs, -run_pages.
+    /// Prefix of the DynamoDB tables: {prefix}-assets, -bar_chunks, -coverage, -runs, -run_pages, -checkpoints, -corporate_actions.
     #[arg(
         long = "dynamodb-table-prefix",
         env = "SIGNAL9_DYNAMODB_TABLE_PREFIX",

@@ -123,3 +123,53 @@ async fn init_gives_old_coverage_its_symbol_so_actions_find_it() {
     assert!(!store.covers(&series, start, end).await.unwrap());
     store.drop_tables().await.unwrap();
 }
+
+/// On DynamoDB, writers of one chunk really race (conditional writes are
+/// refused and redone), and the largest chunk, a day of crypto 1Min bars,
+/// stays far below the 400 KB item limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_writers_race_through_conditional_writes_and_a_crypto_day_is_small() {
+    use chrono::{DateTime, Duration, Utc};
+    use signal9_alpaca::{Adjustment, Bar, Symbol, Timeframe};
+    use signal9_shared::store::SeriesKey;
+    use std::sync::atomic::Ordering;
+
+    let store = fresh().await;
+    store.init().await.unwrap();
+    let key = SeriesKey {
+        symbol: Symbol::parse("ETH/USD").unwrap(),
+        timeframe: Timeframe::MINUTE,
+        adjustment: Adjustment::raw(),
+        feed: None,
+    };
+    let t0: DateTime<Utc> = "2025-11-20T00:00:00Z".parse().unwrap();
+    let bar = |m: i64| Bar {
+        time: t0 + Duration::minutes(m),
+        open: 3_000.0 + (m as f64 * 0.1).sin(),
+        high: 3_001.5,
+        low: 2_999.25,
+        close: 3_000.5 + (m as f64 * 0.2).cos(),
+        volume: (m as f64 * 0.7).sin().abs() * 12.345_678,
+        trade_count: (m % 50) as u64,
+        vwap: 3_000.25,
+    };
+    // 16 writers of 90 minutes each: a whole day, all in one chunk.
+    let writers = (0..16i64).map(|w| {
+        let (store, key) = (&store, &key);
+        let bars: Vec<Bar> = (w * 90..(w + 1) * 90).map(bar).collect();
+        async move { store.upsert_bars(key, &bars).await }
+    });
+    for result in futures::future::join_all(writers).await {
+        result.unwrap();
+    }
+    let stored = store.bars(&key, t0, t0 + Duration::minutes(1439)).await.unwrap();
+    assert_eq!(stored.len(), 1440);
+    let counters = store.counters();
+    assert!(
+        counters.chunk_conflicts.load(Ordering::Relaxed) > 0,
+        "16 writers of one chunk must have collided"
+    );
+    let largest = counters.largest_item.load(Ordering::Relaxed);
+    assert!(largest < 100_000, "a crypto day's chunk is {largest} bytes");
+    store.drop_tables().await.unwrap();
+}

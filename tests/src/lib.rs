@@ -523,6 +523,61 @@ pub fn sim_bar_count(
         .sum()
 }
 
+/// The simulator's bars (seed 42, frozen at [`SIM_NOW`]) of the stock
+/// `symbols` at `frame` over `[start, end]`, as the store keeps them: raw,
+/// iex, keyed by series. The ground truth of the store benchmarks.
+pub fn sim_truth(
+    symbols: &[String],
+    frame: alpaca_sim::bars::Frame,
+    timeframe: signal9_alpaca::Timeframe,
+    start: &str,
+    end: &str,
+) -> anyhow::Result<Vec<(signal9_shared::store::SeriesKey, Vec<signal9_alpaca::Bar>)>> {
+    use anyhow::Context;
+    let time = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().context("time");
+    let mut sets = Vec::new();
+    for symbol in symbols {
+        let series = alpaca_sim::bars::Series {
+            seed: 42,
+            symbol,
+            market: alpaca_sim::bars::Market::Stocks,
+            frame,
+        };
+        let bars = alpaca_sim::bars::bar_times(series, time(start)?, time(end)?, time(SIM_NOW)?)
+            .into_iter()
+            .map(|t| serde_json::from_value(alpaca_sim::bars::bar_json(series, t)).context("bar"))
+            .collect::<anyhow::Result<Vec<signal9_alpaca::Bar>>>()?;
+        let key = signal9_shared::store::SeriesKey {
+            symbol: signal9_alpaca::Symbol::parse(symbol)?,
+            timeframe,
+            adjustment: signal9_alpaca::Adjustment::raw(),
+            feed: Some(signal9_alpaca::Feed::Iex),
+        };
+        sets.push((key, bars));
+    }
+    Ok(sets)
+}
+
+/// Reads every series of `sets` back over `[start, end]` and fails unless
+/// the store holds exactly those bars.
+pub async fn verify_stored(
+    store: &dyn signal9_shared::store::Store,
+    sets: &[(signal9_shared::store::SeriesKey, Vec<signal9_alpaca::Bar>)],
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    for (key, bars) in sets {
+        let stored = store.bars(key, start, end).await?;
+        anyhow::ensure!(
+            stored == *bars,
+            "{key}: stored {} bars, expected {}",
+            stored.len(),
+            bars.len()
+        );
+    }
+    Ok(())
+}
+
 /// A benchmark program's numeric flag, `--name VALUE`, or its default.
 pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();

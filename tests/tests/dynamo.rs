@@ -17,23 +17,26 @@ fn t(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
-/// Every item of the stack's bars table, counted by a full scan.
-async fn items_in_bars_table(stack: &Stack) -> i32 {
+/// Every bar of the stack's chunk table, counted by a full scan (the sum
+/// of each chunk's `n`), and the chunks.
+async fn bars_in_chunk_table(stack: &Stack) -> (usize, usize) {
     let config = signal9_shared::aws::AwsTarget::local(signal9_e2e::aws_endpoint())
         .load()
         .await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let mut pages = client
         .scan()
-        .table_name(format!("{}-bars", stack.namespace))
-        .select(aws_sdk_dynamodb::types::Select::Count)
+        .table_name(format!("{}-bar_chunks", stack.namespace))
         .into_paginator()
         .send();
-    let mut count = 0;
+    let (mut bars, mut chunks) = (0, 0);
     while let Some(page) = pages.next().await {
-        count += page.unwrap().count();
+        for item in page.unwrap().items() {
+            chunks += 1;
+            bars += item["n"].as_n().unwrap().parse::<usize>().unwrap();
+        }
     }
-    count
+    (bars, chunks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,11 +98,12 @@ async fn fetch_bars_of_1000_symbols_on_dynamodb_stores_every_bar_once() {
         expected_total >= 4000,
         "five trading days of 1,000 symbols: {expected_total}"
     );
+    let (stored, chunks) = bars_in_chunk_table(&stack).await;
     assert_eq!(
-        usize::try_from(items_in_bars_table(&stack).await).unwrap(),
-        expected_total,
-        "nothing else in the bars table: no bar twice under another key"
+        stored, expected_total,
+        "nothing else in the chunk table: no bar twice under another key"
     );
+    assert_eq!(chunks, 1000, "five days of one month: one chunk per series");
     assert_eq!(queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(), 0);
     store.drop_tables().await.unwrap();
     stack.cleanup().await;

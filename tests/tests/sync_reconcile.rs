@@ -117,7 +117,7 @@ async fn largest_dynamo_item(store: &DynamoStore) -> (String, usize) {
     let config = signal9_shared::aws::AwsTarget::local(aws_endpoint()).load().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let mut largest = (String::new(), 0);
-    for table in ["assets", "bars", "coverage", "runs", "run_pages"] {
+    for table in DynamoStore::TABLES {
         let mut pages = client.scan().table_name(store.table(table)).into_paginator().send();
         while let Some(page) = pages.next().await {
             for item in page.unwrap().items() {

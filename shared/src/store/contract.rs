@@ -767,6 +767,173 @@ pub async fn corporate_actions_drop_the_adjusted_series_they_change(store: &dyn 
     assert_eq!(store.pending_events(1000).await.unwrap().len(), pending.len());
 }
 
+fn minute_bar(t: DateTime<Utc>, price: f64) -> Bar {
+    Bar {
+        time: t,
+        open: price,
+        high: price + 0.5,
+        low: price - 0.25,
+        close: price + 0.125,
+        volume: 12.5,
+        trade_count: 3,
+        vwap: price + 0.0625,
+    }
+}
+
+/// Bars across a chunk boundary (daily bars across a month's end, minute
+/// bars across UTC midnight) are written in one call and read back whole
+/// and in parts.
+pub async fn chunks_bars_across_a_chunk_boundary(store: &dyn Store) {
+    let daily = series("EDGE", Timeframe::DAY);
+    let first: DateTime<Utc> = "2025-11-26T05:00:00Z".parse().unwrap();
+    let days: Vec<Bar> = (0..8)
+        .map(|d| minute_bar(first + Duration::days(d), 10.0 + d as f64))
+        .collect();
+    store.upsert_bars(&daily, &days).await.unwrap();
+    let all = store.bars(&daily, days[0].time, days[7].time).await.unwrap();
+    assert_eq!(all, days, "November and December chunks read as one range");
+    let december: DateTime<Utc> = "2025-12-01T00:00:00Z".parse().unwrap();
+    let tail = store.bars(&daily, december, days[7].time).await.unwrap();
+    assert_eq!(tail.len(), 3);
+    assert_eq!(store.count_bars(&daily, first, december).await.unwrap(), 5);
+
+    let minutes = series("EDGE", Timeframe::MINUTE);
+    let before_midnight: DateTime<Utc> = "2025-11-20T23:55:00Z".parse().unwrap();
+    let bars: Vec<Bar> = (0..10)
+        .map(|m| minute_bar(before_midnight + Duration::minutes(m), 20.0 + m as f64))
+        .collect();
+    store.upsert_bars(&minutes, &bars).await.unwrap();
+    assert_eq!(store.bars(&minutes, bars[0].time, bars[9].time).await.unwrap(), bars);
+    let midnight: DateTime<Utc> = "2025-11-21T00:00:00Z".parse().unwrap();
+    assert_eq!(
+        store.bars(&minutes, midnight, bars[9].time).await.unwrap(),
+        bars[5..].to_vec()
+    );
+}
+
+/// A bar written again inside an existing chunk replaces the stored one;
+/// the chunk's other bars stay.
+pub async fn chunks_a_bar_updated_inside_a_chunk(store: &dyn Store) {
+    let key = series("UPDT", Timeframe::MINUTE);
+    let t0: DateTime<Utc> = "2025-11-20T14:30:00Z".parse().unwrap();
+    let bars: Vec<Bar> = (0..10)
+        .map(|m| minute_bar(t0 + Duration::minutes(m), 50.0 + m as f64))
+        .collect();
+    store.upsert_bars(&key, &bars).await.unwrap();
+    let fixed = Bar {
+        close: 99.99,
+        volume: 1234.0,
+        ..bars[4]
+    };
+    store.upsert_bars(&key, std::slice::from_ref(&fixed)).await.unwrap();
+    let stored = store.bars(&key, bars[0].time, bars[9].time).await.unwrap();
+    assert_eq!(stored.len(), 10, "one copy of each bar");
+    assert_eq!(stored[4], fixed);
+    assert_eq!(stored[3], bars[3]);
+    assert_eq!(stored[5], bars[5]);
+}
+
+/// Writers merging into one chunk at the same time lose none of each
+/// other's bars.
+pub async fn chunks_concurrent_writers_to_one_chunk_lose_nothing(store: &dyn Store) {
+    let key = series("RACE", Timeframe::MINUTE);
+    let t0: DateTime<Utc> = "2025-11-20T09:00:00Z".parse().unwrap();
+    let writers = (0..8i64).map(|w| {
+        let key = key.clone();
+        let bars: Vec<Bar> = (0..20i64)
+            .map(|i| minute_bar(t0 + Duration::minutes(w * 20 + i), 100.0 + w as f64))
+            .collect();
+        async move { store.upsert_bars(&key, &bars).await }
+    });
+    for result in futures::future::join_all(writers).await {
+        result.unwrap();
+    }
+    let stored = store.bars(&key, t0, t0 + Duration::hours(3)).await.unwrap();
+    assert_eq!(stored.len(), 160, "every writer's bars are in the chunk");
+    assert!(stored.windows(2).all(|w| w[0].time < w[1].time));
+}
+
+/// Crypto bars of equal timestamps in one write: the last one wins; and a
+/// whole day of crypto minutes (1,440 bars, one chunk) reads back exactly.
+pub async fn chunks_equal_timestamps_last_wins_and_a_crypto_day_fits(store: &dyn Store) {
+    let key = SeriesKey {
+        feed: None,
+        ..series("BTC/USD", Timeframe::MINUTE)
+    };
+    let t0: DateTime<Utc> = "2025-11-20T00:00:00Z".parse().unwrap();
+    let twice = [
+        minute_bar(t0, 61_000.5),
+        minute_bar(t0 + Duration::minutes(1), 61_001.0),
+        minute_bar(t0, 61_002.25),
+    ];
+    store.upsert_bars(&key, &twice).await.unwrap();
+    let stored = store.bars(&key, t0, t0 + Duration::minutes(1)).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].open, 61_002.25, "the last bar of a time wins");
+
+    let day: Vec<Bar> = (0..1440)
+        .map(|m| {
+            let price = 61_000.0 + ((m as f64) * 0.37).sin() * 250.0;
+            Bar {
+                volume: ((m as f64) * 1.7).cos().abs() * 3.217_5,
+                ..minute_bar(t0 + Duration::minutes(m), price)
+            }
+        })
+        .collect();
+    store.upsert_bars(&key, &day).await.unwrap();
+    let end = t0 + Duration::minutes(1439);
+    assert_eq!(store.bars(&key, t0, end).await.unwrap(), day);
+    assert_eq!(store.count_bars(&key, t0, end).await.unwrap(), 1440);
+}
+
+/// Bars kept by an older version one per row or item are read beside the
+/// chunks (a chunk's bar winning), and the migration moves them into
+/// chunks, verifies them, drops the old layout and can be run again.
+pub async fn chunks_per_bar_data_migrates_into_chunks(store: &dyn Store) {
+    let daily = series("OLDD", Timeframe::DAY);
+    let minutes = series("OLDM", Timeframe::MINUTE);
+    let t0: DateTime<Utc> = "2025-10-01T04:00:00Z".parse().unwrap();
+    let days: Vec<Bar> = (0..40)
+        .map(|d| minute_bar(t0 + Duration::days(d), 30.0 + d as f64))
+        .collect();
+    let mins: Vec<Bar> = (0..300).map(|m| minute_bar(t0 + Duration::minutes(m), 40.0)).collect();
+    store.put_legacy_bars(&daily, &days).await.unwrap();
+    store.put_legacy_bars(&minutes, &mins).await.unwrap();
+    // A worker of this version wrote a newer bar of one of those days.
+    let newer = Bar {
+        close: 77.0,
+        ..days[10]
+    };
+    store.upsert_bars(&daily, std::slice::from_ref(&newer)).await.unwrap();
+    let read = store.bars(&daily, days[0].time, days[39].time).await.unwrap();
+    assert_eq!(read.len(), 40, "the old layout is read beside the chunks");
+    assert_eq!(read[10], newer, "a chunk's bar wins");
+
+    let mut pages = 0;
+    let migration = super::migrate::migrate_bars(store, 64, |_| pages += 1)
+        .await
+        .unwrap()
+        .expect("there was per-bar data");
+    assert_eq!(migration.progress.bars, 340, "{migration:?}");
+    assert_eq!(migration.series, 2);
+    assert!(migration.dropped);
+    assert!(pages >= 340 / 64, "{pages} pages");
+    assert!(
+        store.legacy_bars(None, 10).await.unwrap().is_none(),
+        "the old layout is gone"
+    );
+    let chunked = store.chunked_bars(&daily, days[0].time, days[39].time).await.unwrap();
+    assert_eq!(chunked.len(), 40);
+    assert_eq!(chunked[10], newer, "the migration kept the newer bar");
+    assert_eq!(chunked[11], days[11]);
+    assert_eq!(store.bars(&minutes, mins[0].time, mins[299].time).await.unwrap(), mins);
+    assert_eq!(
+        super::migrate::migrate_bars(store, 64, |_| {}).await.unwrap(),
+        None,
+        "nothing left"
+    );
+}
+
 /// Concurrent claims of one reconcile: exactly one wins.
 pub async fn reconcile_claim_is_exclusive_under_concurrency(store: &dyn Store) {
     store.create_run("race", 1, t0()).await.unwrap();
@@ -792,7 +959,10 @@ macro_rules! store_contract_tests {
             bars_are_counted_inclusively, checkpoints_replace_and_delete,
             coverage_merges_ranges, coverage_of_many_series_merges_per_series, sync_runs_count_pages_once, reconcile_claim_is_exclusive_under_concurrency,
             assets_are_stamped_seen, changes_put_their_events_in_the_outbox,
-            corporate_actions_drop_the_adjusted_series_they_change);
+            corporate_actions_drop_the_adjusted_series_they_change,
+            chunks_bars_across_a_chunk_boundary, chunks_a_bar_updated_inside_a_chunk,
+            chunks_concurrent_writers_to_one_chunk_lose_nothing,
+            chunks_equal_timestamps_last_wins_and_a_crypto_day_fits, chunks_per_bar_data_migrates_into_chunks);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

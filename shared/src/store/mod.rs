@@ -4,10 +4,12 @@
 //! (one file, WAL). Every write is an idempotent upsert, so a redelivered job
 //! changes nothing. The same [`contract`] suite runs against every backend.
 
+pub mod chunk;
 /// The contract every backend passes; for tests only (feature `test-support`).
 #[cfg(feature = "test-support")]
 pub mod contract;
 pub mod dynamo;
+pub mod migrate;
 pub mod run;
 pub mod sqlite;
 
@@ -362,6 +364,36 @@ pub trait Store: Send + Sync + fmt::Debug {
         at: DateTime<Utc>,
     ) -> Result<Option<Vec<SeriesKey>>, StoreError>;
 
+    /// The series' bars in `[start, end]` from its chunks alone, not the
+    /// per-bar layout of older versions (the migration's check).
+    async fn chunked_bars(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<Bar>, StoreError>;
+
+    /// One page of the bars older versions stored one per row or item (the
+    /// layout before chunks), for `migrate-store`: up to about `limit` bars
+    /// after the position `after` (one this method returned), in the
+    /// backend's order, with the position to go on from (`None` after the
+    /// last). `None` when the store holds no such layout.
+    async fn legacy_bars(&self, after: Option<&str>, limit: usize) -> Result<Option<LegacyPage>, StoreError>;
+
+    /// Merges bars into chunks as [`Store::upsert_bar_sets`] does, except
+    /// that a bar already in a chunk wins over one of the same time here
+    /// (the chunk's is newer than the per-bar data being migrated).
+    async fn merge_legacy_bars(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError>;
+
+    /// Removes the per-bar layout (its table) once migrated; reads stop
+    /// consulting it.
+    async fn drop_legacy_bars(&self) -> Result<(), StoreError>;
+
+    /// Writes bars in the per-bar layout of versions before chunks, for
+    /// the migration's tests.
+    #[cfg(feature = "test-support")]
+    async fn put_legacy_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<(), StoreError>;
+
     /// The checkpoints of unfinished bar fetches among `keys` (see
     /// [`crate::ingest::Checkpoint`]): small records, by key. A key with no
     /// checkpoint is absent from the answer.
@@ -428,6 +460,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Removes published events from the outbox. An event written beside
     /// them since they were read stays (and they may be sent again with it).
     async fn events_sent(&self, sent: &[PendingEvent]) -> Result<(), StoreError>;
+}
+
+/// A page of bars in the layout before chunks (see [`Store::legacy_bars`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LegacyPage {
+    /// Bars with their series key as stored.
+    pub bars: Vec<(String, Bar)>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<String>,
 }
 
 /// An event waiting in a store's outbox, with the backend's receipt for

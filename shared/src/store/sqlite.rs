@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::chunk::{self, Span};
 use super::{
-    plan_action, plan_asset, plan_delist, symbol_key_range, AssetFilter, AssetWrite, PageRecord, PendingEvent,
-    RunProgress, RunStatus, RunTotals, SeriesKey, Store, StoreError, StoredAsset, SyncRun,
+    plan_action, plan_asset, plan_delist, symbol_key_range, AssetFilter, AssetWrite, LegacyPage, PageRecord,
+    PendingEvent, RunProgress, RunStatus, RunTotals, SeriesKey, Store, StoreError, StoredAsset, SyncRun,
 };
 use crate::events::Event;
 use signal9_alpaca::{Asset, AssetStatus, Bar, CorporateAction, Symbol};
@@ -39,12 +40,15 @@ CREATE TABLE IF NOT EXISTS assets (
     seen_at TEXT
 );
 CREATE INDEX IF NOT EXISTS assets_by_symbol ON assets(symbol);
-CREATE TABLE IF NOT EXISTS bars (
+CREATE TABLE IF NOT EXISTS bar_chunks (
     series TEXT NOT NULL,
-    t INTEGER NOT NULL,
-    o REAL NOT NULL, h REAL NOT NULL, l REAL NOT NULL, c REAL NOT NULL,
-    v REAL NOT NULL, n INTEGER NOT NULL, vw REAL NOT NULL,
-    PRIMARY KEY (series, t)
+    chunk INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    first_t INTEGER NOT NULL,
+    last_t INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (series, chunk)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS coverage (
     series TEXT NOT NULL,
@@ -328,6 +332,147 @@ fn merge_coverage(tx: &rusqlite::Transaction<'_>, key: &str, mut lo: i64, mut hi
     Ok(())
 }
 
+/// True while the file still has the per-bar table of versions before
+/// chunks (`migrate-store` moves it into chunks and drops it).
+fn has_legacy_bars(conn: &Connection) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bars')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
+/// Merges bars into their chunks, in the transaction: each chunk touched
+/// is read, merged by time ([`chunk::merge`]; `new_wins` false keeps the
+/// stored bar of a time) and written back with its version bumped. Returns
+/// how many bars were given.
+fn merge_sets(tx: &Connection, sets: &[(SeriesKey, Vec<Bar>)], new_wins: bool) -> Result<usize, StoreError> {
+    let (chunks, given) = chunk::group(sets);
+    let mut read = tx
+        .prepare_cached("SELECT data, version FROM bar_chunks WHERE series = ?1 AND chunk = ?2")
+        .map_err(backend)?;
+    let mut write = tx
+        .prepare_cached(
+            "INSERT INTO bar_chunks (series, chunk, n, first_t, last_t, version, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (series, chunk) DO UPDATE SET n = excluded.n, first_t = excluded.first_t,
+                 last_t = excluded.last_t, version = excluded.version, data = excluded.data",
+        )
+        .map_err(backend)?;
+    for ((key, chunk_start), new) in chunks {
+        let stored: Option<(Vec<u8>, i64)> = read
+            .query_row(params![key, chunk_start], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(backend)?;
+        let (old, version) = match stored {
+            Some((data, version)) => (decode_chunk(&key, &data)?, version),
+            None => (Vec::new(), 0),
+        };
+        let merged = chunk::merge(old, &chunk::dedup_last_wins(&new), new_wins);
+        let (first, last) = match (merged.first(), merged.last()) {
+            (Some(f), Some(l)) => (f.time.timestamp_millis(), l.time.timestamp_millis()),
+            _ => continue,
+        };
+        write
+            .execute(params![
+                key,
+                chunk_start,
+                merged.len(),
+                first,
+                last,
+                version + 1,
+                chunk::encode(&merged)
+            ])
+            .map_err(backend)?;
+    }
+    Ok(given)
+}
+
+fn decode_chunk(key: &str, data: &[u8]) -> Result<Vec<Bar>, StoreError> {
+    chunk::decode(data).map_err(|e| StoreError::Corrupt(format!("bar chunk of {key}: {e}")))
+}
+
+/// The series' bars with `start <= t <= end`: from its chunks, and from the
+/// per-bar table while one is left to migrate (a chunk's bar wins).
+fn read_bars(
+    conn: &Connection,
+    series: &SeriesKey,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    with_legacy: bool,
+) -> Result<Vec<Bar>, StoreError> {
+    if end < start {
+        return Ok(Vec::new());
+    }
+    let key = series.to_string();
+    let span = Span::of(series.timeframe);
+    let (lo, hi) = (start.timestamp_millis(), end.timestamp_millis());
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT data FROM bar_chunks WHERE series = ?1 AND chunk >= ?2 AND chunk <= ?3 AND last_t >= ?4 ORDER BY chunk",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![key, span.chunk_of(start), hi, lo], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(backend)?;
+    let mut bars = Vec::new();
+    for data in rows {
+        let data = data.map_err(backend)?;
+        bars.extend(
+            decode_chunk(&key, &data)?
+                .into_iter()
+                .filter(|b| (lo..=hi).contains(&b.time.timestamp_millis())),
+        );
+    }
+    if with_legacy && has_legacy_bars(conn)? {
+        let legacy = read_legacy(conn, &key, lo, hi)?;
+        if !legacy.is_empty() {
+            bars = chunk::merge(legacy, &bars, true);
+        }
+    }
+    Ok(bars)
+}
+
+/// Bars of the per-bar table (versions before chunks) with `lo <= t <= hi`.
+fn read_legacy(conn: &Connection, key: &str, lo: i64, hi: i64) -> Result<Vec<Bar>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT series, t, o, h, l, c, v, n, vw FROM bars WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t",
+        )
+        .map_err(backend)?;
+    let rows = stmt.query_map(params![key, lo, hi], legacy_row).map_err(backend)?;
+    rows.map(|row| legacy_bar(row.map_err(backend)?).map(|(_, bar)| bar))
+        .collect()
+}
+
+/// One row of the per-bar table: series, time, o h l c v vw, trade count.
+type LegacyRow = (String, i64, [f64; 6], i64);
+
+/// Reads `SELECT series, t, o, h, l, c, v, n, vw`.
+fn legacy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LegacyRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(8)?],
+        r.get(7)?,
+    ))
+}
+
+fn legacy_bar((series, t, [open, high, low, close, volume, vwap], n): LegacyRow) -> Result<(String, Bar), StoreError> {
+    let time = DateTime::from_timestamp_millis(t).ok_or_else(|| StoreError::Corrupt(format!("bar time {t}")))?;
+    let bar = Bar {
+        time,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        trade_count: u64::try_from(n).unwrap_or(0),
+        vwap,
+    };
+    Ok((series, bar))
+}
+
 /// run_id, started_at, pages_total, status, finished_at, result, pages_done,
 /// published_at, reconcile_claimed (epoch ms, 0 when never).
 type RunRow = (
@@ -564,7 +709,11 @@ impl Store for SqliteStore {
             }
             let (lo, hi) = symbol_key_range(&action.symbol);
             let mut keys: Vec<String> = Vec::new();
-            for table in ["coverage", "bars"] {
+            let mut tables = vec!["coverage", "bar_chunks"];
+            if has_legacy_bars(&tx)? {
+                tables.push("bars");
+            }
+            for table in tables {
                 let mut stmt = tx
                     .prepare(&format!(
                         "SELECT DISTINCT series FROM {table} WHERE series >= ?1 AND series < ?2"
@@ -578,8 +727,12 @@ impl Store for SqliteStore {
                 let key = series.to_string();
                 tx.execute("DELETE FROM coverage WHERE series = ?1", params![key])
                     .map_err(backend)?;
-                tx.execute("DELETE FROM bars WHERE series = ?1", params![key])
+                tx.execute("DELETE FROM bar_chunks WHERE series = ?1", params![key])
                     .map_err(backend)?;
+                if has_legacy_bars(&tx)? {
+                    tx.execute("DELETE FROM bars WHERE series = ?1", params![key])
+                        .map_err(backend)?;
+                }
                 // An unfinished fetch of the series must not go on from bars that are gone.
                 tx.execute(
                     "DELETE FROM checkpoints WHERE key >= ?1 AND key < ?2",
@@ -609,38 +762,12 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
-        // One transaction for every set: one write lock, one commit.
-        let sets: Vec<(String, Vec<Bar>)> = sets.iter().map(|(k, b)| (k.to_string(), b.clone())).collect();
+        // One transaction for every set: one write lock, one commit; each
+        // chunk read, merged and written back once.
+        let sets = sets.to_vec();
         self.with(move |conn| {
             let tx = write_tx(conn)?;
-            let mut written = 0;
-            {
-                let mut stmt = tx
-                    .prepare(
-                        "INSERT INTO bars (series, t, o, h, l, c, v, n, vw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT (series, t) DO UPDATE SET o = excluded.o, h = excluded.h, l = excluded.l,
-                             c = excluded.c, v = excluded.v, n = excluded.n, vw = excluded.vw",
-                    )
-                    .map_err(backend)?;
-                for (key, bars) in &sets {
-                    for bar in bars {
-                        let n = i64::try_from(bar.trade_count).unwrap_or(i64::MAX);
-                        stmt.execute(params![
-                            key,
-                            bar.time.timestamp_millis(),
-                            bar.open,
-                            bar.high,
-                            bar.low,
-                            bar.close,
-                            bar.volume,
-                            n,
-                            bar.vwap
-                        ])
-                        .map_err(backend)?;
-                        written += 1;
-                    }
-                }
-            }
+            let written = merge_sets(&tx, &sets, true)?;
             tx.commit().map_err(backend)?;
             Ok(written)
         })
@@ -648,43 +775,105 @@ impl Store for SqliteStore {
     }
 
     async fn bars(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<Bar>, StoreError> {
-        let key = series.to_string();
+        let series = series.clone();
+        self.with(move |conn| read_bars(conn, &series, start, end, true)).await
+    }
+
+    async fn chunked_bars(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<Bar>, StoreError> {
+        let series = series.clone();
+        self.with(move |conn| read_bars(conn, &series, start, end, false)).await
+    }
+
+    async fn legacy_bars(&self, after: Option<&str>, limit: usize) -> Result<Option<LegacyPage>, StoreError> {
+        let after = match after {
+            None => None,
+            Some(position) => {
+                let (series, t) = position
+                    .rsplit_once('\u{1f}')
+                    .and_then(|(s, t)| Some((s.to_owned(), t.parse::<i64>().ok()?)))
+                    .ok_or_else(|| StoreError::Corrupt(format!("migration position {position:?}")))?;
+                Some((series, t))
+            }
+        };
         self.with(move |conn| {
+            if !has_legacy_bars(conn)? {
+                return Ok(None);
+            }
+            let (series, t) = after.unwrap_or_else(|| (String::new(), i64::MIN));
             let mut stmt = conn
-                .prepare(
-                    "SELECT t, o, h, l, c, v, n, vw FROM bars WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t",
+                .prepare_cached(
+                    "SELECT series, t, o, h, l, c, v, n, vw FROM bars WHERE (series, t) > (?1, ?2)
+                     ORDER BY series, t LIMIT ?3",
                 )
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params![key, start.timestamp_millis(), end.timestamp_millis()], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get::<_, i64>(6)?,
-                        r.get(7)?,
-                    ))
-                })
+                .query_map(params![series, t, limit.max(1)], legacy_row)
                 .map_err(backend)?;
-            rows.map(|row| {
-                let (t, open, high, low, close, volume, n, vwap) = row.map_err(backend)?;
-                let time =
-                    DateTime::from_timestamp_millis(t).ok_or_else(|| StoreError::Corrupt(format!("bar time {t}")))?;
-                Ok(Bar {
-                    time,
-                    open,
-                    high,
-                    low,
-                    close,
-                    volume,
-                    trade_count: u64::try_from(n).unwrap_or(0),
-                    vwap,
+            let bars: Vec<(String, Bar)> = rows
+                .map(|row| legacy_bar(row.map_err(backend)?))
+                .collect::<Result<_, _>>()?;
+            let next = (bars.len() >= limit.max(1))
+                .then(|| {
+                    bars.last()
+                        .map(|(s, b)| format!("{s}\u{1f}{}", b.time.timestamp_millis()))
                 })
-            })
-            .collect()
+                .flatten();
+            Ok(Some(LegacyPage { bars, next }))
+        })
+        .await
+    }
+
+    async fn merge_legacy_bars(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
+        let sets = sets.to_vec();
+        self.with(move |conn| {
+            let tx = write_tx(conn)?;
+            let written = merge_sets(&tx, &sets, false)?;
+            tx.commit().map_err(backend)?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn drop_legacy_bars(&self) -> Result<(), StoreError> {
+        self.with(|conn| conn.execute_batch("DROP TABLE IF EXISTS bars").map_err(backend))
+            .await
+    }
+
+    #[cfg(feature = "test-support")]
+    async fn put_legacy_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<(), StoreError> {
+        let (key, bars) = (series.to_string(), bars.to_vec());
+        self.with(move |conn| {
+            let tx = write_tx(conn)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS bars (series TEXT NOT NULL, t INTEGER NOT NULL,
+                     o REAL NOT NULL, h REAL NOT NULL, l REAL NOT NULL, c REAL NOT NULL,
+                     v REAL NOT NULL, n INTEGER NOT NULL, vw REAL NOT NULL,
+                     PRIMARY KEY (series, t)) WITHOUT ROWID",
+            )
+            .map_err(backend)?;
+            for bar in &bars {
+                tx.execute(
+                    "INSERT OR REPLACE INTO bars (series, t, o, h, l, c, v, n, vw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        key,
+                        bar.time.timestamp_millis(),
+                        bar.open,
+                        bar.high,
+                        bar.low,
+                        bar.close,
+                        bar.volume,
+                        i64::try_from(bar.trade_count).unwrap_or(i64::MAX),
+                        bar.vwap
+                    ],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -727,18 +916,9 @@ impl Store for SqliteStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let key = series.to_string();
-        self.with(move |conn| {
-            let n: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM bars WHERE series = ?1 AND t >= ?2 AND t <= ?3",
-                    params![key, start.timestamp_millis(), end.timestamp_millis()],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
-            usize::try_from(n).map_err(|_| StoreError::Corrupt(format!("bar count {n}")))
-        })
-        .await
+        let series = series.clone();
+        self.with(move |conn| read_bars(conn, &series, start, end, true).map(|bars| bars.len()))
+            .await
     }
 
     async fn checkpoints(&self, keys: &[String]) -> Result<HashMap<String, String>, StoreError> {

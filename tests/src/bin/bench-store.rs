@@ -9,11 +9,11 @@
 //! and then times the same fetch-bars run through the whole pipeline
 //! (simulator, RabbitMQ, `--workers` worker processes) on each backend.
 
-use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
+use alpaca_sim::bars::Frame;
 use anyhow::{ensure, Context, Result};
 use chrono::{DateTime, Utc};
-use signal9_alpaca::{Adjustment, Bar, Feed, Symbol, Timeframe};
-use signal9_e2e::{active_symbols, aws_endpoint, fetch_iex_days, flag, Stack, SIM_NOW};
+use signal9_alpaca::{Bar, Timeframe};
+use signal9_e2e::{active_symbols, aws_endpoint, fetch_iex_days, flag, sim_truth, verify_stored, Stack};
 use signal9_shared::store::{DynamoStore, SeriesKey, SqliteStore, Store};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -26,27 +26,7 @@ fn t(s: &str) -> Result<DateTime<Utc>> {
 }
 
 fn truth(symbols: &[String]) -> Result<Vec<(SeriesKey, Vec<Bar>)>> {
-    let mut sets = Vec::new();
-    for symbol in symbols {
-        let series = Series {
-            seed: 42,
-            symbol,
-            market: Market::Stocks,
-            frame: Frame::Day,
-        };
-        let bars = bar_times(series, t(START)?, t(END)?, t(SIM_NOW)?)
-            .into_iter()
-            .map(|time| serde_json::from_value(bar_json(series, time)).context("bar"))
-            .collect::<Result<Vec<Bar>>>()?;
-        let key = SeriesKey {
-            symbol: Symbol::parse(symbol)?,
-            timeframe: Timeframe::DAY,
-            adjustment: Adjustment::raw(),
-            feed: Some(Feed::Iex),
-        };
-        sets.push((key, bars));
-    }
-    Ok(sets)
+    sim_truth(symbols, Frame::Day, Timeframe::DAY, START, END)
 }
 
 /// Writes as the worker does; returns (seconds, write calls to the store
@@ -64,16 +44,7 @@ async fn write(store: &dyn Store, sets: &[(SeriesKey, Vec<Bar>)], chunk: usize) 
 }
 
 async fn verify(store: &dyn Store, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<()> {
-    for (key, bars) in sets {
-        let stored = store.bars(key, t(START)?, t(END)?).await?;
-        ensure!(
-            stored == *bars,
-            "{key}: stored {} bars, expected {}",
-            stored.len(),
-            bars.len()
-        );
-    }
-    Ok(())
+    verify_stored(store, sets, t(START)?, t(END)?).await
 }
 
 async fn pipeline(symbols: &[String], workers: usize, dynamodb: bool) -> Result<f64> {

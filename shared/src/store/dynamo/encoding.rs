@@ -159,6 +159,7 @@ pub(super) fn decode_asset(item: &Item) -> Result<StoredAsset, StoreError> {
     })
 }
 
+#[cfg(feature = "test-support")]
 pub(super) fn bar_item(series: &str, bar: &Bar) -> Item {
     HashMap::from([
         ("series".into(), s(series)),
@@ -215,4 +216,13 @@ pub(super) fn checkpoint_series(id: &str) -> Option<String> {
     let mut parts = rest.rsplitn(3, '|');
     let (_end, _start, series) = (parts.next()?, parts.next()?, parts.next()?);
     Some(series.to_owned())
+}
+
+/// The bars of a chunk item.
+pub(super) fn decode_chunk_item(key: &str, item: &Item) -> Result<Vec<Bar>, StoreError> {
+    let data = match item.get("data") {
+        Some(AttributeValue::B(blob)) => blob.as_ref(),
+        _ => return Err(StoreError::Corrupt(format!("bar chunk of {key} without data"))),
+    };
+    chunk::decode(data).map_err(|e| StoreError::Corrupt(format!("bar chunk of {key}: {e}")))
 }

@@ -5,7 +5,7 @@
 //! | table | partition key | sort key | what |
 //! | --- | --- | --- | --- |
 //! | `assets` | `id` (S) | | one item per asset id; indexes `by_symbol` (`symbol`, `id`) and `outbox` |
-//! | `bars` | `series` (S, `AAPL\|1Day\|raw\|iex`) | `t` (N, epoch ms) | one item per bar |
+//! | `bar_chunks` | `series` (S, `AAPL\|1Day\|raw\|iex`) | `chunk` (N, epoch ms of the chunk's UTC start) | one item per chunk of bars (see [`super::chunk`]): `n`, `first_t`, `last_t`, `version`, `data` (B) |
 //! | `coverage` | `series` (S) | `start_ms` (N) | closed ranges held in full; index `by_symbol` (`symbol`, `series`) |
 //! | `runs` | `run_id` (S) | | one item per sync run; indexes `by_start` (`kind`, `started`) and `outbox` |
 //! | `run_pages` | `run_id` (S) | `page_id` (S) | one item per recorded page (counts, never ids) |
@@ -31,8 +31,15 @@
 //! partition, a bar range is a `BETWEEN` on its sort key, the latest run is
 //! the first item of the `by_start` index read backwards.
 //!
-//! Bars are written with BatchWriteItem, 25 items a request, and the items
-//! DynamoDB leaves unprocessed are sent again with capped, jittered back-off.
+//! A chunk is written with a conditional PutItem on its `version` (absent
+//! for a new chunk): a writer reads the chunk, merges its bars in, and
+//! writes it back only if nobody wrote it meanwhile, else reads and merges
+//! again, so two workers never lose each other's bars. Stores made before
+//! chunks keep a `bars` table of one item per bar, read beside the chunks
+//! until `migrate-store` has moved it into them and deleted it. Other
+//! batches (coverage, assets) go with BatchWriteItem, 25 items a request,
+//! and the items DynamoDB leaves unprocessed are sent again with capped,
+//! jittered back-off.
 //! Reads are strongly consistent where the contract needs it and paginate
 //! to the end.
 //!
@@ -63,6 +70,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::chunk::{self, Span};
 use super::{
     plan_action, plan_asset, plan_delist, symbol_key_range, AssetFilter, AssetWrite, PageRecord, PendingEvent,
     RunProgress, RunStatus, RunTotals, SeriesKey, Store, StoreError, StoredAsset, SyncRun,
@@ -80,6 +88,13 @@ const UNPROCESSED_ROUNDS: u32 = 10;
 const OUTBOX_SHARDS: u32 = 8;
 /// The sparse index of items with events waiting.
 const OUTBOX_INDEX: &str = "outbox";
+/// The per-bar table of versions before chunks (read until migrated).
+const LEGACY_BARS: &str = "bars";
+/// Attempts at a chunk write that other writers keep changing.
+const CHUNK_ATTEMPTS: u32 = 30;
+/// The largest chunk item written; far above any chunk the spans allow,
+/// far below DynamoDB's 400 KB.
+const MAX_CHUNK_BYTES: usize = 350_000;
 /// The coverage index that finds every series of a symbol.
 const COVERAGE_BY_SYMBOL: &str = "by_symbol";
 /// The tables whose items may hold events, and their key attribute.
@@ -104,9 +119,11 @@ pub struct DynamoCounters {
     pub write_units: AtomicU64,
     /// The largest item written, in bytes as AWS counts them.
     pub largest_item: AtomicU64,
-    /// Read requests (GetItem, BatchGetItem, each page of a Query or Scan);
-    /// counted where the store reads assets, runs and pages, not bars.
+    /// Read requests (GetItem, BatchGetItem, each page of a Query or Scan).
     pub reads: AtomicU64,
+    /// Conditional chunk writes refused because another writer changed the
+    /// chunk first (each is read, merged and written again).
+    pub chunk_conflicts: AtomicU64,
 }
 
 impl DynamoCounters {
@@ -152,6 +169,9 @@ pub struct DynamoStore {
     client: Client,
     prefix: String,
     counters: Arc<DynamoCounters>,
+    /// Whether the per-bar table of versions before chunks still holds
+    /// bars: 0 not known yet, 1 no, 2 yes (reads then consult it too).
+    legacy: Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -199,6 +219,7 @@ impl DynamoStore {
             client,
             prefix: prefix.into(),
             counters: Arc::new(DynamoCounters::default()),
+            legacy: Arc::new(std::sync::atomic::AtomicU8::new(0)),
         }
     }
 
@@ -206,6 +227,17 @@ impl DynamoStore {
     pub fn from_config(config: &aws_config::SdkConfig, prefix: impl Into<String>) -> Self {
         DynamoStore::new(Client::new(config), prefix)
     }
+
+    /// The names of the tables `init` creates (each `{prefix}-{name}`).
+    pub const TABLES: [&'static str; 7] = [
+        "assets",
+        "bar_chunks",
+        "coverage",
+        "runs",
+        "run_pages",
+        "checkpoints",
+        "corporate_actions",
+    ];
 
     /// The requests sent so far.
     pub fn counters(&self) -> &DynamoCounters {

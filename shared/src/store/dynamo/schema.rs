@@ -31,7 +31,7 @@ pub(super) struct TableSpec {
 
 pub(super) fn specs() -> Vec<TableSpec> {
     use ScalarAttributeType::{N, S};
-    vec![
+    let specs = vec![
         TableSpec {
             name: "assets",
             hash: ("id", S),
@@ -39,9 +39,9 @@ pub(super) fn specs() -> Vec<TableSpec> {
             indexes: vec![("by_symbol", ("symbol", S), ("id", S), None), outbox_index()],
         },
         TableSpec {
-            name: "bars",
+            name: "bar_chunks",
             hash: ("series", S),
-            range: Some(("t", N)),
+            range: Some(("chunk", N)),
             indexes: vec![],
         },
         TableSpec {
@@ -74,7 +74,9 @@ pub(super) fn specs() -> Vec<TableSpec> {
             range: None,
             indexes: vec![outbox_index()],
         },
-    ]
+    ];
+    debug_assert!(specs.iter().map(|s| s.name).eq(DynamoStore::TABLES));
+    specs
 }
 
 pub(super) fn gsi(index: &IndexSpec) -> Result<GlobalSecondaryIndex, StoreError> {
@@ -115,13 +117,9 @@ pub(super) fn attribute(name: &str, kind: ScalarAttributeType) -> Result<Attribu
 impl DynamoStore {
     /// Deletes every table of this prefix (tests and `init-store --drop` use it).
     pub async fn drop_tables(&self) -> Result<(), StoreError> {
-        for spec in specs() {
-            let result = self
-                .client
-                .delete_table()
-                .table_name(self.table(spec.name))
-                .send()
-                .await;
+        let names = specs().into_iter().map(|spec| spec.name).chain([LEGACY_BARS]);
+        for name in names {
+            let result = self.client.delete_table().table_name(self.table(name)).send().await;
             if let Err(error) = result {
                 let missing = error
                     .as_service_error()
@@ -204,6 +202,20 @@ impl DynamoStore {
         Err(StoreError::Backend(format!(
             "table {table} did not become ACTIVE within 60 s"
         )))
+    }
+
+    /// The per-bar table of versions before chunks, as they made it (tests
+    /// of the migration write into it).
+    #[cfg(feature = "test-support")]
+    pub(super) async fn create_legacy_table(&self) -> Result<(), StoreError> {
+        use ScalarAttributeType::{N, S};
+        let spec = TableSpec {
+            name: LEGACY_BARS,
+            hash: ("series", S),
+            range: Some(("t", N)),
+            indexes: vec![],
+        };
+        self.create_table(&spec).await.map(drop)
     }
 
     pub(super) async fn add_index(&self, table: &str, index: &IndexSpec) -> Result<(), StoreError> {

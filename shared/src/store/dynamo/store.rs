@@ -2,6 +2,7 @@
 //! writes it is built from.
 
 use super::*;
+use crate::store::LegacyPage;
 
 /// What recording one range of coverage writes.
 #[derive(Debug)]
@@ -148,6 +149,171 @@ impl DynamoStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.batch_write(table, requests).await?;
         Ok(count)
+    }
+
+    /// True while the per-bar table of versions before chunks holds bars
+    /// (checked once, then remembered; `migrate-store` empties it).
+    pub(super) async fn has_legacy(&self) -> Result<bool, StoreError> {
+        match self.legacy.load(Ordering::Relaxed) {
+            1 => return Ok(false),
+            2 => return Ok(true),
+            _ => {}
+        }
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let scan = self
+            .client
+            .scan()
+            .table_name(self.table(LEGACY_BARS))
+            .limit(1)
+            .send()
+            .await;
+        let present = match scan {
+            Ok(output) => !output.items().is_empty(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                false
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        self.legacy.store(if present { 2 } else { 1 }, Ordering::Relaxed);
+        Ok(present)
+    }
+
+    /// Bars of the per-bar table with `lo <= t <= hi`; none when the table
+    /// is gone (migrated meanwhile by another process).
+    async fn legacy_bars_of(&self, key: &str, lo: i64, hi: i64) -> Result<Vec<Bar>, StoreError> {
+        let request = self
+            .client
+            .query()
+            .table_name(self.table(LEGACY_BARS))
+            .key_condition_expression("#series = :s AND #t BETWEEN :a AND :b")
+            .expression_attribute_names("#series", "series")
+            .expression_attribute_names("#t", "t")
+            .expression_attribute_values(":s", s(key))
+            .expression_attribute_values(":a", n(lo))
+            .expression_attribute_values(":b", n(hi))
+            .consistent_read(true);
+        match self.query_all(request).await {
+            Ok(items) => items.iter().map(decode_bar).collect(),
+            Err(StoreError::Backend(m)) if m.contains("ResourceNotFound") || m.contains("not found") => {
+                self.legacy.store(1, Ordering::Relaxed);
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The series' bars with `start <= t <= end`, from its chunks (one
+    /// Query) and, while one is left, the per-bar table (a chunk's bar wins).
+    pub(super) async fn read_bars(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        with_legacy: bool,
+    ) -> Result<Vec<Bar>, StoreError> {
+        if end < start {
+            return Ok(Vec::new());
+        }
+        let key = series.to_string();
+        let (lo, hi) = (start.timestamp_millis(), end.timestamp_millis());
+        let request = self
+            .client
+            .query()
+            .table_name(self.table("bar_chunks"))
+            .key_condition_expression("#series = :s AND #chunk BETWEEN :a AND :b")
+            .expression_attribute_names("#series", "series")
+            .expression_attribute_names("#chunk", "chunk")
+            .expression_attribute_values(":s", s(&key))
+            .expression_attribute_values(":a", n(Span::of(series.timeframe).chunk_of(start)))
+            .expression_attribute_values(":b", n(hi))
+            .consistent_read(true);
+        let mut bars = Vec::new();
+        for item in self.query_all(request).await? {
+            bars.extend(
+                decode_chunk_item(&key, &item)?
+                    .into_iter()
+                    .filter(|b| (lo..=hi).contains(&b.time.timestamp_millis())),
+            );
+        }
+        if with_legacy && self.has_legacy().await? {
+            let legacy = self.legacy_bars_of(&key, lo, hi).await?;
+            if !legacy.is_empty() {
+                bars = chunk::merge(legacy, &bars, true);
+            }
+        }
+        Ok(bars)
+    }
+
+    /// Merges bars into their chunks, each chunk concurrently (see
+    /// [`DynamoStore::merge_chunk`]). Returns how many bars were given.
+    pub(super) async fn merge_sets(&self, sets: &[(SeriesKey, Vec<Bar>)], new_wins: bool) -> Result<usize, StoreError> {
+        let (chunks, given) = chunk::group(sets);
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(chunks)
+            .map(|((key, start), bars)| async move { self.merge_chunk(&key, start, &bars, new_wins).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(given)
+    }
+
+    /// Reads one chunk, merges `bars` in and writes it back on the
+    /// condition that its version is still the one read (or that it still
+    /// does not exist); when another writer got there first, does it again.
+    async fn merge_chunk(&self, key: &str, start: i64, bars: &[Bar], new_wins: bool) -> Result<(), StoreError> {
+        let table = self.table("bar_chunks");
+        let new = chunk::dedup_last_wins(bars);
+        let mut backoff = resend_backoff();
+        for _ in 0..CHUNK_ATTEMPTS {
+            let id = HashMap::from([("series".to_owned(), s(key)), ("chunk".to_owned(), n(start))]);
+            let stored = self.get_item(&table, id).await?;
+            let (old, version) = match &stored {
+                Some(item) => (decode_chunk_item(key, item)?, req_n::<u64>(item, "version")?),
+                None => (Vec::new(), 0),
+            };
+            let merged = chunk::merge(old, &new, new_wins);
+            let (Some(first), Some(last)) = (merged.first(), merged.last()) else {
+                return Ok(());
+            };
+            let item = HashMap::from([
+                ("series".to_owned(), s(key)),
+                ("chunk".to_owned(), n(start)),
+                ("n".to_owned(), n(merged.len())),
+                ("first_t".to_owned(), n(first.time.timestamp_millis())),
+                ("last_t".to_owned(), n(last.time.timestamp_millis())),
+                ("version".to_owned(), n(version + 1)),
+                (
+                    "data".to_owned(),
+                    AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(chunk::encode(&merged))),
+                ),
+            ]);
+            let size = item_size(&item);
+            if size > MAX_CHUNK_BYTES {
+                return Err(StoreError::Corrupt(format!(
+                    "the chunk of {key} at {start} would be {size} bytes, over {MAX_CHUNK_BYTES}"
+                )));
+            }
+            self.counters.item_writes.fetch_add(1, Ordering::Relaxed);
+            self.counters.wrote(&item);
+            let mut put = self.client.put_item().table_name(&table).set_item(Some(item));
+            put = match stored {
+                Some(_) => put
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", n(version)),
+                None => put.condition_expression("attribute_not_exists(series)"),
+            };
+            if applied(put.send().await)? {
+                return Ok(());
+            }
+            self.counters.chunk_conflicts.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        Err(StoreError::Backend(format!(
+            "the chunk of {key} at {start} changed under {CHUNK_ATTEMPTS} attempts in a row"
+        )))
     }
 
     pub(super) async fn pages_done(&self, run_id: &str) -> Result<u32, StoreError> {
@@ -454,37 +620,93 @@ impl Store for DynamoStore {
     }
 
     async fn upsert_bar_sets(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
-        // One item per (series, t): a batch may not name a key twice, and the
-        // last bar of a time wins, as with one upsert after another.
-        let mut items: HashMap<(String, i64), Item> = HashMap::new();
-        for (series, bars) in sets {
-            let key = series.to_string();
-            for bar in bars {
-                items.insert((key.clone(), bar.time.timestamp_millis()), bar_item(&key, bar));
-            }
-        }
-        let written = sets.iter().map(|(_, bars)| bars.len()).sum();
-        self.batch_put(&self.table("bars"), items.into_values().collect())
-            .await?;
-        Ok(written)
+        self.merge_sets(sets, true).await
     }
 
     async fn bars(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<Bar>, StoreError> {
-        if end < start {
-            return Ok(Vec::new());
-        }
-        let request = self
+        self.read_bars(series, start, end, true).await
+    }
+
+    async fn chunked_bars(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<Bar>, StoreError> {
+        self.read_bars(series, start, end, false).await
+    }
+
+    async fn legacy_bars(&self, after: Option<&str>, limit: usize) -> Result<Option<LegacyPage>, StoreError> {
+        let mut request = self
             .client
-            .query()
-            .table_name(self.table("bars"))
-            .key_condition_expression("#series = :s AND #t BETWEEN :a AND :b")
-            .expression_attribute_names("#series", "series")
-            .expression_attribute_names("#t", "t")
-            .expression_attribute_values(":s", s(series.to_string()))
-            .expression_attribute_values(":a", n(start.timestamp_millis()))
-            .expression_attribute_values(":b", n(end.timestamp_millis()))
+            .scan()
+            .table_name(self.table(LEGACY_BARS))
+            .limit(i32::try_from(limit.clamp(1, 100_000)).unwrap_or(1000))
             .consistent_read(true);
-        self.query_all(request).await?.iter().map(decode_bar).collect()
+        if let Some(position) = after {
+            let (series, t) = position
+                .rsplit_once('\u{1f}')
+                .ok_or_else(|| StoreError::Corrupt(format!("migration position {position:?}")))?;
+            request = request
+                .exclusive_start_key("series", s(series))
+                .exclusive_start_key("t", AttributeValue::N(t.to_owned()));
+        }
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        let bars = output
+            .items()
+            .iter()
+            .map(|item| Ok((req_s(item, "series")?.to_owned(), decode_bar(item)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = match output.last_evaluated_key() {
+            Some(key) => Some(format!("{}\u{1f}{}", req_s(key, "series")?, req_n::<i64>(key, "t")?)),
+            None => None,
+        };
+        Ok(Some(LegacyPage { bars, next }))
+    }
+
+    async fn merge_legacy_bars(&self, sets: &[(SeriesKey, Vec<Bar>)]) -> Result<usize, StoreError> {
+        self.merge_sets(sets, false).await
+    }
+
+    async fn drop_legacy_bars(&self) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_table()
+            .table_name(self.table(LEGACY_BARS))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(backend(e)),
+        }
+        self.legacy.store(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[cfg(feature = "test-support")]
+    async fn put_legacy_bars(&self, series: &SeriesKey, bars: &[Bar]) -> Result<(), StoreError> {
+        self.create_legacy_table().await?;
+        let key = series.to_string();
+        self.batch_put(
+            &self.table(LEGACY_BARS),
+            bars.iter().map(|b| bar_item(&key, b)).collect(),
+        )
+        .await?;
+        self.legacy.store(0, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn add_coverage_many(
@@ -549,25 +771,7 @@ impl Store for DynamoStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(self.table("bars"))
-            .key_condition_expression("#series = :s AND t BETWEEN :a AND :b")
-            .expression_attribute_names("#series", "series")
-            .expression_attribute_values(":s", s(series.to_string()))
-            .expression_attribute_values(":a", n(start.timestamp_millis()))
-            .expression_attribute_values(":b", n(end.timestamp_millis()))
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut count = 0usize;
-        while let Some(page) = pages.next().await {
-            self.counters.reads.fetch_add(1, Ordering::Relaxed);
-            count += usize::try_from(page.map_err(backend)?.count()).unwrap_or(0);
-        }
-        Ok(count)
+        Ok(self.read_bars(series, start, end, true).await?.len())
     }
 
     async fn apply_action(
@@ -588,7 +792,12 @@ impl Store for DynamoStore {
             let key = series.to_string();
             self.delete_partition(&self.table("coverage"), "series", &key, "start_ms")
                 .await?;
-            self.delete_partition(&self.table("bars"), "series", &key, "t").await?;
+            self.delete_partition(&self.table("bar_chunks"), "series", &key, "chunk")
+                .await?;
+            if self.has_legacy().await? {
+                self.delete_partition(&self.table(LEGACY_BARS), "series", &key, "t")
+                    .await?;
+            }
             let stale: Vec<String> = checkpoints
                 .iter()
                 .filter(|id| checkpoint_series(id).as_deref() == Some(key.as_str()))
@@ -858,11 +1067,13 @@ impl Store for DynamoStore {
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
         let per_shard = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
-        // (outbox_key, events of one item, receipt)
-        let mut found: Vec<(String, Vec<String>, String)> = Vec::new();
-        for (table, key_name) in OUTBOX_TABLES {
-            let table = self.table(table);
-            for shard in 0..OUTBOX_SHARDS {
+        // Every shard of every outbox table, several at once.
+        let shards = OUTBOX_TABLES.len() as u32 * OUTBOX_SHARDS;
+        let answers: Vec<Result<Vec<(String, Vec<String>, String)>, StoreError>> = futures::stream::iter(0..shards)
+            .map(|n| async move {
+                let (table, key_name) = OUTBOX_TABLES[(n / OUTBOX_SHARDS) as usize];
+                let shard = n % OUTBOX_SHARDS;
+                let table = self.table(table);
                 self.counters.reads.fetch_add(1, Ordering::Relaxed);
                 let output = self
                     .client
@@ -875,13 +1086,22 @@ impl Store for DynamoStore {
                     .send()
                     .await
                     .map_err(backend)?;
+                // (outbox_key, events of one item, receipt)
+                let mut found = Vec::new();
                 for item in output.items() {
                     let okey = req_s(item, "outbox_key")?.to_owned();
                     let count: u64 = get_n(item, "outbox_n")?.unwrap_or(0);
                     let receipt = format!("{table}\n{key_name}\n{}\n{count}", req_s(item, key_name)?);
                     found.push((okey, pending_in(item), receipt));
                 }
-            }
+                Ok(found)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut found = Vec::new();
+        for answer in answers {
+            found.extend(answer?);
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut pending = Vec::new();
