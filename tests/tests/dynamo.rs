@@ -45,7 +45,7 @@ async fn fetch_bars_of_1000_symbols_on_dynamodb_stores_every_bar_once() {
     let store = stack.use_dynamodb().await.unwrap();
     let init = stack.producer(&["init-store"]).await.unwrap();
     assert!(init.status.success(), "{}", text(&init));
-    assert!(text(&init).contains(&format!("table {}-bars ready", stack.namespace)));
+    assert!(text(&init).contains(&format!("table {}-bar_chunks ready", stack.namespace)));
 
     let symbols = active_symbols(42, 12_000, 1000);
     assert_eq!(symbols.len(), 1000);
