@@ -75,10 +75,15 @@ impl DynamoStore {
         self.batch_put(&table, items).await
     }
 
-    /// The keys of every series of `symbol` the store holds coverage or an
-    /// unfinished fetch for. (Bars with neither, of a range not yet settled,
-    /// are fetched again anyway.)
-    pub(super) async fn series_of_symbol(&self, symbol: &Symbol) -> Result<Vec<String>, StoreError> {
+    /// The keys of every series of `symbol` the store holds coverage for,
+    /// or an unfinished fetch among `checkpoints` (the symbol's checkpoint
+    /// ids, read once by the caller). Bars with neither, of a range not yet
+    /// settled, are fetched again anyway.
+    pub(super) async fn series_of_symbol(
+        &self,
+        symbol: &Symbol,
+        checkpoints: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         let request = self
             .client
             .query()
@@ -92,12 +97,7 @@ impl DynamoStore {
             .iter()
             .map(|item| req_s(item, "series").map(str::to_owned))
             .collect::<Result<_, _>>()?;
-        keys.extend(
-            self.checkpoints_of_symbol(symbol)
-                .await?
-                .iter()
-                .filter_map(|id| checkpoint_series(id)),
-        );
+        keys.extend(checkpoints.iter().filter_map(|id| checkpoint_series(id)));
         Ok(keys)
     }
 
@@ -784,10 +784,11 @@ impl Store for DynamoStore {
         if self.get_item(&table, key).await?.is_some() {
             return Ok(None);
         }
-        let planned = plan_action(action, &self.series_of_symbol(&action.symbol).await?, at);
+        let checkpoints = self.checkpoints_of_symbol(&action.symbol).await?;
+        let series = self.series_of_symbol(&action.symbol, &checkpoints).await?;
+        let planned = plan_action(action, &series, at);
         // Coverage first, so no reader is answered from bars being removed;
         // then the bars and any unfinished fetch of the series.
-        let checkpoints = self.checkpoints_of_symbol(&action.symbol).await?;
         for (series, _) in &planned {
             let key = series.to_string();
             self.delete_partition(&self.table("coverage"), "series", &key, "start_ms")
