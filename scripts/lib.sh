@@ -121,3 +121,17 @@ ensure_alpaca_py() {
 ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)"; exit 1; }
 }
+
+# The browser test: Debian's Chromium and its WebDriver, and selenium (from
+# PyPI, pinned) to drive them. Tests find the interpreter through
+# SIGNAL9_TEST_PYTHON.
+ensure_browser() {
+  need_cmd chromium chromium
+  need_cmd chromedriver chromium-driver
+  ensure_venv
+  if ! (cd / && "$VENV/bin/python" -c 'import selenium.webdriver') >/dev/null 2>&1; then
+    log "installing selenium (WebDriver client) from PyPI"
+    "$VENV/bin/pip" install -q 'selenium==4.27.1'
+  fi
+  export SIGNAL9_TEST_PYTHON="$VENV/bin/python"
+}

@@ -41,20 +41,23 @@ pub enum DlqCommand {
 }
 
 /// Which dead letters a command acts on.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct Filter {
+    /// Only the letter of this job id.
+    #[arg(long)]
+    pub id: Option<String>,
     /// Only this kind: sync-page, status-check, fetch-bars.
     #[arg(long)]
-    kind: Option<String>,
+    pub kind: Option<String>,
     /// Only this symbol.
     #[arg(long)]
-    symbol: Option<String>,
+    pub symbol: Option<String>,
     /// Only this error class: transient, permanent (or poison, for messages the broker gave up on).
     #[arg(long)]
-    error_class: Option<String>,
+    pub error_class: Option<String>,
     /// At most this many (`dlq list` shows the first 100 unless told).
     #[arg(long)]
-    max: Option<usize>,
+    pub max: Option<usize>,
 }
 
 /// The page `dlq list` shows without `--max`.
@@ -109,7 +112,7 @@ pub struct PurgeArgs {
 }
 
 /// What a dead letter says about itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetter {
     /// The job id (message id, or the body's `id`).
     pub id: String,
@@ -170,7 +173,8 @@ impl DeadLetter {
     }
 
     fn matches(&self, filter: &Filter) -> bool {
-        filter.kind.as_ref().is_none_or(|k| *k == self.kind)
+        filter.id.as_ref().is_none_or(|id| *id == self.id)
+            && filter.kind.as_ref().is_none_or(|k| *k == self.kind)
             && filter
                 .symbol
                 .as_ref()
@@ -270,12 +274,54 @@ pub async fn run(command: DlqCommand) -> Result<()> {
     }
 }
 
+/// A bounded browse of the dead-letter queue: what matched, in queue order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listing {
+    /// The letters that matched (at most the page asked for).
+    pub letters: Vec<DeadLetter>,
+    /// Letters read to find them.
+    pub read: u64,
+    /// Letters the queue held when the browse began.
+    pub total: u64,
+}
+
+/// Up to `page` letters matching `filter`, changing nothing: each letter
+/// is handed to `each` as it is read (the CLI prints it and keeps nothing),
+/// and kept in the listing only when `keep`.
+pub async fn browse(
+    connection: &Connection,
+    queue: &str,
+    filter: &Filter,
+    page: usize,
+    keep: bool,
+    mut each: impl FnMut(&DeadLetter),
+) -> Result<Listing> {
+    let mut scan = Scan::start(connection, queue).await?;
+    let mut letters = Vec::new();
+    let mut shown = 0usize;
+    while shown < page {
+        let Some(message) = scan.next().await? else { break };
+        let letter = DeadLetter::read(&message);
+        scan.hold(&message);
+        if !letter.matches(filter) {
+            continue;
+        }
+        shown += 1;
+        each(&letter);
+        if keep {
+            letters.push(letter);
+        }
+    }
+    let (read, total) = (scan.taken, scan.at_start);
+    scan.finish().await?;
+    Ok(Listing { letters, read, total })
+}
+
 async fn list(args: ListArgs) -> Result<()> {
     let Session {
         connection, topology, ..
     } = open(&args.broker).await?;
     let queue = topology.dead_letter_queue();
-    let mut scan = Scan::start(&connection, &queue).await?;
     let page = args.filter.max.unwrap_or(LIST_PAGE);
     if !args.json {
         println!(
@@ -283,21 +329,13 @@ async fn list(args: ListArgs) -> Result<()> {
             "ID", "KIND", "SYMBOL", "CLASS", "ATTEMPTS", "LAST FAILURE"
         );
     }
-    // Each line is printed as it is read: nothing of a letter is kept.
+    let json = args.json;
     let mut shown = 0usize;
-    while shown < page {
-        let Some(message) = scan.next().await? else { break };
-        let letter = DeadLetter::read(&message);
-        scan.hold(&message);
-        if !letter.matches(&args.filter) {
-            continue;
-        }
+    // Each line is printed as it is read: nothing of a letter is kept.
+    let listing = browse(&connection, &queue, &args.filter, page, false, |letter| {
         shown += 1;
-        if args.json {
-            let line = serde_json::json!({"id": letter.id, "kind": letter.kind, "symbol": letter.symbol,
-                "error_class": letter.error_class, "attempts": letter.attempts,
-                "last_failure": letter.last_failure, "last_error": letter.last_error});
-            println!("{line}");
+        if json {
+            println!("{}", serde_json::to_string(letter).unwrap_or_default());
         } else {
             let error: String = letter.last_error.chars().take(80).collect();
             println!(
@@ -305,10 +343,10 @@ async fn list(args: ListArgs) -> Result<()> {
                 letter.id, letter.kind, letter.symbol, letter.error_class, letter.attempts, letter.last_failure, error
             );
         }
-    }
-    let (read, total) = (scan.taken, scan.at_start);
-    scan.finish().await?;
+    })
+    .await?;
     if !args.json {
+        let (read, total) = (listing.read, listing.total);
         let more = if shown == page && read < total {
             format!(" (the first {page} that match; --max N for more)")
         } else {
@@ -318,81 +356,126 @@ async fn list(args: ListArgs) -> Result<()> {
     }
     Ok(())
 }
+/// One dead letter in full.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Shown {
+    /// What it says about itself.
+    pub letter: DeadLetter,
+    /// Every header, as text.
+    pub headers: Vec<(String, String)>,
+    /// The body: pretty JSON, or the first 4,096 characters of what is not JSON.
+    pub body: String,
+    /// True when the body is JSON.
+    pub body_is_json: bool,
+    /// The body's size in bytes.
+    pub body_bytes: usize,
+}
+
+/// The dead letter of job `id`, if the queue holds it (changing nothing),
+/// and how many letters were read to look.
+pub async fn find(connection: &Connection, queue: &str, id: &str) -> Result<(Option<Shown>, u64)> {
+    let mut scan = Scan::start(connection, queue).await?;
+    let mut found = None;
+    while let Some(message) = scan.next().await? {
+        scan.hold(&message);
+        let letter = DeadLetter::read(&message);
+        if letter.id != id {
+            continue;
+        }
+        let d = &message.delivery;
+        let headers = d
+            .properties
+            .headers()
+            .as_ref()
+            .map(|h| {
+                h.inner()
+                    .iter()
+                    .map(|(name, value)| (name.as_str().to_owned(), broker::header_display(value)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (body, body_is_json) = match serde_json::from_slice::<Value>(&d.data) {
+            Ok(json) => (serde_json::to_string_pretty(&json).unwrap_or_default(), true),
+            Err(_) => (String::from_utf8_lossy(&d.data).chars().take(4096).collect(), false),
+        };
+        found = Some(Shown {
+            letter,
+            headers,
+            body,
+            body_is_json,
+            body_bytes: d.data.len(),
+        });
+        break;
+    }
+    let read = scan.taken;
+    scan.finish().await?;
+    Ok((found, read))
+}
 
 async fn show(args: ShowArgs) -> Result<()> {
     let Session {
         connection, topology, ..
     } = open(&args.broker).await?;
     let queue = topology.dead_letter_queue();
-    let mut scan = Scan::start(&connection, &queue).await?;
-    let mut found = false;
-    while let Some(message) = scan.next().await? {
-        scan.hold(&message);
-        let letter = DeadLetter::read(&message);
-        if letter.id != args.id {
-            continue;
-        }
-        found = true;
-        let d = &message.delivery;
-        println!("routing key: {}", letter.routing_key);
-        if let Some(headers) = d.properties.headers() {
-            for (name, value) in headers.inner() {
-                println!("header {}: {}", name.as_str(), broker::header_display(value));
-            }
-        }
-        match serde_json::from_slice::<Value>(&d.data) {
-            Ok(json) => println!("body:\n{}", serde_json::to_string_pretty(&json).unwrap_or_default()),
-            Err(_) => {
-                let text: String = String::from_utf8_lossy(&d.data).chars().take(4096).collect();
-                println!(
-                    "body ({} bytes, not JSON; first 4096 characters):\n{text}",
-                    d.data.len()
-                );
-            }
-        }
-        break;
-    }
-    let read = scan.taken;
-    scan.finish().await?;
-    if !found {
+    let (found, read) = find(&connection, &queue, &args.id).await?;
+    let Some(shown) = found else {
         bail!("no dead letter with id {:?} among the {read} in {queue}", args.id);
+    };
+    println!("routing key: {}", shown.letter.routing_key);
+    for (name, value) in &shown.headers {
+        println!("header {name}: {value}");
+    }
+    if shown.body_is_json {
+        println!("body:\n{}", shown.body);
+    } else {
+        println!(
+            "body ({} bytes, not JSON; first 4096 characters):\n{}",
+            shown.body_bytes, shown.body
+        );
     }
     Ok(())
 }
 
-async fn replay(args: ReplayArgs) -> Result<()> {
-    if let Some(rate) = args.rate {
+/// What a replay did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Replayed {
+    /// Letters published back (or, in a dry run, that would be).
+    pub replayed: usize,
+    /// The ids (and kinds, symbols) of those, the first 100.
+    pub ids: Vec<String>,
+    /// Letters no job queue would take, kept in the queue (the first 20).
+    pub kept: Vec<String>,
+    /// Why the replay stopped early, if it did.
+    pub failure: Option<String>,
+}
+
+/// Publishes the letters matching `filter` back to their queues (attempts
+/// reset, id kept), at most `rate` a second, each confirmed by the broker
+/// before its dead letter is acked. `progress` hears of every letter read
+/// (letters read, letters at the start, replayed so far).
+pub async fn replay_matching(
+    connection: &Connection,
+    publisher: &broker::Publisher,
+    topology: &broker::Topology,
+    filter: &Filter,
+    rate: Option<f64>,
+    dry_run: bool,
+    mut progress: impl FnMut(u64, u64, usize),
+) -> Result<Replayed> {
+    if let Some(rate) = rate {
         if !(rate.is_finite() && rate > 0.0) {
-            bail!("--rate must be a positive number of replays per second");
+            bail!("the rate must be a positive number of replays per second");
         }
     }
-    let Session {
-        connection,
-        publisher,
-        topology,
-        ..
-    } = open(&args.broker).await?;
-    let mut scan = Scan::start(&connection, &topology.dead_letter_queue()).await?;
-    let max = args.filter.max.unwrap_or(usize::MAX);
-    let bar = if args.dry_run {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(scan.at_start)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} read {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let pause = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let mut replayed = 0usize;
-    let mut failure = None;
-    // Letters no queue would take: kept, and named at the end.
-    let mut kept: Vec<String> = Vec::new();
-    while replayed < max {
+    let mut scan = Scan::start(connection, &topology.dead_letter_queue()).await?;
+    let max = filter.max.unwrap_or(usize::MAX);
+    let pause = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut report = Replayed::default();
+    while report.replayed < max {
         let Some(message) = scan.next().await? else { break };
-        bar.inc(1);
         let letter = DeadLetter::read(&message);
-        if !letter.matches(&args.filter) {
+        progress(scan.taken, scan.at_start, report.replayed);
+        if !letter.matches(filter) {
             scan.hold(&message);
             continue;
         }
@@ -405,8 +488,8 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         } else if let Ok(job) = Job::parse(&d.data) {
             job.routing_key()
         } else {
-            if kept.len() < 20 {
-                kept.push(format!(
+            if report.kept.len() < 20 {
+                report.kept.push(format!(
                     "{} (not a job; routing key {:?})",
                     letter.id, letter.routing_key
                 ));
@@ -414,12 +497,12 @@ async fn replay(args: ReplayArgs) -> Result<()> {
             scan.hold(&message);
             continue;
         };
-        if args.dry_run {
-            println!(
-                "would replay {} ({} {}) to {key}",
-                letter.id, letter.kind, letter.symbol
-            );
-            replayed += 1;
+        let described = format!("{} ({} {}) to {key}", letter.id, letter.kind, letter.symbol);
+        if dry_run {
+            report.replayed += 1;
+            if report.ids.len() < 100 {
+                report.ids.push(described);
+            }
             scan.hold(&message);
             continue;
         }
@@ -435,43 +518,102 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         {
             Ok(()) => {}
             Err(BrokerError::Unroutable { .. }) => {
-                if kept.len() < 20 {
-                    kept.push(format!("{} (no queue takes routing key {key:?})", letter.id));
+                if report.kept.len() < 20 {
+                    report
+                        .kept
+                        .push(format!("{} (no queue takes routing key {key:?})", letter.id));
                 }
                 scan.hold(&message);
                 continue;
             }
             Err(error) => {
-                failure = Some(error);
+                report.failure = Some(error.to_string());
                 scan.hold(&message);
                 break;
             }
         }
         // Only once the broker holds the replayed job does the dead letter go.
         d.ack(BasicAckOptions::default()).await?;
-        replayed += 1;
-        bar.set_message(format!("({replayed} replayed)"));
+        report.replayed += 1;
+        if report.ids.len() < 100 {
+            report.ids.push(described);
+        }
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
         }
     }
-    bar.finish();
     scan.finish().await?;
-    if args.dry_run {
-        println!("dry run: {replayed} would be replayed; nothing changed");
+    Ok(report)
+}
+
+async fn replay(args: ReplayArgs) -> Result<()> {
+    let Session {
+        connection,
+        publisher,
+        topology,
+        ..
+    } = open(&args.broker).await?;
+    let bar = if args.dry_run {
+        ProgressBar::hidden()
     } else {
-        println!("replayed {replayed} dead letters");
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} read {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = replay_matching(
+        &connection,
+        &publisher,
+        &topology,
+        &args.filter,
+        args.rate,
+        args.dry_run,
+        |read, total, replayed| {
+            bar.set_length(total);
+            bar.set_position(read);
+            bar.set_message(format!("({replayed} replayed)"));
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.to_string().replace("the rate", "--rate")))?;
+    bar.finish();
+    if args.dry_run {
+        for line in &report.ids {
+            println!("would replay {line}");
+        }
+        println!("dry run: {} would be replayed; nothing changed", report.replayed);
+    } else {
+        println!("replayed {} dead letters", report.replayed);
     }
-    if let Some(error) = failure {
+    if let Some(error) = report.failure {
         bail!("replay stopped: {error}");
     }
-    if !kept.is_empty() {
-        for line in &kept {
+    if !report.kept.is_empty() {
+        for line in &report.kept {
             println!("  kept: {line}");
         }
         bail!("dead letters were kept: no job queue would take them (see `dlq show ID`)");
     }
     Ok(())
+}
+
+/// Deletes the letters matching `filter` for good; returns how many.
+pub async fn purge_matching(connection: &Connection, queue: &str, filter: &Filter) -> Result<usize> {
+    let mut scan = Scan::start(connection, queue).await?;
+    let max = filter.max.unwrap_or(usize::MAX);
+    let mut purged = 0usize;
+    while purged < max {
+        let Some(message) = scan.next().await? else { break };
+        if DeadLetter::read(&message).matches(filter) {
+            message.delivery.ack(BasicAckOptions::default()).await?;
+            purged += 1;
+        } else {
+            scan.hold(&message);
+        }
+    }
+    scan.finish().await?;
+    Ok(purged)
 }
 
 async fn purge(args: PurgeArgs) -> Result<()> {
@@ -481,19 +623,7 @@ async fn purge(args: PurgeArgs) -> Result<()> {
     let Session {
         connection, topology, ..
     } = open(&args.broker).await?;
-    let mut scan = Scan::start(&connection, &topology.dead_letter_queue()).await?;
-    let max = args.filter.max.unwrap_or(usize::MAX);
-    let mut purged = 0usize;
-    while purged < max {
-        let Some(message) = scan.next().await? else { break };
-        if DeadLetter::read(&message).matches(&args.filter) {
-            message.delivery.ack(BasicAckOptions::default()).await?;
-            purged += 1;
-        } else {
-            scan.hold(&message);
-        }
-    }
-    scan.finish().await?;
+    let purged = purge_matching(&connection, &topology.dead_letter_queue(), &args.filter).await?;
     println!("purged {purged} dead letters");
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::replies::{self, Outcomes};
 use crate::session::Session;
 
 /// The properties of a job message.
-pub(crate) fn job_properties(job: &Job, reply_to: Option<&str>, span: &tracing::Span) -> BasicProperties {
+pub fn job_properties(job: &Job, reply_to: Option<&str>, span: &tracing::Span) -> BasicProperties {
     let mut headers = FieldTable::default();
     set_str(&mut headers, HEADER_ROUTING_KEY, &job.routing_key());
     // The job's trace continues in the worker (W3C traceparent header).

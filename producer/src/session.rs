@@ -12,27 +12,27 @@ use signal9_shared::config::BrokerSettings;
 
 /// The reply queue of a session: its channel, name and consumer.
 #[derive(Debug)]
-pub(crate) struct Replies {
+pub struct Replies {
     // Kept open for the consumer.
     _channel: lapin::Channel,
-    pub(crate) queue: String,
-    pub(crate) consumer: lapin::Consumer,
+    pub queue: String,
+    pub consumer: lapin::Consumer,
 }
 
 /// One connection to the broker with a confirming publisher on it.
 #[derive(Debug)]
-pub(crate) struct Session {
-    pub(crate) connection: lapin::Connection,
-    pub(crate) publisher: Publisher,
-    pub(crate) topology: Topology,
+pub struct Session {
+    pub connection: lapin::Connection,
+    pub publisher: Publisher,
+    pub topology: Topology,
     /// With `--wait`: where the workers' replies arrive.
-    pub(crate) replies: Option<Replies>,
+    pub replies: Option<Replies>,
 }
 
 impl Session {
     /// Connects as `client` (the name the broker shows), declares the
     /// topology, and opens a reply queue when `replies` is set.
-    pub(crate) async fn open(settings: &BrokerSettings, client: &str, replies: bool) -> Result<Session> {
+    pub async fn open(settings: &BrokerSettings, client: &str, replies: bool) -> Result<Session> {
         let connection = broker::connect(&settings.amqp_url, client)
             .await
             .context("connecting to RabbitMQ")?;
@@ -56,7 +56,7 @@ impl Session {
     }
 
     /// True while the publisher's channel (and so its connection) is open.
-    pub(crate) fn is_alive(&self) -> bool {
+    pub fn is_alive(&self) -> bool {
         self.publisher.channel().status().connected()
     }
 }

@@ -30,12 +30,78 @@ pub struct StatusArgs {
     json: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct QueueState {
-    name: String,
+/// One queue's depth and consumers (`None`: the queue does not exist).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueState {
+    /// The queue's name.
+    pub name: String,
     /// Messages ready (not counting those delivered and unacked).
-    messages: Option<u32>,
-    consumers: Option<u32>,
+    pub messages: Option<u32>,
+    /// Consumers attached.
+    pub consumers: Option<u32>,
+}
+
+/// What the broker and Redis say now: every queue, the live workers and
+/// the budgets' current windows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// The job queues, by kind then priority lane.
+    pub queues: Vec<QueueState>,
+    /// The retry tiers' delay queues.
+    pub retry_queues: Vec<QueueState>,
+    /// The dead-letter queue.
+    pub dead_letters: QueueState,
+    /// Live workers, from their heartbeats.
+    pub workers: Vec<workers::Heartbeat>,
+    /// Per API: limit, window_secs, in_window, paused_for_secs.
+    pub budgets: serde_json::Map<String, Value>,
+}
+
+/// Reads every queue's depth on `connection`, the heartbeats and the
+/// budgets through `guard`.
+pub async fn snapshot(
+    connection: &lapin::Connection,
+    topology: &signal9_shared::broker::Topology,
+    guard: &signal9_shared::guard::ApiGuard,
+    namespace: &str,
+) -> Result<Snapshot> {
+    let mut queues = Vec::new();
+    for kind in JobKind::ALL {
+        for priority in Priority::ALL {
+            queues.push(queue_state(connection, topology.job_queue(kind, priority)).await);
+        }
+    }
+    let mut retry_queues = Vec::new();
+    for index in 0..topology.retry_tiers().len() {
+        if let Some(name) = topology.retry_exchange(index) {
+            retry_queues.push(queue_state(connection, name).await);
+        }
+    }
+    let dead_letters = queue_state(connection, topology.dead_letter_queue()).await;
+    let workers = workers::live(guard.budget(Api::Data).pool(), namespace)
+        .await
+        .context("reading the workers' heartbeats")?;
+    let mut budgets = serde_json::Map::new();
+    for api in [Api::Trading, Api::Data] {
+        let size = guard.budget(api).size();
+        let usage = guard.usage(api).await.context("reading the budgets")?;
+        budgets.insert(
+            api.as_str().into(),
+            json!({
+                "limit": size.limit,
+                "window_secs": size.window.as_secs_f64(),
+                "in_window": usage.in_window,
+                "paused_for_secs": usage.paused_for.as_secs_f64(),
+            }),
+        );
+    }
+    Ok(Snapshot {
+        queues,
+        retry_queues,
+        dead_letters,
+        workers,
+        budgets,
+    })
 }
 
 async fn queue_state(connection: &lapin::Connection, name: String) -> QueueState {
@@ -69,42 +135,19 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     let connection = broker::connect(&args.broker.amqp_url, "signal9-producer status")
         .await
         .context("connecting to RabbitMQ")?;
-    let mut queues = Vec::new();
-    for kind in JobKind::ALL {
-        for priority in Priority::ALL {
-            queues.push(queue_state(&connection, topology.job_queue(kind, priority)).await);
-        }
-    }
-    let mut retries = Vec::new();
-    for index in 0..topology.retry_tiers().len() {
-        if let Some(name) = topology.retry_exchange(index) {
-            retries.push(queue_state(&connection, name).await);
-        }
-    }
-    let dead = queue_state(&connection, topology.dead_letter_queue()).await;
-    let _ = connection.close(200, "status".into()).await;
-
     let guard = args
         .budget
         .guard(&args.broker.namespace)
         .context("connecting to Redis")?;
-    let live = workers::live(guard.budget(Api::Data).pool(), &args.broker.namespace)
-        .await
-        .context("reading the workers' heartbeats")?;
-    let mut budgets = serde_json::Map::new();
-    for api in [Api::Trading, Api::Data] {
-        let size = guard.budget(api).size();
-        let usage = guard.usage(api).await.context("reading the budgets")?;
-        budgets.insert(
-            api.as_str().into(),
-            json!({
-                "limit": size.limit,
-                "window_secs": size.window.as_secs_f64(),
-                "in_window": usage.in_window,
-                "paused_for_secs": usage.paused_for.as_secs_f64(),
-            }),
-        );
-    }
+    let snap = snapshot(&connection, &topology, &guard, &args.broker.namespace).await;
+    let _ = connection.close(200, "status".into()).await;
+    let Snapshot {
+        queues,
+        retry_queues: retries,
+        dead_letters: dead,
+        workers: live,
+        budgets,
+    } = snap?;
     let last_run = match args.store.open().await {
         Ok(store) => match store.latest_run().await {
             Ok(Some(run)) => json!({

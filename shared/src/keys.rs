@@ -39,6 +39,12 @@ impl RedisKeys {
         self.budget(api, "pause")
     }
 
+    /// Tokens granted per minute over the last two hours (a hash: Unix
+    /// minute → count), for the console's chart.
+    pub fn budget_history(&self, api: &str) -> String {
+        self.budget(api, "history")
+    }
+
     /// Set while a bulk call is waiting for a token (the backfill lane
     /// yields to it).
     pub fn budget_bulk_waiting(&self, api: &str) -> String {

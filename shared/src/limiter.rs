@@ -29,7 +29,7 @@ use crate::redis_conn::REDIS_TIMEOUT;
 
 const ACQUIRE: &str = r"
 -- KEYS[1] window (sorted set: member -> grant time in ms), KEYS[2] pause-until (ms),
--- KEYS[3] bulk-waiting flag
+-- KEYS[3] bulk-waiting flag, KEYS[4] history (hash: Unix minute -> tokens granted in it)
 -- ARGV[1] ceiling (tokens this share may fill the window to), ARGV[2] window + margin in ms,
 -- ARGV[3] member, ARGV[4] share: full | shared | leftover
 -- Returns {1, now, count} for a token, {0, wait_ms, count} (count -1 when paused) otherwise.
@@ -51,6 +51,16 @@ end
 if count < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], span)
+  local minute = math.floor(now / 60000)
+  if redis.call('HINCRBY', KEYS[4], minute, 1) == 1 then
+    -- A new minute: forget those over two hours old (a field a minute).
+    for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+      if tonumber(field) < minute - 120 then
+        redis.call('HDEL', KEYS[4], field)
+      end
+    end
+    redis.call('EXPIRE', KEYS[4], 7260)
+  end
   return {1, now, count + 1}
 end
 local wait = span
@@ -164,6 +174,7 @@ pub struct Budget {
     window_key: String,
     pause_key: String,
     waiting_key: String,
+    history_key: String,
     size: BudgetSize,
     /// Tokens of each window only [`Share::Full`] may take.
     reserve: AtomicU32,
@@ -188,6 +199,7 @@ impl Budget {
             window_key: keys.budget_window(name),
             pause_key: keys.budget_pause(name),
             waiting_key: keys.budget_bulk_waiting(name),
+            history_key: keys.budget_history(name),
             size,
             reserve: AtomicU32::new(0),
             member_prefix: uuid::Uuid::new_v4().simple().to_string(),
@@ -264,7 +276,7 @@ impl Budget {
         let (granted, wait_or_time, count): (i64, i64, i64) = self
             .run(
                 script,
-                &[&self.window_key, &self.pause_key, &self.waiting_key],
+                &[&self.window_key, &self.pause_key, &self.waiting_key, &self.history_key],
                 &[
                     self.ceiling(share).to_string(),
                     self.span_ms().to_string(),
@@ -301,6 +313,29 @@ impl Budget {
             .run(script, &[&self.pause_key], &[until_unix_ms.to_string()])
             .await?;
         Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
+    /// Tokens granted in each whole minute (Unix minute, count) of the last
+    /// `minutes`, oldest first, the current minute included; minutes with
+    /// none are absent. Kept for two hours (the console's chart).
+    pub async fn history(&self, minutes: u32) -> Result<Vec<(i64, u64)>, LimiterError> {
+        use deadpool_redis::redis::AsyncCommands;
+        let call = async {
+            let mut conn = self.pool.get().await.map_err(|e| LimiterError(e.to_string()))?;
+            conn.hgetall::<_, std::collections::HashMap<i64, u64>>(&self.history_key)
+                .await
+                .map_err(|e| LimiterError(e.to_string()))
+        };
+        let all = tokio::time::timeout(REDIS_TIMEOUT * 2, call)
+            .await
+            .map_err(|_| LimiterError("no answer in time".into()))??;
+        let now = chrono::Utc::now().timestamp().div_euclid(60);
+        let mut recent: Vec<(i64, u64)> = all
+            .into_iter()
+            .filter(|(minute, _)| *minute > now - i64::from(minutes))
+            .collect();
+        recent.sort_unstable();
+        Ok(recent)
     }
 
     /// Tokens in the current window and any pause left.

@@ -48,6 +48,17 @@ pub fn client_with(base: &str, timeout: Duration, credentials: Credentials, gate
     }
 }
 
+/// The port of a process that prints `LISTENING <port>` as its first line
+/// on stdout (piped); `log` says what it logged, for the error.
+fn listening_port(child: &mut Child, log: impl FnOnce() -> String) -> anyhow::Result<u16> {
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    line.strip_prefix("LISTENING ")
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}; log: {}", log()))
+}
+
 /// An `alpaca-sim` process, killed when dropped.
 #[derive(Debug)]
 pub struct SimProcess {
@@ -66,13 +77,7 @@ impl SimProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let port = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?;
+        let port = listening_port(&mut child, String::new)?;
         Ok(SimProcess { child, port })
     }
 
@@ -319,6 +324,83 @@ impl Drop for Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A `signal9-api` process of a stack, killed when dropped.
+#[derive(Debug)]
+pub struct ApiProcess {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its log (stderr).
+    pub log: PathBuf,
+}
+
+impl ApiProcess {
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hex SHA-256 of a token, as a tokens file holds it.
+pub fn token_hash(token: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(token.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .unwrap_or_else(|e| panic!("sha256sum: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+impl Stack {
+    /// Starts `signal9-api` on a free port with this stack's settings, a
+    /// tokens file holding `tokens` (role, token) and more environment;
+    /// waits for its `LISTENING <port>` line.
+    pub fn start_api(&self, tokens: &[(&str, &str)], env: &[(&str, &str)]) -> anyhow::Result<ApiProcess> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let file = self.dir.path().join(format!("tokens-{id}"));
+        let lines: Vec<String> = tokens
+            .iter()
+            .map(|(role, token)| format!("{role} {}", token_hash(token)))
+            .collect();
+        std::fs::write(&file, lines.join("\n"))?;
+        let log = self.dir.path().join(format!("api-{id}.log"));
+        let mut child = Command::new(bin_dir().join("signal9-api"))
+            .envs(self.env())
+            .env("SIGNAL9_API_ADDR", "127.0.0.1:0")
+            .env("SIGNAL9_API_TOKENS_FILE", &file)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let port = listening_port(&mut child, || std::fs::read_to_string(&log).unwrap_or_default())?;
+        Ok(ApiProcess { child, port, log })
     }
 }
 

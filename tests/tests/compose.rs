@@ -15,7 +15,7 @@ fn compose() -> serde_yaml_ng::Value {
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     // `<<: *signal9` merges, as Compose does.
     value.apply_merge().unwrap();
-    for service in ["sim", "scheduler", "worker", "init-store"] {
+    for service in ["sim", "scheduler", "worker", "init-store", "api"] {
         value["services"][service].apply_merge().unwrap();
     }
     value
@@ -61,9 +61,24 @@ fn the_compose_file_has_every_service_and_three_workers() {
         "scheduler",
         "worker",
         "init-store",
+        "api",
     ] {
         assert!(services.contains_key(name), "service {name}");
     }
+    let api = &file["services"]["api"];
+    assert_eq!(api["command"][0].as_str(), Some("signal9-api"));
+    assert_eq!(api["ports"][0].as_str(), Some("8081:8081"));
+    let tokens = api["environment"]["SIGNAL9_API_TOKENS_FILE"].as_str().unwrap();
+    assert!(
+        api["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str().unwrap().ends_with(tokens) || v.as_str().unwrap().contains(&format!(":{tokens}"))),
+        "the tokens file is mounted where the API reads it"
+    );
+    let lines = std::fs::read_to_string(compose_dir().join("api-tokens")).unwrap();
+    assert!(lines.lines().any(|l| l.starts_with("operate ")), "{lines}");
     assert!(file["services"]["rabbitmq"]["image"]
         .as_str()
         .unwrap()
@@ -73,7 +88,7 @@ fn the_compose_file_has_every_service_and_three_workers() {
     assert_eq!(worker["command"][0].as_str(), Some("signal9-worker"));
     assert_eq!(file["services"]["scheduler"]["command"][1].as_str(), Some("schedule"));
     // The anchors resolve: every signal9 service builds the one image.
-    for name in ["sim", "scheduler", "worker", "init-store"] {
+    for name in ["sim", "scheduler", "worker", "init-store", "api"] {
         assert_eq!(
             file["services"][name]["build"]["dockerfile"].as_str(),
             Some("compose/Dockerfile"),
@@ -88,7 +103,15 @@ fn env_example_names_every_setting_of_the_binaries_and_nothing_unknown() {
     known.extend(env_names("signal9-worker", &[]));
     known.extend(env_names("signal9-producer", &["schedule"]));
     known.extend(env_names("signal9-producer", &["fetch-bars"]));
+    known.extend(env_names("signal9-api", &[]));
     let example = env_example();
+    for name in env_names("signal9-api", &[]) {
+        let set_on_the_service = ["SIGNAL9_API_ADDR", "SIGNAL9_API_TOKENS_FILE"].contains(&name.as_str());
+        assert!(
+            example.contains(&name) || set_on_the_service,
+            ".env.example lacks the API setting {name}"
+        );
+    }
     let worker = env_names("signal9-worker", &[]);
     for name in &worker {
         assert!(example.contains(name), ".env.example lacks the worker setting {name}");
@@ -120,7 +143,7 @@ fn the_dockerfile_is_multi_stage_and_ships_the_three_binaries() {
     let text = std::fs::read_to_string(compose_dir().join("Dockerfile")).unwrap();
     let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(stages >= 2, "a build stage and a runtime stage");
-    for binary in ["signal9-producer", "signal9-worker", "alpaca-sim"] {
+    for binary in ["signal9-producer", "signal9-worker", "signal9-api", "alpaca-sim"] {
         assert!(
             text.lines()
                 .any(|l| l.starts_with("COPY --from=build") && l.contains(&format!("release/{binary}"))),

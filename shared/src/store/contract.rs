@@ -404,6 +404,10 @@ pub async fn coverage_merges_ranges(store: &dyn Store) {
         !store.covers(&key, day(4), day(11)).await.unwrap(),
         "a gap is not covered"
     );
+    assert_eq!(store.covered_until(&key, day(2)).await.unwrap(), Some(day(5)));
+    assert_eq!(store.covered_until(&key, day(5)).await.unwrap(), Some(day(5)));
+    assert_eq!(store.covered_until(&key, day(7)).await.unwrap(), None, "in the gap");
+    assert_eq!(store.covered_until(&key, day(-1)).await.unwrap(), None, "before any");
     store.add_coverage(&key, day(5), day(10)).await.unwrap();
     assert!(
         store.covers(&key, day(0), day(15)).await.unwrap(),
@@ -562,6 +566,18 @@ pub async fn sync_runs_count_pages_once(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(store.latest_run().await.unwrap().expect("latest").run_id, "2026-11-24");
+    let recent: Vec<String> = store
+        .recent_runs(5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert!(
+        recent.starts_with(&["2026-11-24".to_owned(), "2026-11-23".to_owned()]),
+        "newest first: {recent:?}"
+    );
+    assert_eq!(store.recent_runs(1).await.unwrap().len(), 1);
     assert_eq!(
         store.last_completed_run().await.unwrap().expect("completed").run_id,
         "2026-11-23"

@@ -340,6 +340,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// True when one recorded range holds all of `[start, end]`.
     async fn covers(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<bool, StoreError>;
 
+    /// The end of the covered range holding `start`, if one does: the
+    /// store answers `[start, that end]` of the series without a call.
+    async fn covered_until(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
     /// How many bars of the series lie in `[start, end]`, without reading
     /// them into memory.
     async fn count_bars(
@@ -449,6 +457,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The most recently started run.
     async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError>;
+
+    /// The `limit` most recently started runs, newest first.
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError>;
 
     /// The most recently started run that completed.
     async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError>;

@@ -910,6 +910,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn covered_until(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let key = series.to_string();
+        let end: Option<i64> = self
+            .with(move |conn| {
+                conn.query_row(
+                    "SELECT MAX(end_ms) FROM coverage WHERE series = ?1 AND start_ms <= ?2 AND end_ms >= ?2",
+                    params![key, start.timestamp_millis()],
+                    |r| r.get(0),
+                )
+                .map_err(backend)
+            })
+            .await?;
+        Ok(end.and_then(DateTime::from_timestamp_millis))
+    }
+
     async fn count_bars(
         &self,
         series: &SeriesKey,
@@ -1116,6 +1135,25 @@ impl Store for SqliteStore {
     async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError> {
         self.with(|conn| read_run(conn, "ORDER BY started_at DESC, run_id DESC LIMIT 1", None))
             .await
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let ids: Vec<String> = conn
+                .prepare("SELECT run_id FROM sync_runs ORDER BY started_at DESC, run_id DESC LIMIT ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![limit], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(backend)?;
+            let mut runs = Vec::with_capacity(ids.len());
+            for id in ids {
+                runs.extend(read_run(conn, "WHERE run_id = ?1", Some(&id))?);
+            }
+            Ok(runs)
+        })
+        .await
     }
 
     async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError> {

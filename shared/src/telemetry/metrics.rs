@@ -57,6 +57,13 @@ pub struct Metrics {
     /// key's secret that failed (`timeout`, `unavailable`, `missing`,
     /// `malformed`); the cached pair kept serving where one was held.
     pub secret_refresh_failures: IntCounterVec,
+    /// `signal9_http_requests_total{route, status}`: requests `signal9-api` answered.
+    pub http_requests: IntCounterVec,
+    /// `signal9_http_request_seconds{route}`: their time to answer.
+    pub http_latency: HistogramVec,
+    /// `signal9_read_bars_total{source}`: bar requests `signal9-api` answered,
+    /// by where the bars came from: store, fetched, mixed.
+    pub read_bars: IntCounterVec,
     /// `signal9_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
 }
@@ -213,6 +220,25 @@ impl Metrics {
                 "signal9_secret_refresh_failures_total",
                 "Failed reads of the Alpaca key's secret from Secrets Manager, by reason",
                 &["reason"],
+            ),
+            http_requests: counter(
+                &r,
+                "signal9_http_requests_total",
+                "Requests signal9-api answered, by route and HTTP status",
+                &["route", "status"],
+            ),
+            http_latency: histogram(
+                &r,
+                "signal9_http_request_seconds",
+                "Time signal9-api took to answer a request, by route",
+                &["route"],
+                exponential_buckets(0.0005, 2.0, 16).unwrap_or_default(),
+            ),
+            read_bars: counter(
+                &r,
+                "signal9_read_bars_total",
+                "Bar requests signal9-api answered, by source: store, fetched, mixed",
+                &["source"],
             ),
             build_info: gauge(&r, "signal9_build_info", "Always 1; the version label", &["version"]),
             registry: r,

@@ -743,8 +743,17 @@ impl Store for DynamoStore {
     }
 
     async fn covers(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<bool, StoreError> {
-        // Ranges never overlap after a merge, so the one starting last at or
-        // before `start` is the only candidate.
+        Ok(self
+            .covered_until(series, start)
+            .await?
+            .is_some_and(|until| until >= end))
+    }
+
+    async fn covered_until(
+        &self,
+        series: &SeriesKey,
+        start: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let output = self
             .client
             .query()
@@ -760,8 +769,13 @@ impl Store for DynamoStore {
             .await
             .map_err(backend)?;
         match output.items().first() {
-            Some(item) => Ok(req_n::<i64>(item, "end_ms")? >= end.timestamp_millis()),
-            None => Ok(false),
+            Some(item) => {
+                let end = req_n::<i64>(item, "end_ms")?;
+                Ok((end >= start.timestamp_millis())
+                    .then(|| DateTime::from_timestamp_millis(end))
+                    .flatten())
+            }
+            None => Ok(None),
         }
     }
 
@@ -1041,6 +1055,29 @@ impl Store for DynamoStore {
             return Ok(None);
         };
         self.get_run(run_id).await
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(self.table("runs"))
+            .index_name("by_start")
+            .key_condition_expression("#kind = :k")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":k", s("run"))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(backend)?;
+        let mut runs = Vec::new();
+        for item in output.items().iter().take(limit) {
+            if let Some(run) = self.get_run(req_s(item, "run_id")?).await? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
     }
 
     async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError> {

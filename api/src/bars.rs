@@ -1,0 +1,715 @@
+//! `GET /v2/stocks/bars`, `GET /v2/stocks/{symbol}/bars` and
+//! `GET /v1beta3/crypto/us/bars`: Alpaca's parameters, JSON and pagination,
+//! answered from the store.
+//!
+//! Per symbol, the range is cut where it stops being settled (see
+//! `BarsRequest::settles_at`): the settled part is answered from the store
+//! where its coverage reaches, and the rest of it is fetched by an
+//! interactive job (and so becomes covered); the unsettled tail (today's
+//! bars) is fetched by a job unless this process fetched it in the last
+//! `--fresh-secs`. Then every bar comes from the store, paged as Alpaca
+//! pages: `limit` bars across the symbols, in symbol order, with an opaque
+//! `next_page_token`.
+
+use axum::http::StatusCode;
+use base64::Engine;
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use signal9_alpaca::{Adjustment, Bar, Feed, Symbol, Timeframe, TimeframeUnit};
+use signal9_shared::ingest::BarsRequest;
+use signal9_shared::job::FetchBars;
+use signal9_shared::store::SeriesKey;
+
+use crate::fetch::Need;
+use crate::{ApiError, AppState};
+
+/// Which data API a route belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Market {
+    /// `/v2/stocks/...`.
+    Stocks,
+    /// `/v1beta3/crypto/us/...`.
+    Crypto,
+}
+
+/// A checked bars request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarsQuery {
+    /// The symbols, sorted, without repeats.
+    pub symbols: Vec<Symbol>,
+    /// Bar length.
+    pub timeframe: Timeframe,
+    /// Inclusive start.
+    pub start: DateTime<Utc>,
+    /// Inclusive end (never after now).
+    pub end: DateTime<Utc>,
+    /// Bars per page.
+    pub limit: usize,
+    /// Newest first within each symbol.
+    pub desc: bool,
+    /// Adjustment (`raw` for crypto).
+    pub adjustment: Adjustment,
+    /// Feed (`None` for crypto, and the API's default).
+    pub feed: Option<Feed>,
+    /// Where the previous page stopped.
+    pub after: Option<(String, DateTime<Utc>)>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+/// A page token: the last symbol and bar time of the page before.
+pub fn encode_token(symbol: &str, t: DateTime<Utc>) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{symbol}\u{1f}{}", t.timestamp()))
+}
+
+fn decode_token(token: &str) -> Option<(String, DateTime<Utc>)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (symbol, secs) = text.split_once('\u{1f}')?;
+    Some((symbol.to_owned(), DateTime::from_timestamp(secs.parse().ok()?, 0)?))
+}
+
+impl BarsQuery {
+    /// Checks the query string of a request (`single`: the symbol of
+    /// `/v2/stocks/{symbol}/bars`), as the API does, at `now`.
+    pub fn parse(
+        market: Market,
+        single: Option<&str>,
+        params: &HashMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<BarsQuery, ApiError> {
+        let param = |k: &str| params.get(k).map(String::as_str).filter(|s| !s.is_empty());
+        let raw: Vec<&str> = match single {
+            Some(s) => vec![s],
+            None => match param("symbols") {
+                Some(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect(),
+                None => return Err(bad("missing symbols")),
+            },
+        };
+        if raw.is_empty() {
+            return Err(bad("missing symbols"));
+        }
+        let mut symbols = Vec::with_capacity(raw.len());
+        for text in raw {
+            let symbol = Symbol::parse(text).map_err(|_| bad(format!("invalid symbol: {}", short(text))))?;
+            if symbol.is_crypto_pair() != (market == Market::Crypto) {
+                return Err(bad(match market {
+                    Market::Stocks => format!(
+                        "invalid symbol: {} is a crypto pair; use /v1beta3/crypto/us/bars",
+                        short(text)
+                    ),
+                    Market::Crypto => format!("invalid symbol: {} is not a crypto pair (BASE/QUOTE)", short(text)),
+                }));
+            }
+            symbols.push(symbol);
+        }
+        symbols.sort();
+        symbols.dedup();
+        let timeframe: Timeframe = param("timeframe")
+            .ok_or_else(|| bad("missing timeframe"))?
+            .parse()
+            .map_err(|_| bad("invalid timeframe"))?;
+        let day_start = match market {
+            Market::Stocks => signal9_shared::calendar::ny_instant(signal9_shared::calendar::ny_date(now), 0),
+            Market::Crypto => now.date_naive().and_hms_opt(0, 0, 0).map_or(now, |t| t.and_utc()),
+        };
+        let start = match param("start") {
+            Some(s) => parse_time(s).ok_or_else(|| bad("invalid start"))?,
+            None => day_start,
+        };
+        let end = match param("end") {
+            Some(s) => parse_time(s).ok_or_else(|| bad("invalid end"))?,
+            None => now,
+        };
+        if end < start {
+            return Err(bad("end should not be before start"));
+        }
+        let end = end.min(now);
+        let limit = match param("limit").map(str::parse::<usize>) {
+            None => 1000,
+            Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+            Some(_) => return Err(bad("invalid limit: must be between 1 and 10000")),
+        };
+        let desc = match param("sort") {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => return Err(bad("invalid sort: must be asc or desc")),
+        };
+        let (adjustment, feed) = match market {
+            Market::Crypto => (Adjustment::raw(), None),
+            Market::Stocks => (
+                match param("adjustment") {
+                    Some(a) => a
+                        .parse()
+                        .map_err(|_| bad(format!("invalid adjustment: {}", short(a))))?,
+                    None => Adjustment::raw(),
+                },
+                match param("feed") {
+                    Some(f) => Some(f.parse().map_err(|_| bad(format!("invalid feed: {}", short(f))))?),
+                    None => None,
+                },
+            ),
+        };
+        let after = match param("page_token") {
+            Some(token) => Some(decode_token(token).ok_or_else(|| bad("invalid page token"))?),
+            None => None,
+        };
+        Ok(BarsQuery {
+            symbols,
+            timeframe,
+            start,
+            end,
+            limit,
+            desc,
+            adjustment,
+            feed,
+            after,
+        })
+    }
+
+    fn series(&self, symbol: &Symbol) -> SeriesKey {
+        SeriesKey {
+            symbol: symbol.clone(),
+            timeframe: self.timeframe,
+            adjustment: self.adjustment.clone(),
+            feed: self.feed,
+        }
+    }
+
+    fn request(&self, symbol: &Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> BarsRequest {
+        BarsRequest {
+            symbols: vec![symbol.clone()],
+            timeframe: self.timeframe,
+            start,
+            end,
+            adjustment: self.adjustment.clone(),
+            feed: self.feed,
+        }
+    }
+
+    fn fetch(&self, symbol: &Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
+        FetchBars {
+            symbol: symbol.clone(),
+            timeframe: self.timeframe,
+            start,
+            end,
+            adjustment: self.adjustment.clone(),
+            feed: self.feed,
+        }
+    }
+
+    /// The last instant `t` in `[start, end]` whose range `[start, t]` has
+    /// settled at `now`, if any.
+    pub fn settled_until(
+        &self,
+        symbol: &Symbol,
+        now: DateTime<Utc>,
+        settle: std::time::Duration,
+    ) -> Option<DateTime<Utc>> {
+        let settled = |t: DateTime<Utc>| self.request(symbol, self.start, t).settles_at(settle) <= now;
+        if settled(self.end) {
+            return Some(self.end);
+        }
+        let candidates: Vec<DateTime<Utc>> = match self.timeframe.unit() {
+            TimeframeUnit::Minute | TimeframeUnit::Hour => {
+                let step = match self.timeframe.unit() {
+                    TimeframeUnit::Minute => Duration::minutes(i64::from(self.timeframe.amount())),
+                    _ => Duration::hours(i64::from(self.timeframe.amount())),
+                };
+                let back = now - Duration::from_std(settle).unwrap_or_default() - step * 2;
+                let floored = DateTime::from_timestamp(back.timestamp() - back.timestamp().rem_euclid(60), 0);
+                floored.into_iter().collect()
+            }
+            _ => (1..=40)
+                .map(|k| {
+                    let midnight = if symbol.is_crypto_pair() {
+                        (now.date_naive() - Duration::days(k - 1))
+                            .and_hms_opt(0, 0, 0)
+                            .map_or(now, |t| t.and_utc())
+                    } else {
+                        signal9_shared::calendar::ny_instant(
+                            signal9_shared::calendar::ny_date(now) - Duration::days(k - 1),
+                            0,
+                        )
+                    };
+                    midnight - Duration::seconds(1)
+                })
+                .collect(),
+        };
+        candidates
+            .into_iter()
+            .find(|t| *t >= self.start && *t < self.end && settled(*t))
+    }
+}
+
+/// Where a request's bars came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// All from the store, no job.
+    Store,
+    /// Every symbol's whole range was fetched.
+    Fetched,
+    /// Some from the store, some fetched.
+    Mixed,
+}
+
+impl Source {
+    /// The `X-Signal9-Source` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Store => "store",
+            Source::Fetched => "fetched",
+            Source::Mixed => "mixed",
+        }
+    }
+}
+
+/// A recent fetch of an unsettled range by this process.
+#[derive(Debug, Clone, Copy)]
+pub struct Fresh {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    at: DateTime<Utc>,
+}
+
+/// What must be fetched for a query, and where the answer will come from.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Ranges to fetch.
+    pub needs: Vec<Need>,
+    /// Unsettled ranges those fetch (remembered once fetched).
+    pub fresh: Vec<(String, Fresh)>,
+    /// Symbols with some part answered by the store.
+    pub from_store: usize,
+    /// Symbols whose whole range is fetched.
+    pub fetched_whole: usize,
+}
+
+impl Plan {
+    /// The `X-Signal9-Source` of the answer.
+    pub fn source(&self) -> Source {
+        if self.needs.is_empty() {
+            Source::Store
+        } else if self.from_store == 0 {
+            Source::Fetched
+        } else {
+            Source::Mixed
+        }
+    }
+}
+
+/// Splits `[start, end]` into ranges of at most `max_bars` estimated bars,
+/// each sharing its first instant with the end of the one before (so
+/// their coverage merges).
+fn split(
+    query: &BarsQuery,
+    symbol: &Symbol,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max_bars: u64,
+) -> Vec<FetchBars> {
+    let estimate = signal9_shared::plan::estimate_bars(query.timeframe, start, end, symbol.is_crypto_pair());
+    let parts = estimate.div_ceil(max_bars.max(1)).max(1);
+    let span = (end - start) / i32::try_from(parts).unwrap_or(i32::MAX);
+    (0..parts)
+        .map(|i| {
+            let i = i32::try_from(i).unwrap_or(i32::MAX);
+            let from = start + span * i;
+            let to = if i + 1 == i32::try_from(parts).unwrap_or(i32::MAX) {
+                end
+            } else {
+                start + span * (i + 1)
+            };
+            query.fetch(symbol, from, to)
+        })
+        .collect()
+}
+
+/// Decides, per symbol, what the store answers and what must be fetched.
+pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Result<Plan, ApiError> {
+    let packing = state.settings.packing.packing();
+    let max_bars = packing.max_pages * signal9_shared::plan::PAGE_BARS;
+    let fresh_for = Duration::seconds(i64::try_from(state.settings.fresh_secs).unwrap_or(0));
+    let mut plan = Plan::default();
+    // Only the symbols this page can still reach.
+    let symbols = query.symbols.iter().filter(|s| {
+        query
+            .after
+            .as_ref()
+            .is_none_or(|(after, _)| s.as_str() >= after.as_str())
+    });
+    for symbol in symbols {
+        let series = query.series(symbol);
+        let cut = query.settled_until(symbol, now, packing.settle);
+        let mut stored = false;
+        let mut fetched_all = true;
+        if let Some(cut) = cut {
+            let until = state
+                .store
+                .covered_until(&series, query.start)
+                .await
+                .map_err(ApiError::store)?;
+            match until {
+                Some(until) if until >= cut => {
+                    stored = true;
+                    fetched_all = false;
+                }
+                Some(until) => {
+                    stored = true;
+                    fetched_all = false;
+                    plan.needs.extend(
+                        split(query, symbol, until, cut, max_bars)
+                            .into_iter()
+                            .map(|fetch| Need { fetch }),
+                    );
+                }
+                None => plan.needs.extend(
+                    split(query, symbol, query.start, cut, max_bars)
+                        .into_iter()
+                        .map(|fetch| Need { fetch }),
+                ),
+            }
+        }
+        if cut != Some(query.end) {
+            let from = cut.map_or(query.start, |c| c + Duration::seconds(1));
+            let key = series.to_string();
+            let recent = state
+                .fresh
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+                .copied();
+            let is_fresh = recent.is_some_and(|f| {
+                now - f.at < fresh_for && f.from <= from && (f.to >= query.end || f.to >= f.at - Duration::seconds(1))
+            });
+            if is_fresh {
+                stored = true;
+                fetched_all = false;
+            } else {
+                plan.needs.push(Need {
+                    fetch: query.fetch(symbol, from, query.end),
+                });
+                plan.fresh.push((
+                    key,
+                    Fresh {
+                        from,
+                        to: query.end,
+                        at: now,
+                    },
+                ));
+            }
+        }
+        plan.from_store += usize::from(stored);
+        plan.fetched_whole += usize::from(fetched_all);
+    }
+    Ok(plan)
+}
+
+/// A series' bars over the query's range, from the cache or the store.
+async fn read(
+    state: &AppState,
+    query: &BarsQuery,
+    symbol: &Symbol,
+    cacheable: bool,
+) -> Result<Arc<Vec<Bar>>, ApiError> {
+    let series = query.series(symbol);
+    let key = format!("{series}|{}|{}", query.start.timestamp(), query.end.timestamp());
+    if cacheable {
+        if let Some(bars) = state.cache.get(&key) {
+            return Ok(bars);
+        }
+    }
+    let bars = Arc::new(
+        state
+            .store
+            .bars(&series, query.start, query.end)
+            .await
+            .map_err(ApiError::store)?,
+    );
+    if cacheable {
+        state.cache.put(key, bars.clone());
+    }
+    Ok(bars)
+}
+
+/// One page of the answer, as Alpaca's JSON.
+pub async fn page(state: &AppState, query: &BarsQuery, single: bool, cacheable: bool) -> Result<String, ApiError> {
+    let mut page: BTreeMap<&str, Vec<Bar>> = BTreeMap::new();
+    let mut count = 0usize;
+    let mut last: Option<(&str, DateTime<Utc>)> = None;
+    let mut more = false;
+    for symbol in &query.symbols {
+        if let Some((after, _)) = &query.after {
+            if symbol.as_str() < after.as_str() {
+                continue;
+            }
+        }
+        if count >= query.limit {
+            // Only whether anything follows matters now.
+            let bars = read(state, query, symbol, cacheable).await?;
+            if !bars.is_empty() {
+                more = true;
+                break;
+            }
+            continue;
+        }
+        let bars = read(state, query, symbol, cacheable).await?;
+        let resume = query
+            .after
+            .as_ref()
+            .filter(|(after, _)| after == symbol.as_str())
+            .map(|(_, t)| *t);
+        let mut taken: Vec<Bar> = if query.desc {
+            bars.iter()
+                .rev()
+                .filter(|b| resume.is_none_or(|r| b.time < r))
+                .copied()
+                .collect()
+        } else {
+            bars.iter()
+                .filter(|b| resume.is_none_or(|r| b.time > r))
+                .copied()
+                .collect()
+        };
+        let room = query.limit - count;
+        if taken.len() > room {
+            taken.truncate(room);
+            more = true;
+        }
+        count += taken.len();
+        if let Some(bar) = taken.last() {
+            last = Some((symbol.as_str(), bar.time));
+        }
+        if !taken.is_empty() {
+            page.insert(symbol.as_str(), taken);
+        }
+        if more {
+            break;
+        }
+    }
+    let token = more.then(|| last.map(|(s, t)| encode_token(s, t))).flatten();
+    let mut out = String::with_capacity(64 + count * 120);
+    out.push('{');
+    if single {
+        let symbol = query.symbols.first().map(Symbol::as_str).unwrap_or_default();
+        out.push_str("\"bars\":");
+        match page.get(symbol) {
+            Some(bars) => write_bars(&mut out, bars),
+            None => out.push_str("null"),
+        }
+        let _ = write!(out, ",\"symbol\":{}", json_str(symbol));
+    } else {
+        out.push_str("\"bars\":{");
+        for (i, (symbol, bars)) in page.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{}:", json_str(symbol));
+            write_bars(&mut out, bars);
+        }
+        out.push('}');
+    }
+    match token {
+        Some(token) => {
+            let _ = write!(out, ",\"next_page_token\":{}", json_str(&token));
+        }
+        None => out.push_str(",\"next_page_token\":null"),
+    }
+    out.push('}');
+    Ok(out)
+}
+
+fn json_str(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A number as JSON: integral values without a fraction, as the API sends volumes.
+fn number(out: &mut String, x: f64) {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        let _ = write!(out, "{}", x as i64);
+    } else {
+        let _ = write!(out, "{x}");
+    }
+}
+
+fn write_bars(out: &mut String, bars: &[Bar]) {
+    out.push('[');
+    for (i, bar) in bars.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"t\":\"{}\",\"o\":",
+            bar.time.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+        number(out, bar.open);
+        out.push_str(",\"h\":");
+        number(out, bar.high);
+        out.push_str(",\"l\":");
+        number(out, bar.low);
+        out.push_str(",\"c\":");
+        number(out, bar.close);
+        out.push_str(",\"v\":");
+        number(out, bar.volume);
+        let _ = write!(out, ",\"n\":{},\"vw\":", bar.trade_count);
+        number(out, bar.vwap);
+        out.push('}');
+    }
+    out.push(']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn query(params: &[(&str, &str)], market: Market) -> Result<BarsQuery, ApiError> {
+        let map = params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        BarsQuery::parse(market, None, &map, t("2026-12-04T18:00:00Z"))
+    }
+
+    #[test]
+    fn parameters_are_checked_as_the_api_checks_them() {
+        let q = query(
+            &[
+                ("symbols", "MSFT,AAPL,MSFT"),
+                ("timeframe", "1Day"),
+                ("start", "2026-01-01"),
+                ("limit", "10"),
+            ],
+            Market::Stocks,
+        )
+        .unwrap();
+        assert_eq!(
+            q.symbols.iter().map(Symbol::as_str).collect::<Vec<_>>(),
+            ["AAPL", "MSFT"]
+        );
+        assert_eq!(q.end, t("2026-12-04T18:00:00Z"), "end defaults to now");
+        for (params, message) in [
+            (vec![("timeframe", "1Day")], "missing symbols"),
+            (vec![("symbols", "AAPL")], "missing timeframe"),
+            (
+                vec![("symbols", "AAPL"), ("timeframe", "7Fortnight")],
+                "invalid timeframe",
+            ),
+            (
+                vec![("symbols", "AAPL"), ("timeframe", "1Day"), ("limit", "0")],
+                "invalid limit",
+            ),
+            (
+                vec![("symbols", "AAPL"), ("timeframe", "1Day"), ("sort", "up")],
+                "invalid sort",
+            ),
+            (
+                vec![("symbols", "AAPL"), ("timeframe", "1Day"), ("page_token", "!!")],
+                "invalid page token",
+            ),
+            (vec![("symbols", "BTC/USD"), ("timeframe", "1Day")], "crypto pair"),
+            (vec![("symbols", "AA PL"), ("timeframe", "1Day")], "invalid symbol"),
+            (
+                vec![
+                    ("symbols", "AAPL"),
+                    ("timeframe", "1Day"),
+                    ("start", "2026-02-01"),
+                    ("end", "2026-01-01"),
+                ],
+                "end should not be before start",
+            ),
+        ] {
+            let err = query(&params, Market::Stocks).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(err.message.contains(message), "{params:?}: {}", err.message);
+        }
+        assert!(query(&[("symbols", "AAPL"), ("timeframe", "1Day")], Market::Crypto).is_err());
+    }
+
+    #[test]
+    fn a_range_is_cut_where_it_stops_being_settled() {
+        let now = t("2026-12-04T18:00:00Z");
+        let q = query(
+            &[("symbols", "AAPL"), ("timeframe", "1Day"), ("start", "2026-11-01")],
+            Market::Stocks,
+        )
+        .unwrap();
+        let symbol = Symbol::parse("AAPL").unwrap();
+        let settle = std::time::Duration::from_secs(900);
+        // Today (Dec 4, New York) has not settled; Dec 3 has (20:00 NY + 15 min).
+        assert_eq!(q.settled_until(&symbol, now, settle), Some(t("2026-12-04T04:59:59Z")));
+        let past = query(
+            &[
+                ("symbols", "AAPL"),
+                ("timeframe", "1Day"),
+                ("start", "2025-01-01"),
+                ("end", "2025-12-31T23:59:59Z"),
+            ],
+            Market::Stocks,
+        )
+        .unwrap();
+        assert_eq!(
+            past.settled_until(&symbol, now, settle),
+            Some(past.end),
+            "a past year is settled whole"
+        );
+        let minutes = query(
+            &[
+                ("symbols", "AAPL"),
+                ("timeframe", "1Min"),
+                ("start", "2026-12-04T14:00:00Z"),
+            ],
+            Market::Stocks,
+        )
+        .unwrap();
+        let cut = minutes.settled_until(&symbol, now, settle).unwrap();
+        assert!(
+            cut <= now - Duration::minutes(16) && cut > now - Duration::minutes(20),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn tokens_round_trip_and_numbers_print_as_the_api_prints_them() {
+        let token = encode_token("BRK.B", t("2026-01-02T05:00:00Z"));
+        assert_eq!(decode_token(&token), Some(("BRK.B".into(), t("2026-01-02T05:00:00Z"))));
+        let mut out = String::new();
+        write_bars(
+            &mut out,
+            &[Bar {
+                time: t("2026-01-02T05:00:00Z"),
+                open: 1.5,
+                high: 2.0,
+                low: 1.25,
+                close: 1.75,
+                volume: 1200.0,
+                trade_count: 7,
+                vwap: 1.6,
+            }],
+        );
+        assert_eq!(
+            out,
+            r#"[{"t":"2026-01-02T05:00:00Z","o":1.5,"h":2,"l":1.25,"c":1.75,"v":1200,"n":7,"vw":1.6}]"#
+        );
+    }
+}

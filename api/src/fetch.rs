@@ -1,0 +1,257 @@
+//! Fetching what the store lacks through the job queue: each missing range
+//! becomes an interactive `fetch-bars` job (so it spends the one shared
+//! budget, from the interactive reserve, and is stored by a worker like
+//! any other job), published with this process's reply queue; the request
+//! waits for the replies. Two requests for the same range at once share
+//! one job.
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+use signal9_producer::publish::job_properties;
+use signal9_producer::session::Session;
+use signal9_shared::broker::{Publisher, Topology};
+use signal9_shared::config::BrokerSettings;
+use signal9_shared::job::{FetchBars, Job, Payload, Priority};
+
+/// One range of one series to fetch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    /// The job's payload.
+    pub fetch: FetchBars,
+}
+
+impl Need {
+    fn key(&self) -> String {
+        let f = &self.fetch;
+        format!(
+            "{}|{}|{}|{}|{}|{}",
+            f.symbol,
+            f.timeframe,
+            f.adjustment,
+            f.feed.map_or("default", |x| x.as_str()),
+            f.start.timestamp(),
+            f.end.timestamp()
+        )
+    }
+}
+
+/// Why the missing ranges could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Not every job answered in time (they go on).
+    #[error("{pending} of {total} fetch jobs did not finish within {secs} s; they go on, and a later request finds their bars stored")]
+    Timeout {
+        /// Jobs without an answer.
+        pending: usize,
+        /// Jobs published.
+        total: usize,
+        /// The wait.
+        secs: u64,
+    },
+    /// A job was dead-lettered.
+    #[error("fetching {symbol} failed: {error}")]
+    Failed {
+        /// The job's symbol.
+        symbol: String,
+        /// The class and error the worker gave.
+        error: String,
+    },
+    /// The broker could not take the jobs.
+    #[error("the job queue is unavailable: {0}")]
+    Broker(String),
+}
+
+type Waiters = HashMap<String, Vec<oneshot::Sender<Arc<Value>>>>;
+
+#[derive(Debug, Default)]
+struct Book {
+    /// Job id → who waits for its reply.
+    waiters: Waiters,
+    /// Range key → the job fetching it now; and back.
+    inflight: HashMap<String, String>,
+    range_of: HashMap<String, String>,
+}
+
+/// One broker link: a confirming publisher and a reply queue.
+#[derive(Debug)]
+struct Link {
+    publisher: Publisher,
+    topology: Topology,
+    reply_queue: String,
+    alive: Arc<AtomicBool>,
+    // Kept open for the publisher and the reply consumer.
+    _connection: lapin::Connection,
+}
+
+/// Publishes fetch jobs and waits for their replies.
+#[derive(Debug)]
+pub struct Fetcher {
+    settings: BrokerSettings,
+    link: tokio::sync::Mutex<Option<Arc<Link>>>,
+    book: Arc<Mutex<Book>>,
+}
+
+fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
+    book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Fetcher {
+    /// A fetcher on `settings`' broker; it connects at its first use.
+    pub fn new(settings: BrokerSettings) -> Self {
+        Fetcher {
+            settings,
+            link: tokio::sync::Mutex::new(None),
+            book: Arc::new(Mutex::new(Book::default())),
+        }
+    }
+
+    /// The open link, or a new one.
+    async fn link(&self) -> Result<Arc<Link>> {
+        let mut slot = self.link.lock().await;
+        if let Some(link) = slot.as_ref().filter(|l| l.alive.load(Ordering::Relaxed)) {
+            return Ok(link.clone());
+        }
+        let mut session = Session::open(&self.settings, "signal9-api", true)
+            .await
+            .context("connecting to RabbitMQ")?;
+        let replies = session.replies.take().context("no reply queue")?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let link = Arc::new(Link {
+            publisher: session.publisher,
+            topology: session.topology,
+            reply_queue: replies.queue.clone(),
+            alive: alive.clone(),
+            _connection: session.connection,
+        });
+        let book = self.book.clone();
+        tokio::spawn(async move {
+            let mut replies = replies;
+            while let Some(Ok(delivery)) = replies.consumer.next().await {
+                let Ok(reply) = serde_json::from_slice::<Value>(&delivery.data) else {
+                    continue;
+                };
+                let id = reply["id"].as_str().unwrap_or_default().to_owned();
+                let reply = Arc::new(reply);
+                let waiting = {
+                    let mut book = lock(&book);
+                    if let Some(range) = book.range_of.remove(&id) {
+                        book.inflight.remove(&range);
+                    }
+                    book.waiters.remove(&id).unwrap_or_default()
+                };
+                for waiter in waiting {
+                    let _ = waiter.send(reply.clone());
+                }
+            }
+            // The connection is gone: the next request opens another. Those
+            // waiting on this reply queue can no longer hear: their waits end.
+            {
+                let mut book = lock(&book);
+                book.waiters.clear();
+                book.inflight.clear();
+                book.range_of.clear();
+            }
+            alive.store(false, Ordering::Relaxed);
+            tracing::warn!("The API's reply queue closed; reconnecting at the next fetch");
+        });
+        *slot = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Fetches every range of `needs` through the queue and waits up to
+    /// `wait` for all of them to be stored.
+    pub async fn fetch(&self, needs: &[Need], wait: Duration) -> Result<(), FetchError> {
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let link = self.link().await.map_err(|e| FetchError::Broker(format!("{e:#}")))?;
+        let mut receivers = Vec::new();
+        let mut to_publish = Vec::new();
+        {
+            let mut book = lock(&self.book);
+            for need in needs {
+                let (tx, rx) = oneshot::channel();
+                let key = need.key();
+                let id = match book.inflight.get(&key) {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = format!("api-{}", uuid::Uuid::new_v4().simple());
+                        book.inflight.insert(key.clone(), id.clone());
+                        book.range_of.insert(id.clone(), key);
+                        to_publish.push(Job::new(
+                            id.clone(),
+                            Payload::FetchBars(need.fetch.clone()),
+                            Priority::Interactive,
+                            None,
+                        ));
+                        id
+                    }
+                };
+                book.waiters.entry(id).or_default().push(tx);
+                receivers.push((need.fetch.symbol.to_string(), rx));
+            }
+        }
+        for job in &to_publish {
+            let span = tracing::info_span!("fetch_job", job_id = %job.id, symbol = %job.payload.symbol().map(ToString::to_string).unwrap_or_default());
+            let properties = job_properties(job, Some(&link.reply_queue), &span);
+            if let Err(error) = link
+                .publisher
+                .publish_routed(
+                    &link.topology.jobs_exchange(),
+                    &job.routing_key(),
+                    &job.to_bytes(),
+                    properties,
+                )
+                .await
+            {
+                link.alive.store(false, Ordering::Relaxed);
+                let mut book = lock(&self.book);
+                for job in &to_publish {
+                    book.waiters.remove(&job.id);
+                    if let Some(range) = book.range_of.remove(&job.id) {
+                        book.inflight.remove(&range);
+                    }
+                }
+                return Err(FetchError::Broker(error.to_string()));
+            }
+        }
+        let total = receivers.len();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pending = total;
+        for (symbol, rx) in receivers {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(reply)) => {
+                    pending -= 1;
+                    if reply["status"] != "succeeded" {
+                        return Err(FetchError::Failed {
+                            symbol,
+                            error: format!(
+                                "{} ({})",
+                                reply["error"].as_str().unwrap_or("no reason given"),
+                                reply["error_class"].as_str().unwrap_or("?")
+                            ),
+                        });
+                    }
+                }
+                // The link closed under the wait: nobody will answer.
+                Ok(Err(_)) => break,
+                Err(_) => break,
+            }
+        }
+        if pending > 0 {
+            return Err(FetchError::Timeout {
+                pending,
+                total,
+                secs: wait.as_secs(),
+            });
+        }
+        Ok(())
+    }
+}
