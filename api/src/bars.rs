@@ -350,6 +350,10 @@ pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Re
     let max_bars = packing.max_pages * signal9_shared::plan::PAGE_BARS;
     let fresh_for = Duration::seconds(i64::try_from(state.settings.fresh_secs).unwrap_or(0));
     let mut plan = Plan::default();
+    if query.start > query.end {
+        // A start after now: nothing to fetch, and no bar to answer.
+        return Ok(plan);
+    }
     // Only the symbols this page can still reach.
     let symbols = query.symbols.iter().filter(|s| {
         query

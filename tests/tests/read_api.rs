@@ -167,6 +167,22 @@ async fn a_partly_stored_range_is_mixed_and_only_the_rest_is_fetched() {
     assert_eq!((status, source.as_deref()), (200, Some("store")));
     assert_eq!(stack.data_calls().await.unwrap(), after_first + 1);
 
+    // A start after now holds no bar and costs nothing.
+    let (status, source, body) = get(
+        &format!(
+            "{}/v2/stocks/bars?symbols=AAPL&timeframe=1Day&start=2031-01-01&end=2031-02-01",
+            api.base_url()
+        ),
+        Some(READER),
+    )
+    .await;
+    assert_eq!((status, source.as_deref()), (200, Some("store")), "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["bars"],
+        serde_json::json!({})
+    );
+    assert_eq!(stack.data_calls().await.unwrap(), after_first + 1);
+
     // Bad parameters get Alpaca's 400, with a reason.
     let (status, _, body) = get(
         &format!("{}/v2/stocks/bars?symbols=AAPL&timeframe=9Fortnight", api.base_url()),
