@@ -366,6 +366,12 @@ pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Re
         let cut = query.settled_until(symbol, now, packing.settle);
         let mut stored = false;
         let mut fetched_all = true;
+        if cut == Some(query.end) && state.cache.contains(&range_key(query, symbol)) {
+            // Read from the store (its whole range covered) within the
+            // cache's time: covered still, short of a corporate action.
+            plan.from_store += 1;
+            continue;
+        }
         if let Some(cut) = cut {
             let until = state
                 .store
@@ -428,6 +434,16 @@ pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Re
     Ok(plan)
 }
 
+/// The cache's key of a symbol's range.
+fn range_key(query: &BarsQuery, symbol: &Symbol) -> String {
+    format!(
+        "{}|{}|{}",
+        query.series(symbol),
+        query.start.timestamp(),
+        query.end.timestamp()
+    )
+}
+
 /// A series' bars over the query's range, from the cache or the store.
 async fn read(
     state: &AppState,
@@ -436,7 +452,7 @@ async fn read(
     cacheable: bool,
 ) -> Result<Arc<Vec<Bar>>, ApiError> {
     let series = query.series(symbol);
-    let key = format!("{series}|{}|{}", query.start.timestamp(), query.end.timestamp());
+    let key = range_key(query, symbol);
     if cacheable {
         if let Some(bars) = state.cache.get(&key) {
             return Ok(bars);

@@ -55,6 +55,18 @@ impl Cache {
         None
     }
 
+    /// True when `key` is cached and not expired.
+    pub fn contains(&self, key: &str) -> bool {
+        self.capacity > 0
+            && self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0
+                .get(key)
+                .is_some_and(|e| e.stored.elapsed() < self.ttl)
+    }
+
     /// Keeps `bars` under `key`, evicting the least recently used range when full.
     pub fn put(&self, key: String, bars: Arc<Vec<Bar>>) {
         if self.capacity == 0 {
