@@ -195,6 +195,48 @@ async fn a_partly_stored_range_is_mixed_and_only_the_rest_is_fetched() {
 }
 
 #[tokio::test]
+async fn on_dynamodb_a_missing_range_is_fetched_once_then_answered_from_the_store() {
+    let mut stack = Stack::start(&[]).unwrap();
+    stack.store(true).await.unwrap();
+    stack.start_worker(&[]).unwrap();
+    let api = stack.start_api(&[("read", READER)], &[]).unwrap();
+    let url = format!(
+        "{}/v2/stocks/bars?symbols=AAPL,MSFT&timeframe=1Day&start=2026-09-01T00:00:00Z&end=2026-10-31T00:00:00Z&limit=50",
+        api.base_url()
+    );
+    let (status, source, body) = get(&url, Some(READER)).await;
+    assert_eq!((status, source.as_deref()), (200, Some("fetched")), "{body}\n{}", api.logs());
+    let first: Value = serde_json::from_str(&body).unwrap();
+    let token = first["next_page_token"].as_str().unwrap().to_owned();
+    let calls = stack.data_calls().await.unwrap();
+    let (status, source, body) = get(&format!("{url}&page_token={token}"), Some(READER)).await;
+    assert_eq!((status, source.as_deref()), (200, Some("store")), "{body}");
+    let second: Value = serde_json::from_str(&body).unwrap();
+    let total: usize = [&first, &second]
+        .iter()
+        .flat_map(|page| page["bars"].as_object().unwrap().values())
+        .map(|bars| bars.as_array().unwrap().len())
+        .sum();
+    assert_eq!(stack.data_calls().await.unwrap(), calls, "the next page costs no call");
+    let truth = sim_client(&stack.sim.base_url(), Duration::from_secs(30))
+        .fetch_bars(&BarsQuery {
+            symbols: vec![Symbol::parse("AAPL").unwrap(), Symbol::parse("MSFT").unwrap()],
+            timeframe: Timeframe::DAY,
+            start: "2026-09-01T00:00:00Z".parse().unwrap(),
+            end: "2026-10-31T00:00:00Z".parse().unwrap(),
+            adjustment: Adjustment::raw(),
+            feed: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    let expected: usize = truth.bars.values().map(Vec::len).sum();
+    assert!(expected > 80, "two symbols, two months: {expected}");
+    assert_eq!(total, expected, "every bar, over two pages of 50");
+    stack.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_range_no_worker_fetches_answers_504_when_the_wait_runs_out() {
     let (mut stack, api) = started(&[], &[("SIGNAL9_API_FETCH_TIMEOUT_SECS", "2")], false).await;
     let (status, _, body) = get(
