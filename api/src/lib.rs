@@ -50,7 +50,7 @@ pub struct AppState {
     /// The budgets (read by the console).
     pub guard: Arc<ApiGuard>,
     /// Recently read covered ranges.
-    pub cache: cache::Cache,
+    pub cache: Arc<cache::Cache>,
     /// Unsettled ranges this process fetched lately, by series.
     pub fresh: Mutex<HashMap<String, bars::Fresh>>,
     /// Console sessions.
@@ -272,7 +272,7 @@ pub async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
     );
     Ok(Arc::new(AppState {
         fetcher: fetch::Fetcher::new(settings.broker.clone()),
-        cache: cache::Cache::new(settings.cache_entries, Duration::from_secs(60)),
+        cache: Arc::new(cache::Cache::new(settings.cache_entries, Duration::from_secs(60))),
         tokens,
         store,
         guard,
@@ -288,6 +288,9 @@ pub async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
 pub async fn run(settings: ApiSettings, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let addr = settings.addr;
     let state = state(settings).await?;
+    if state.settings.cache_entries > 0 {
+        tokio::spawn(cache::listen(state.cache.clone(), state.settings.broker.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;

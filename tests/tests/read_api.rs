@@ -195,6 +195,43 @@ async fn a_partly_stored_range_is_mixed_and_only_the_rest_is_fetched() {
 }
 
 #[tokio::test]
+async fn a_corporate_action_evicts_the_cached_adjusted_range_so_the_next_request_fetches_it_again() {
+    let (mut stack, api) = started(&[], &[], true).await;
+    let store = stack.store(false).await.unwrap();
+    let url = format!(
+        "{}/v2/stocks/AAPL/bars?timeframe=1Day&adjustment=split&start=2026-10-01T00:00:00Z&end=2026-10-31T00:00:00Z",
+        api.base_url()
+    );
+    let (_, source, body) = get(&url, Some(READER)).await;
+    assert_eq!(source.as_deref(), Some("fetched"), "{body}");
+    let (_, source, _) = get(&url, Some(READER)).await;
+    assert_eq!(source.as_deref(), Some("store"), "now covered, and cached");
+
+    // A split: the store drops the adjusted series; a worker's outbox relay
+    // publishes bars.invalidated, and the API drops its cached ranges.
+    let action = signal9_alpaca::CorporateAction {
+        id: "5b1f7a9e-0000-4000-8000-00000000aa01".into(),
+        kind: signal9_alpaca::ActionKind::ForwardSplit,
+        symbol: Symbol::parse("AAPL").unwrap(),
+        ex_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+        terms: "4:1".into(),
+    };
+    let dropped = store.apply_action(&action, chrono::Utc::now()).await.unwrap().unwrap();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    let refetched = signal9_e2e::eventually(Duration::from_secs(20), || async {
+        get(&url, Some(READER)).await.1.as_deref() == Some("fetched")
+    })
+    .await;
+    assert!(
+        refetched,
+        "the cached range was served after its series was dropped\n{}",
+        api.logs()
+    );
+    assert!(api.logs().contains("bars.invalidated"), "{}", api.logs());
+    stack.cleanup().await;
+}
+
+#[tokio::test]
 async fn on_dynamodb_a_missing_range_is_fetched_once_then_answered_from_the_store() {
     let mut stack = Stack::start(&[]).unwrap();
     stack.store(true).await.unwrap();
@@ -205,7 +242,12 @@ async fn on_dynamodb_a_missing_range_is_fetched_once_then_answered_from_the_stor
         api.base_url()
     );
     let (status, source, body) = get(&url, Some(READER)).await;
-    assert_eq!((status, source.as_deref()), (200, Some("fetched")), "{body}\n{}", api.logs());
+    assert_eq!(
+        (status, source.as_deref()),
+        (200, Some("fetched")),
+        "{body}\n{}",
+        api.logs()
+    );
     let first: Value = serde_json::from_str(&body).unwrap();
     let token = first["next_page_token"].as_str().unwrap().to_owned();
     let calls = stack.data_calls().await.unwrap();
