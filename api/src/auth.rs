@@ -122,6 +122,11 @@ impl Tokens {
         self.by_hash.get(&hash(token)).copied()
     }
 
+    /// The role of the token whose hash is `hash`, if the file still holds it.
+    pub fn role_of_hash(&self, hash: &str) -> Option<Role> {
+        self.by_hash.get(hash).copied()
+    }
+
     /// Checks a request's headers for a token with at least `needed`.
     pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<Role, Denied> {
         let token = token_of(headers)?;
@@ -132,6 +137,75 @@ impl Tokens {
             return Err(Denied::Forbidden(needed));
         }
         Ok(role)
+    }
+}
+
+/// The tokens file, read again when it changes (its modification time or
+/// size, looked at most every [`RELOAD_EVERY`]), so tokens are added and
+/// revoked without a restart. A file that no longer parses keeps the
+/// tokens read before, with an error in the log.
+#[derive(Debug)]
+pub struct TokenFile {
+    path: std::path::PathBuf,
+    state: std::sync::RwLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    tokens: Tokens,
+    stamp: Option<(std::time::SystemTime, u64)>,
+    checked: std::time::Instant,
+}
+
+/// How often the tokens file is looked at.
+pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl TokenFile {
+    /// Reads the file (an error stops the start).
+    pub fn open(path: &Path) -> anyhow::Result<TokenFile> {
+        let stamp = stamp(path);
+        let tokens = Tokens::load(path)?;
+        Ok(TokenFile {
+            path: path.to_owned(),
+            state: std::sync::RwLock::new(Loaded {
+                tokens,
+                stamp,
+                checked: std::time::Instant::now(),
+            }),
+        })
+    }
+
+    /// The tokens now, reading the file again if it changed.
+    pub fn current(&self) -> Tokens {
+        {
+            let loaded = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if loaded.checked.elapsed() < RELOAD_EVERY {
+                return loaded.tokens.clone();
+            }
+        }
+        let mut loaded = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if loaded.checked.elapsed() >= RELOAD_EVERY {
+            loaded.checked = std::time::Instant::now();
+            let now = stamp(&self.path);
+            if now != loaded.stamp {
+                loaded.stamp = now;
+                match Tokens::load(&self.path) {
+                    Ok(tokens) => {
+                        tracing::info!(tokens = tokens.by_hash.len(), "Tokens file read again");
+                        loaded.tokens = tokens;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "Tokens file changed but cannot be used; the tokens read before stay");
+                    }
+                }
+            }
+        }
+        loaded.tokens.clone()
     }
 }
 

@@ -40,6 +40,8 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 #[derive(Debug, Clone)]
 struct Login {
     role: Role,
+    /// The token's hash: a session ends when its token leaves the file.
+    token: String,
     csrf: String,
     expires: Instant,
     flash: Option<String>,
@@ -61,7 +63,7 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn open(&self, role: Role) -> String {
+    fn open(&self, role: Role, token: String) -> String {
         let id = random_hex();
         let mut map = self.lock();
         map.retain(|_, l| l.expires > Instant::now());
@@ -69,6 +71,7 @@ impl Sessions {
             id.clone(),
             Login {
                 role,
+                token,
                 csrf: random_hex(),
                 expires: Instant::now() + SESSION_TTL,
                 flash: None,
@@ -77,12 +80,18 @@ impl Sessions {
         id
     }
 
-    fn get(&self, headers: &HeaderMap) -> Option<(String, Login)> {
+    /// The live session of a request whose token `tokens` still hold,
+    /// with the token's role now.
+    fn get(&self, headers: &HeaderMap, tokens: &crate::auth::Tokens) -> Option<(String, Login)> {
         let id = cookie(headers)?;
-        let map = self.lock();
-        map.get(&id)
-            .filter(|l| l.expires > Instant::now())
-            .map(|l| (id.clone(), l.clone()))
+        let mut map = self.lock();
+        let login = map.get_mut(&id).filter(|l| l.expires > Instant::now())?;
+        let Some(role) = tokens.role_of_hash(&login.token) else {
+            map.remove(&id);
+            return None;
+        };
+        login.role = role;
+        Some((id, login.clone()))
     }
 
     fn take_flash(&self, id: &str) -> Option<String> {
@@ -215,11 +224,11 @@ struct LoginForm {
 }
 
 async fn login(State(state): State<Shared>, Form(form): Form<LoginForm>) -> Response {
-    let Some(role) = state.tokens.role_of(form.token.trim()) else {
+    let Some(role) = state.tokens.current().role_of(form.token.trim()) else {
         tracing::warn!("Console login refused: the token is not valid");
         return (StatusCode::UNAUTHORIZED, login_page(Some("That token is not valid."))).into_response();
     };
-    let id = state.sessions.open(role);
+    let id = state.sessions.open(role, crate::auth::hash(form.token.trim()));
     tracing::info!(role = role.as_str(), "Console login");
     (
         StatusCode::SEE_OTHER,
@@ -241,7 +250,7 @@ async fn login(State(state): State<Shared>, Form(form): Form<LoginForm>) -> Resp
 fn session(state: &AppState, headers: &HeaderMap) -> Result<(String, Login), Box<Response>> {
     state
         .sessions
-        .get(headers)
+        .get(headers, &state.tokens.current())
         .ok_or_else(|| Box::new(Redirect::to("/console/login").into_response()))
 }
 
@@ -252,7 +261,7 @@ fn action_session(
     csrf: &str,
     role: Role,
 ) -> Result<(String, Login), Box<Response>> {
-    let Some((id, login)) = state.sessions.get(headers) else {
+    let Some((id, login)) = state.sessions.get(headers, &state.tokens.current()) else {
         return Err(Box::new(error_page(StatusCode::UNAUTHORIZED, None, "Log in first.")));
     };
     if csrf.is_empty() || csrf != login.csrf {

@@ -32,7 +32,7 @@ use signal9_shared::shutdown::Shutdown;
 use signal9_shared::store::{Store, StoreError};
 use signal9_shared::telemetry::metrics;
 
-use auth::{Denied, Role, Tokens};
+use auth::{Denied, Role};
 use bars::{BarsQuery, Market};
 use settings::ApiSettings;
 
@@ -41,8 +41,8 @@ use settings::ApiSettings;
 pub struct AppState {
     /// The settings.
     pub settings: ApiSettings,
-    /// The accepted tokens.
-    pub tokens: Tokens,
+    /// The accepted tokens (the file, read again when it changes).
+    pub tokens: auth::TokenFile,
     /// The store.
     pub store: Arc<dyn Store>,
     /// Publishes fetch jobs and waits for them.
@@ -113,7 +113,7 @@ impl IntoResponse for ApiError {
 type Shared = Arc<AppState>;
 
 fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
-    state.tokens.check(headers, role).map_err(ApiError::denied)
+    state.tokens.current().check(headers, role).map_err(ApiError::denied)
 }
 
 async fn stock_bars(
@@ -262,7 +262,7 @@ pub fn router(state: Shared) -> Router {
 /// Builds the shared state from `settings`: reads the tokens, opens the store
 /// and the budgets (the broker is reached at the first fetch).
 pub async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
-    let tokens = Tokens::load(&settings.tokens_file)?;
+    let tokens = auth::TokenFile::open(&settings.tokens_file)?;
     let store = settings.store.open().await.context("opening the store")?;
     let guard = Arc::new(
         settings

@@ -335,6 +335,8 @@ pub struct ApiProcess {
     pub port: u16,
     /// Its log (stderr).
     pub log: PathBuf,
+    /// Its tokens file.
+    pub tokens_file: PathBuf,
 }
 
 impl ApiProcess {
@@ -393,14 +395,19 @@ impl Stack {
         let mut child = Command::new(bin_dir().join("signal9-api"))
             .envs(self.env())
             .env("SIGNAL9_API_ADDR", "127.0.0.1:0")
-            .env("SIGNAL9_API_TOKENS_FILE", &file)
+            .env("SIGNAL9_API_TOKENS_FILE", file.clone())
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
         let port = listening_port(&mut child, || std::fs::read_to_string(&log).unwrap_or_default())?;
-        Ok(ApiProcess { child, port, log })
+        Ok(ApiProcess {
+            child,
+            port,
+            log,
+            tokens_file: file,
+        })
     }
 }
 

@@ -460,6 +460,48 @@ async fn tokens_and_roles_are_enforced_and_no_token_reaches_the_log() {
 }
 
 #[tokio::test]
+async fn tokens_are_added_and_revoked_by_editing_the_file_without_a_restart() {
+    let (mut stack, api) = started(&[], &[], false).await;
+    let base = api.base_url();
+    let (cookie, _) = console_login(&base, OPERATOR).await;
+    let asset = format!("{base}/v2/assets/AAPL");
+    // Let in (404: no assets synced here), or not (401).
+    assert_eq!(get(&asset, Some(READER)).await.0, 404);
+    let newcomer = "newcomer-token-0b8e";
+    assert_eq!(get(&asset, Some(newcomer)).await.0, 401);
+
+    std::fs::write(
+        &api.tokens_file,
+        format!("read {}\n", signal9_e2e::token_hash(newcomer)),
+    )
+    .unwrap();
+    let switched = signal9_e2e::eventually(Duration::from_secs(10), || async {
+        get(&asset, Some(newcomer)).await.0 == 404
+    })
+    .await;
+    assert!(switched, "the new token is accepted without a restart\n{}", api.logs());
+    assert_eq!(get(&asset, Some(READER)).await.0, 401, "a token taken out is refused");
+    let page = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}/console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 303, "the revoked token's console session ended");
+
+    // A file that no longer parses keeps the tokens read before.
+    std::fs::write(&api.tokens_file, "read not-a-hash\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&asset, Some(newcomer)).await.0, 404);
+    assert!(api.logs().contains("cannot be used"), "{}", api.logs());
+    assert!(!api.logs().contains(newcomer));
+    stack.cleanup().await;
+}
+
+#[tokio::test]
 async fn the_console_shows_queues_workers_budgets_and_sync_runs() {
     let (mut stack, api) = started(&[], &[], true).await;
     let base = api.base_url();
