@@ -642,7 +642,8 @@ async fn dead_letters(State(state): State<Shared>, headers: HeaderMap, Query(fil
             state.settings.action_max
         );
     }
-    body.push_str("<table id=\"letters\"><tr><th>Id</th><th>Kind</th><th>Symbol</th><th>Class</th><th class=\"num\">Attempts</th><th>Last failure</th><th>Last error</th><th></th></tr>");
+    replays_table(&mut body, &state.fetcher.replays());
+    body.push_str("<h2>In the queue</h2><table id=\"letters\"><tr><th>Id</th><th>Kind</th><th>Symbol</th><th>Class</th><th class=\"num\">Attempts</th><th>Last failure</th><th>Last error</th><th></th></tr>");
     for letter in &listing.letters {
         let replay = if operate {
             format!(
@@ -670,6 +671,47 @@ async fn dead_letters(State(state): State<Shared>, headers: HeaderMap, Query(fil
     }
     body.push_str("</table>");
     page("Dead letters", Some(&login), &body).into_response()
+}
+
+/// The jobs replayed from this console and what became of them.
+fn replays_table(body: &mut String, replays: &[crate::fetch::Replay]) {
+    if replays.is_empty() {
+        return;
+    }
+    body.push_str("<h2>Replayed from this console</h2><table id=\"replays\"><tr><th>Job</th><th>Replayed</th><th>Outcome</th></tr>");
+    for replay in replays {
+        let (class, outcome) = match replay.outcome.as_deref() {
+            None => ("", "waiting for a worker".to_owned()),
+            Some(reply) if reply["status"] == "succeeded" => {
+                let d = &reply["detail"];
+                let what = match (d["bars"].as_u64(), d["listed"].as_u64()) {
+                    (Some(1), _) => ": 1 bar".to_owned(),
+                    (Some(bars), _) => format!(": {bars} bars"),
+                    (None, Some(listed)) => format!(": {listed} listed"),
+                    _ => String::new(),
+                };
+                ("ok", format!("succeeded{what}"))
+            }
+            Some(reply) => (
+                "bad",
+                format!(
+                    "{} ({}): {}",
+                    reply["status"].as_str().unwrap_or("failed"),
+                    reply["error_class"].as_str().unwrap_or("?"),
+                    reply["error"].as_str().unwrap_or("")
+                ),
+            ),
+        };
+        let _ = write!(
+            body,
+            "<tr class=\"replay\" data-id=\"{}\"><td>{}</td><td>{}</td><td class=\"{class} outcome\">{}</td></tr>",
+            esc(&replay.id),
+            esc(&replay.id),
+            replay.at.format("%H:%M:%SZ"),
+            esc(&outcome)
+        );
+    }
+    body.push_str("</table>");
 }
 
 #[derive(Debug, Deserialize)]
@@ -754,16 +796,27 @@ async fn replay(State(state): State<Shared>, headers: HeaderMap, Form(form): For
         Err(error) => return error_page(StatusCode::SERVICE_UNAVAILABLE, Some(&login), &error),
     };
     let filter = form.filters.filter(Some(state.settings.action_max));
+    // Replies come to the API's own reply queue, so the page can show each
+    // replayed job's outcome; without it the replay still goes ahead.
+    let reply_to = state.fetcher.reply_queue().await.ok();
     let result = dlq::replay_matching(
         &session.connection,
         &session.publisher,
         &session.topology,
         &filter,
-        Some(state.settings.replay_rate),
-        false,
+        dlq::ReplayHow {
+            rate: Some(state.settings.replay_rate),
+            dry_run: false,
+            reply_to: reply_to.as_deref(),
+        },
         |_, _, _| {},
     )
     .await;
+    if let Ok(report) = &result {
+        if reply_to.is_some() {
+            state.fetcher.watch(&report.job_ids);
+        }
+    }
     let _ = session.connection.close(200, "console".into()).await;
     let message = match result {
         Ok(report) => {

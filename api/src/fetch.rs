@@ -70,8 +70,24 @@ pub enum FetchError {
 
 type Waiters = HashMap<String, Vec<oneshot::Sender<Arc<Value>>>>;
 
+/// A job replayed from the console, and its outcome once a worker replied.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The job id.
+    pub id: String,
+    /// When it was replayed.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The worker's reply: `status` succeeded or dead-lettered, with `detail` or `error`.
+    pub outcome: Option<Arc<Value>>,
+}
+
+/// The console's replays remembered.
+const REPLAYS_KEPT: usize = 100;
+
 #[derive(Debug, Default)]
 struct Book {
+    /// Replayed jobs whose replies come here, newest last.
+    replays: std::collections::VecDeque<Replay>,
     /// Job id → who waits for its reply.
     waiters: Waiters,
     /// Range key → the job fetching it now; and back.
@@ -144,6 +160,9 @@ impl Fetcher {
                     if let Some(range) = book.range_of.remove(&id) {
                         book.inflight.remove(&range);
                     }
+                    if let Some(replay) = book.replays.iter_mut().rev().find(|r| r.id == id) {
+                        replay.outcome = Some(reply.clone());
+                    }
                     book.waiters.remove(&id).unwrap_or_default()
                 };
                 for waiter in waiting {
@@ -163,6 +182,33 @@ impl Fetcher {
         });
         *slot = Some(link.clone());
         Ok(link)
+    }
+
+    /// The reply queue (connecting if need be): the console replays jobs
+    /// with it, to show their outcomes.
+    pub async fn reply_queue(&self) -> Result<String> {
+        Ok(self.link().await?.reply_queue.clone())
+    }
+
+    /// Remembers jobs replayed with [`Fetcher::reply_queue`] as theirs.
+    pub fn watch(&self, ids: &[String]) {
+        let mut book = lock(&self.book);
+        let at = chrono::Utc::now();
+        for id in ids {
+            book.replays.push_back(Replay {
+                id: id.clone(),
+                at,
+                outcome: None,
+            });
+        }
+        while book.replays.len() > REPLAYS_KEPT {
+            book.replays.pop_front();
+        }
+    }
+
+    /// The replays remembered, newest first.
+    pub fn replays(&self) -> Vec<Replay> {
+        lock(&self.book).replays.iter().rev().cloned().collect()
     }
 
     /// Fetches every range of `needs` through the queue and waits up to

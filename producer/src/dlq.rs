@@ -443,10 +443,24 @@ pub struct Replayed {
     pub replayed: usize,
     /// The ids (and kinds, symbols) of those, the first 100.
     pub ids: Vec<String>,
+    /// The job ids published back, the first 1,000.
+    pub job_ids: Vec<String>,
     /// Letters no job queue would take, kept in the queue (the first 20).
     pub kept: Vec<String>,
     /// Why the replay stopped early, if it did.
     pub failure: Option<String>,
+}
+
+/// How a replay goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayHow<'a> {
+    /// At most this many replays a second.
+    pub rate: Option<f64>,
+    /// Only say what would be replayed.
+    pub dry_run: bool,
+    /// Where the workers should reply with each replayed job's outcome
+    /// (its correlation id is the job id); `None` keeps the letter's own.
+    pub reply_to: Option<&'a str>,
 }
 
 /// Publishes the letters matching `filter` back to their queues (attempts
@@ -458,10 +472,14 @@ pub async fn replay_matching(
     publisher: &broker::Publisher,
     topology: &broker::Topology,
     filter: &Filter,
-    rate: Option<f64>,
-    dry_run: bool,
+    how: ReplayHow<'_>,
     mut progress: impl FnMut(u64, u64, usize),
 ) -> Result<Replayed> {
+    let ReplayHow {
+        rate,
+        dry_run,
+        reply_to,
+    } = how;
     if let Some(rate) = rate {
         if !(rate.is_finite() && rate > 0.0) {
             bail!("the rate must be a positive number of replays per second");
@@ -511,7 +529,12 @@ pub async fn replay_matching(
         set_u32(&mut headers, HEADER_ATTEMPT, 0);
         set_u32(&mut headers, HEADER_REPLAYS, replays);
         set_str(&mut headers, HEADER_ROUTING_KEY, &key);
-        let properties = d.properties.clone().with_headers(headers);
+        let mut properties = d.properties.clone().with_headers(headers);
+        if let Some(queue) = reply_to {
+            properties = properties
+                .with_reply_to(queue.into())
+                .with_correlation_id(letter.id.as_str().into());
+        }
         match publisher
             .publish_routed(&topology.jobs_exchange(), &key, &d.data, properties)
             .await
@@ -535,6 +558,9 @@ pub async fn replay_matching(
         // Only once the broker holds the replayed job does the dead letter go.
         d.ack(BasicAckOptions::default()).await?;
         report.replayed += 1;
+        if report.job_ids.len() < 1000 {
+            report.job_ids.push(letter.id.clone());
+        }
         if report.ids.len() < 100 {
             report.ids.push(described);
         }
@@ -567,8 +593,11 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         &publisher,
         &topology,
         &args.filter,
-        args.rate,
-        args.dry_run,
+        ReplayHow {
+            rate: args.rate,
+            dry_run: args.dry_run,
+            reply_to: None,
+        },
         |read, total, replayed| {
             bar.set_length(total);
             bar.set_position(read);

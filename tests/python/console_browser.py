@@ -4,9 +4,11 @@
 Usage: python console_browser.py BASE TOKEN SYMBOL SCREENSHOT
 
 Logs in with TOKEN, opens the dead letters, checks that one letter of
-SYMBOL is listed, clicks its Replay button, reads the confirmation, waits
-until the letter has left the queue, then opens the overview and saves a
-screenshot (PNG) to SCREENSHOT. Prints one JSON object; exits non-zero on
+SYMBOL is listed, clicks its Replay button, reads the confirmation, sees
+the letter leave the queue, then waits until the page shows the replayed
+job's outcome from its worker ("succeeded: N bars"), and saves a
+screenshot (PNG) of that page to SCREENSHOT (and of the overview beside it,
+`-overview.png`). Prints one JSON object; exits non-zero on
 any failed step.
 """
 
@@ -18,6 +20,8 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ready
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def browser(profile):
@@ -49,7 +53,8 @@ def main() -> None:
             driver.get(f"{base}/console/login")
             driver.find_element(By.ID, "token").send_keys(token)
             driver.find_element(By.ID, "login").click()
-            assert "Overview" in driver.title, f"after login: {driver.title}"
+            # A click does not wait for the page its form loads.
+            WebDriverWait(driver, 30).until(ready.title_contains("Overview"))
             steps.append("logged in")
 
             driver.get(f"{base}/console/dlq")
@@ -60,7 +65,7 @@ def main() -> None:
             steps.append(f"listed {letter_id}")
 
             mine[0].find_element(By.CSS_SELECTOR, "button.replay").click()
-            flash = driver.find_element(By.ID, "flash").text
+            flash = WebDriverWait(driver, 30).until(ready.presence_of_element_located((By.ID, "flash"))).text
             assert "Replayed 1 dead letter" in flash, flash
             steps.append(flash)
 
@@ -74,12 +79,27 @@ def main() -> None:
                 time.sleep(1)
             steps.append("the letter left the queue")
 
+            deadline = time.time() + 60
+            while True:
+                outcome = ""
+                for row in driver.find_elements(By.CSS_SELECTOR, "tr.replay"):
+                    if row.get_attribute("data-id") == letter_id:
+                        outcome = row.find_element(By.CSS_SELECTOR, "td.outcome").text
+                if outcome.startswith("succeeded"):
+                    break
+                assert not outcome.startswith("dead"), f"the replayed job failed: {outcome}"
+                assert time.time() < deadline, f"no outcome a minute after the replay: {outcome!r}"
+                time.sleep(1)
+                driver.get(f"{base}/console/dlq")
+            steps.append(f"the job completed: {outcome}")
+            driver.save_screenshot(screenshot)
+
             driver.get(f"{base}/console")
             dead = driver.find_element(By.ID, "dead-letters").text
             workers = driver.find_element(By.ID, "workers").text
-            driver.save_screenshot(screenshot)
-            steps.append("screenshot saved")
-            print(json.dumps({"steps": steps, "letter": letter_id, "dead_letters": dead, "workers": workers}))
+            driver.save_screenshot(screenshot.replace(".png", "-overview.png"))
+            steps.append("screenshots saved")
+            print(json.dumps({"steps": steps, "letter": letter_id, "outcome": outcome, "dead_letters": dead, "workers": workers}))
         finally:
             driver.quit()
 

@@ -1,8 +1,9 @@
 //! The operator console in a real browser: headless Chromium from the OS
 //! packages, driven through chromedriver by selenium (`scripts/test`
 //! installs them: `ensure_browser`). A fetch dead-lettered by a lying API
-//! is replayed from the page, once the API tells the truth again, and its
-//! job completes: the bars are stored. The screenshot is kept in
+//! is replayed from the page, once the API tells the truth again, and the
+//! page shows its job completed (the worker's reply); the test checks the
+//! bars are stored. The screenshot is kept in
 //! `artifacts/` (or `$SIGNAL9_TEST_ARTIFACTS`).
 #![allow(clippy::unwrap_used)]
 
@@ -84,6 +85,10 @@ async fn an_operator_logs_in_replays_a_dead_letter_from_the_page_and_its_job_com
     );
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["dead_letters"], "0", "{report}");
+    assert_eq!(
+        report["outcome"], "succeeded: 1 bar",
+        "the page showed the job's outcome: {report}"
+    );
 
     // The replayed job completed: the day is stored and covered.
     let series = SeriesKey {
