@@ -120,8 +120,6 @@ impl Cache {
 /// passed unheard meanwhile.
 pub async fn listen(cache: std::sync::Arc<Cache>, broker: signal9_shared::config::BrokerSettings) {
     use futures::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let topology = broker.topology();
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -129,37 +127,14 @@ pub async fn listen(cache: std::sync::Arc<Cache>, broker: signal9_shared::config
             let connection = signal9_shared::broker::connect(&broker.amqp_url, "signal9-api-invalidations").await?;
             let channel = connection.create_channel().await?;
             topology.declare(&channel).await?;
-            let queue = channel
-                .queue_declare(
-                    "".into(),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    queue.name().clone(),
-                    topology.events_exchange().as_str().into(),
-                    signal9_shared::events::EventType::BarsInvalidated.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            let consumer = channel
-                .basic_consume(
-                    queue.name().clone(),
-                    "".into(),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            let (_, consumer) = signal9_shared::broker::private_queue(
+                &channel,
+                Some((
+                    topology.events_exchange().as_str(),
+                    signal9_shared::events::EventType::BarsInvalidated.as_str(),
+                )),
+            )
+            .await?;
             Ok::<_, anyhow::Error>((connection, channel, consumer))
         };
         match attempt.await {

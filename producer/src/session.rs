@@ -4,8 +4,6 @@
 //! `status-check`, `sync`, `schedule`, `backfill` and `dlq` all open it here.
 
 use anyhow::{Context, Result};
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 
 use signal9_shared::broker::{self, Publisher, Topology};
 use signal9_shared::config::BrokerSettings;
@@ -63,30 +61,9 @@ impl Session {
 
 async fn open_replies(connection: &lapin::Connection) -> Result<Replies> {
     let channel = connection.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (queue, consumer) = broker::private_queue(&channel, None).await?;
     Ok(Replies {
-        queue: queue.name().to_string(),
+        queue,
         consumer,
         _channel: channel,
     })

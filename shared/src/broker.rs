@@ -16,7 +16,8 @@
 //! - `{ns}.events` (topic) carries events for the downstream pipeline.
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -316,6 +317,50 @@ impl Topology {
 }
 
 /// Connects to RabbitMQ, naming the connection after the process.
+/// A server-named queue of this connection alone (exclusive, deleted with
+/// it), optionally bound to `bind` (exchange, routing key), and a consumer
+/// on it that acks nothing (what it gets is for this process only: replies,
+/// notifications). Returns the queue's name and the consumer.
+pub async fn private_queue(
+    channel: &Channel,
+    bind: Option<(&str, &str)>,
+) -> Result<(String, lapin::Consumer), BrokerError> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    if let Some((exchange, key)) = bind {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((queue.name().to_string(), consumer))
+}
+
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     Ok(Connection::connect(url, properties).await?)
