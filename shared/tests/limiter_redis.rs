@@ -201,3 +201,25 @@ async fn the_interactive_reserve_is_kept_and_backfills_stand_back_while_bulk_wai
         Acquire::Granted { .. }
     ));
 }
+
+#[tokio::test]
+async fn every_granted_token_is_counted_in_its_minute_and_refusals_are_not() {
+    let ns = namespace();
+    let a = Budget::new(redis_pool(REDIS).unwrap(), &ns, "data", size(5, 60_000));
+    let b = Budget::new(redis_pool(REDIS).unwrap(), &ns, "data", size(5, 60_000));
+    assert!(a.history(60).await.unwrap().is_empty(), "nothing granted yet");
+    let mut granted = 0;
+    for budget in [&a, &b, &a, &b, &a, &b, &a] {
+        if matches!(budget.try_acquire().await.unwrap(), Acquire::Granted { .. }) {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 5, "the window holds five");
+    let history = b.history(60).await.unwrap();
+    let counted: u64 = history.iter().map(|(_, n)| n).sum();
+    assert_eq!(counted, 5, "both instances' grants, and no refusal: {history:?}");
+    let now = chrono::Utc::now().timestamp().div_euclid(60);
+    assert!(history.iter().all(|(minute, _)| now - minute <= 1), "{history:?}");
+    let other = Budget::new(redis_pool(REDIS).unwrap(), &ns, "trading", size(5, 60_000));
+    assert!(other.history(60).await.unwrap().is_empty(), "per budget");
+}
