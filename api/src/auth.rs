@@ -152,7 +152,7 @@ pub struct TokenFile {
 
 #[derive(Debug)]
 struct Loaded {
-    tokens: Tokens,
+    tokens: std::sync::Arc<Tokens>,
     stamp: Option<(std::time::SystemTime, u64)>,
     checked: std::time::Instant,
 }
@@ -173,15 +173,16 @@ impl TokenFile {
         Ok(TokenFile {
             path: path.to_owned(),
             state: std::sync::RwLock::new(Loaded {
-                tokens,
+                tokens: std::sync::Arc::new(tokens),
                 stamp,
                 checked: std::time::Instant::now(),
             }),
         })
     }
 
-    /// The tokens now, reading the file again if it changed.
-    pub fn current(&self) -> Tokens {
+    /// The tokens now, reading the file again if it changed (shared, not
+    /// copied: every request asks).
+    pub fn current(&self) -> std::sync::Arc<Tokens> {
         {
             let loaded = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if loaded.checked.elapsed() < RELOAD_EVERY {
@@ -197,7 +198,7 @@ impl TokenFile {
                 match Tokens::load(&self.path) {
                     Ok(tokens) => {
                         tracing::info!(tokens = tokens.by_hash.len(), "Tokens file read again");
-                        loaded.tokens = tokens;
+                        loaded.tokens = std::sync::Arc::new(tokens);
                     }
                     Err(error) => {
                         tracing::error!(%error, "Tokens file changed but cannot be used; the tokens read before stay");

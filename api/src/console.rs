@@ -779,21 +779,36 @@ struct ActionForm {
     filters: Filters,
 }
 
+/// The start of an action: the one-at-a-time lock and a broker session.
+async fn begin_action<'a>(
+    state: &'a AppState,
+    login: &Login,
+) -> Result<(tokio::sync::MutexGuard<'a, ()>, BrokerSession), Box<Response>> {
+    let Ok(lock) = state.action.try_lock() else {
+        return Err(Box::new(error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(login),
+            "Another replay or purge is running; try again when it ends.",
+        )));
+    };
+    match broker(state).await {
+        Ok(session) => Ok((lock, session)),
+        Err(error) => Err(Box::new(error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(login),
+            &error,
+        ))),
+    }
+}
+
 async fn replay(State(state): State<Shared>, headers: HeaderMap, Form(form): Form<ActionForm>) -> Response {
     let (id, login) = match action_session(&state, &headers, &form.csrf, Role::Operate) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let Ok(_one_at_a_time) = state.action.try_lock() else {
-        return error_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&login),
-            "Another replay or purge is running; try again when it ends.",
-        );
-    };
-    let session = match broker(&state).await {
-        Ok(s) => s,
-        Err(error) => return error_page(StatusCode::SERVICE_UNAVAILABLE, Some(&login), &error),
+    let (_one_at_a_time, session) = match begin_action(&state, &login).await {
+        Ok(started) => started,
+        Err(r) => return *r,
     };
     let filter = form.filters.filter(Some(state.settings.action_max));
     // Replies come to the API's own reply queue, so the page can show each
@@ -903,16 +918,9 @@ async fn purge(State(state): State<Shared>, headers: HeaderMap, Form(form): Form
             "A purge needs its confirmation (confirm=yes from the confirmation page).",
         );
     }
-    let Ok(_one_at_a_time) = state.action.try_lock() else {
-        return error_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&login),
-            "Another replay or purge is running; try again when it ends.",
-        );
-    };
-    let session = match broker(&state).await {
-        Ok(s) => s,
-        Err(error) => return error_page(StatusCode::SERVICE_UNAVAILABLE, Some(&login), &error),
+    let (_one_at_a_time, session) = match begin_action(&state, &login).await {
+        Ok(started) => started,
+        Err(r) => return *r,
     };
     let filter = form.filters.filter(Some(state.settings.action_max));
     let result = dlq::purge_matching(&session.connection, &session.topology.dead_letter_queue(), &filter).await;

@@ -1038,23 +1038,7 @@ impl Store for DynamoStore {
     }
 
     async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(self.table("runs"))
-            .index_name("by_start")
-            .key_condition_expression("#kind = :k")
-            .expression_attribute_names("#kind", "kind")
-            .expression_attribute_values(":k", s("run"))
-            .scan_index_forward(false)
-            .limit(1)
-            .send()
-            .await
-            .map_err(backend)?;
-        let Some(run_id) = output.items().first().map(|i| req_s(i, "run_id")).transpose()? else {
-            return Ok(None);
-        };
-        self.get_run(run_id).await
+        Ok(self.recent_runs(1).await?.into_iter().next())
     }
 
     async fn recent_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
