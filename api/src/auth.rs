@@ -1,9 +1,17 @@
-//! Tokens and roles. The tokens file holds one `ROLE SHA256_HEX` line per
-//! token (the token itself is never stored, logged or echoed); a request
+//! Tokens and roles. The tokens file holds one `ROLE SHA256_HEX [calls=N]`
+//! line per token (the token itself is never stored, logged or echoed;
+//! `calls=N` sets that token's quota of Alpaca calls per quota window,
+//! instead of `SIGNAL9_API_TOKEN_CALLS`); a request
 //! shows its token as `Authorization: Bearer TOKEN` (alpaca-py's
 //! `oauth_token`) or as Alpaca's key pair with the key id `signal9`
 //! (`APCA-API-KEY-ID: signal9`, `APCA-API-SECRET-KEY: TOKEN`), so an
 //! unmodified Alpaca client works.
+//!
+//! Auth fails closed: a tokens file that is missing, empty or broken at
+//! start stops the start; one that becomes so later revokes every token
+//! until it is fixed (an error in the log at each look). The example hashes
+//! shipped in `compose/api-tokens` (whose tokens are public) are refused
+//! unless `SIGNAL9_API_ALLOW_EXAMPLE_TOKENS=1`.
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -41,10 +49,42 @@ impl Role {
     }
 }
 
+/// The SHA-256 of the example tokens in `compose/api-tokens`
+/// (`compose-read-token`, `compose-operate-token`): public, so refused
+/// unless explicitly allowed.
+pub const EXAMPLE_HASHES: [&str; 2] = [
+    "8032ccfa14e47c2dbcd0bfd6674188b16b79ad37ba26eed42499c39f4c806991",
+    "43b92e7d2bb8e811f31d29e7f657877ada39c171f18c5c0351f55d5150c346be",
+];
+
+/// The longest tokens file read (a real one is a few lines).
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// What one token may do and spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Its role.
+    pub role: Role,
+    /// Its own quota of calls per window, if its line sets one.
+    pub calls: Option<u32>,
+}
+
+/// A request's verified token: its role, the hash that names it (the
+/// quota's key; never the token) and its own quota, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The role.
+    pub role: Role,
+    /// The token's SHA-256, hex.
+    pub hash: String,
+    /// The token's own quota of calls per window.
+    pub calls: Option<u32>,
+}
+
 /// The accepted tokens, by the hex SHA-256 of each.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    by_hash: HashMap<String, Role>,
+    by_hash: HashMap<String, Grant>,
 }
 
 impl fmt::Debug for Tokens {
@@ -70,16 +110,37 @@ pub fn hash(token: &str) -> String {
 }
 
 impl Tokens {
-    /// Reads the tokens file. A line that is not `ROLE HEX64` is an error
-    /// naming its line number (never its content).
-    pub fn load(path: &Path) -> anyhow::Result<Tokens> {
+    /// Reads the tokens file. A line that is not `ROLE HEX64 [calls=N]` is
+    /// an error naming its line number (never its content); so is a file
+    /// that holds no token, and one holding an example hash unless
+    /// `allow_example`.
+    pub fn load(path: &Path, allow_example: bool) -> anyhow::Result<Tokens> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("reading the tokens file {}: {e}", path.display()))?
+            .len();
+        if size > MAX_FILE_BYTES {
+            anyhow::bail!(
+                "tokens file {} is {size} bytes, more than the {MAX_FILE_BYTES} read",
+                path.display()
+            );
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading the tokens file {}: {e}", path.display()))?;
-        let tokens = Tokens::parse(&text).map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))?;
+        Tokens::from_text(&text, allow_example).map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))
+    }
+
+    /// [`Tokens::parse`], refusing a text with no token, or with an
+    /// example hash unless `allow_example`.
+    pub fn from_text(text: &str, allow_example: bool) -> Result<Tokens, String> {
+        let tokens = Tokens::parse(text)?;
         if tokens.by_hash.is_empty() {
-            anyhow::bail!(
-                "tokens file {} holds no token: add a line `read SHA256_HEX` (printf %s \"$TOKEN\" | sha256sum)",
-                path.display()
+            return Err("it holds no token: add a line `read SHA256_HEX` (printf %s \"$TOKEN\" | sha256sum)".into());
+        }
+        if !allow_example && EXAMPLE_HASHES.iter().any(|h| tokens.by_hash.contains_key(*h)) {
+            return Err(
+                "it holds an example token from compose/api-tokens, whose plaintext is public: \
+                 make your own tokens (or set SIGNAL9_API_ALLOW_EXAMPLE_TOKENS=1 for a demo)"
+                    .into(),
             );
         }
         Ok(tokens)
@@ -93,25 +154,49 @@ impl Tokens {
             if line.is_empty() {
                 continue;
             }
+            let number = number.saturating_add(1);
             let mut parts = line.split_whitespace();
-            let (Some(role), Some(hex), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(format!("line {}: expected `ROLE SHA256_HEX`", number + 1));
+            let (Some(role), Some(hex), quota, None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                return Err(format!("line {number}: expected `ROLE SHA256_HEX [calls=N]`"));
             };
             let Some(role) = Role::parse(role) else {
-                return Err(format!("line {}: the role must be read or operate", number + 1));
+                return Err(format!("line {number}: the role must be read or operate"));
             };
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
-                    "line {}: expected the 64 hex digits of the token's SHA-256, not the token itself",
-                    number + 1
+                    "line {number}: expected the 64 hex digits of the token's SHA-256, not the token itself"
                 ));
             }
+            let calls = match quota {
+                None => None,
+                Some(q) => match q.strip_prefix("calls=").map(str::parse::<u32>) {
+                    Some(Ok(n)) if n > 0 => Some(n),
+                    _ => {
+                        return Err(format!(
+                            "line {number}: the third field must be calls=N (N from 1 to 4294967295)"
+                        ))
+                    }
+                },
+            };
             by_hash
                 .entry(hex.to_ascii_lowercase())
-                .and_modify(|r: &mut Role| *r = (*r).max(role))
-                .or_insert(role);
+                .and_modify(|g: &mut Grant| {
+                    g.role = g.role.max(role);
+                    g.calls = g.calls.max(calls);
+                })
+                .or_insert(Grant { role, calls });
         }
         Ok(Tokens { by_hash })
+    }
+
+    /// How many tokens are accepted.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// True when no token is accepted (a missing or broken file).
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
     }
 
     /// The role of `token`, if the file holds it.
@@ -119,68 +204,84 @@ impl Tokens {
         if token.is_empty() {
             return None;
         }
-        self.by_hash.get(&hash(token)).copied()
+        self.by_hash.get(&hash(token)).map(|g| g.role)
     }
 
     /// The role of the token whose hash is `hash`, if the file still holds it.
     pub fn role_of_hash(&self, hash: &str) -> Option<Role> {
-        self.by_hash.get(hash).copied()
+        self.by_hash.get(hash).map(|g| g.role)
     }
 
     /// Checks a request's headers for a token with at least `needed`.
-    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<Role, Denied> {
+    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<Caller, Denied> {
         let token = token_of(headers)?;
-        let role = self
-            .role_of(token)
+        if token.is_empty() {
+            return Err(Denied::Unauthenticated("the token is not valid"));
+        }
+        let hash = hash(token);
+        let grant = self
+            .by_hash
+            .get(&hash)
+            .copied()
             .ok_or(Denied::Unauthenticated("the token is not valid"))?;
-        if role < needed {
+        if grant.role < needed {
             return Err(Denied::Forbidden(needed));
         }
-        Ok(role)
+        Ok(Caller {
+            role: grant.role,
+            hash,
+            calls: grant.calls,
+        })
     }
 }
 
-/// The tokens file, read again when it changes (its modification time or
-/// size, looked at most every [`RELOAD_EVERY`]), so tokens are added and
-/// revoked without a restart. A file that no longer parses keeps the
-/// tokens read before, with an error in the log.
+/// The tokens file, read again every [`RELOAD_EVERY`] and used as it is
+/// then, so tokens are added and revoked without a restart. A file that
+/// is deleted, emptied or no longer parses revokes every token until it
+/// is fixed: auth fails closed.
 #[derive(Debug)]
 pub struct TokenFile {
     path: std::path::PathBuf,
+    allow_example: bool,
     state: std::sync::RwLock<Loaded>,
 }
 
 #[derive(Debug)]
 struct Loaded {
     tokens: std::sync::Arc<Tokens>,
-    stamp: Option<(std::time::SystemTime, u64)>,
+    /// What the file held when last read (`None`: it could not be read).
+    text: Option<String>,
     checked: std::time::Instant,
 }
 
 /// How often the tokens file is looked at.
 pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+fn read_text(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    if meta.len() > MAX_FILE_BYTES {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
 }
 
 impl TokenFile {
-    /// Reads the file (an error stops the start).
-    pub fn open(path: &Path) -> anyhow::Result<TokenFile> {
-        let stamp = stamp(path);
-        let tokens = Tokens::load(path)?;
+    /// Reads the file: missing, empty, broken or (unless `allow_example`)
+    /// holding an example hash stops the start.
+    pub fn open(path: &Path, allow_example: bool) -> anyhow::Result<TokenFile> {
+        let tokens = Tokens::load(path, allow_example)?;
         Ok(TokenFile {
             path: path.to_owned(),
+            allow_example,
             state: std::sync::RwLock::new(Loaded {
                 tokens: std::sync::Arc::new(tokens),
-                stamp,
+                text: read_text(path),
                 checked: std::time::Instant::now(),
             }),
         })
     }
 
-    /// The tokens now, reading the file again if it changed (shared, not
+    /// The tokens now, reading the file again if it is due (shared, not
     /// copied: every request asks).
     pub fn current(&self) -> std::sync::Arc<Tokens> {
         {
@@ -190,22 +291,35 @@ impl TokenFile {
             }
         }
         let mut loaded = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if loaded.checked.elapsed() >= RELOAD_EVERY {
-            loaded.checked = std::time::Instant::now();
-            let now = stamp(&self.path);
-            if now != loaded.stamp {
-                loaded.stamp = now;
-                match Tokens::load(&self.path) {
-                    Ok(tokens) => {
-                        tracing::info!(tokens = tokens.by_hash.len(), "Tokens file read again");
-                        loaded.tokens = std::sync::Arc::new(tokens);
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "Tokens file changed but cannot be used; the tokens read before stay");
-                    }
-                }
+        if loaded.checked.elapsed() < RELOAD_EVERY {
+            return loaded.tokens.clone();
+        }
+        loaded.checked = std::time::Instant::now();
+        let text = read_text(&self.path);
+        if text == loaded.text {
+            return loaded.tokens.clone();
+        }
+        let tokens = match &text {
+            None => Err(format!(
+                "tokens file {} cannot be read (missing, unreadable or over {MAX_FILE_BYTES} bytes)",
+                self.path.display()
+            )),
+            Some(text) => Tokens::from_text(text, self.allow_example),
+        };
+        match tokens {
+            Ok(tokens) => {
+                tracing::info!(tokens = tokens.len(), "Tokens file read again");
+                loaded.tokens = std::sync::Arc::new(tokens);
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "Tokens file cannot be used: every token is refused until it is fixed"
+                );
+                loaded.tokens = std::sync::Arc::new(Tokens::default());
             }
         }
+        loaded.text = text;
         loaded.tokens.clone()
     }
 }
@@ -237,7 +351,7 @@ mod tests {
 
     fn tokens() -> Tokens {
         Tokens::parse(&format!(
-            "# comment\n\nread {}\noperate {}  # ops\n",
+            "# comment\n\nread {}\noperate {} calls=50 # ops\n",
             hash("reader-token"),
             hash("operator-token").to_ascii_uppercase()
         ))
@@ -256,18 +370,22 @@ mod tests {
     fn a_bearer_token_or_the_signal9_key_pair_is_accepted_with_its_role() {
         let t = tokens();
         assert_eq!(
-            t.check(&headers(&[("authorization", "Bearer reader-token")]), Role::Read),
+            t.check(&headers(&[("authorization", "Bearer reader-token")]), Role::Read)
+                .map(|c| c.role),
             Ok(Role::Read)
         );
-        assert_eq!(
-            t.check(
+        let operator = t
+            .check(
                 &headers(&[
                     ("apca-api-key-id", "signal9"),
-                    ("apca-api-secret-key", "operator-token")
+                    ("apca-api-secret-key", "operator-token"),
                 ]),
-                Role::Operate
-            ),
-            Ok(Role::Operate)
+                Role::Operate,
+            )
+            .unwrap();
+        assert_eq!(
+            (operator.role, operator.hash, operator.calls),
+            (Role::Operate, hash("operator-token"), Some(50))
         );
     }
 
@@ -293,6 +411,10 @@ mod tests {
             t.check(&headers(&[("authorization", "Bearer reader-token")]), Role::Operate),
             Err(Denied::Forbidden(Role::Operate))
         );
+        assert!(matches!(
+            t.check(&headers(&[("authorization", "Bearer ")]), Role::Read),
+            Err(Denied::Unauthenticated(_))
+        ));
     }
 
     #[test]
@@ -301,6 +423,49 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
         assert!(!err.contains("my-secret-token"), "{err}");
         assert!(Tokens::parse("admin 00\n").unwrap_err().contains("read or operate"));
+        let quota = format!("read {} calls=lots\n", hash("x"));
+        assert!(Tokens::parse(&quota).unwrap_err().contains("calls=N"));
         assert!(!format!("{:?}", tokens()).contains(&hash("reader-token")));
+    }
+
+    #[test]
+    fn the_example_hashes_are_the_compose_files_and_refused_unless_allowed() {
+        let compose = include_str!("../../compose/api-tokens");
+        for example in EXAMPLE_HASHES {
+            assert!(compose.contains(example), "{example} is not in compose/api-tokens");
+        }
+        assert!(Tokens::from_text(compose, false).unwrap_err().contains("example token"));
+        assert_eq!(Tokens::from_text(compose, true).unwrap().len(), 2);
+        assert!(Tokens::from_text("# nothing\n", true).unwrap_err().contains("no token"));
+    }
+
+    #[test]
+    fn a_file_emptied_deleted_or_broken_revokes_every_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let good = format!("read {}\n", hash("reader-token"));
+        std::fs::write(&path, &good).unwrap();
+        let file = TokenFile::open(&path, false).unwrap();
+        let bearer = headers(&[("authorization", "Bearer reader-token")]);
+        assert!(file.current().check(&bearer, Role::Read).is_ok());
+        let age = |file: &TokenFile| {
+            file.state.write().unwrap().checked -= RELOAD_EVERY;
+        };
+        for (change, what) in [
+            (Some(String::new()), "emptied"),
+            (Some(good.clone()), "restored"),
+            (None, "deleted"),
+            (Some(good.clone()), "restored"),
+            (Some(format!("{good}read not-a-hash\n")), "broken"),
+        ] {
+            match &change {
+                Some(text) => std::fs::write(&path, text).unwrap(),
+                None => std::fs::remove_file(&path).unwrap(),
+            }
+            age(&file);
+            let allowed = file.current().check(&bearer, Role::Read).is_ok();
+            assert_eq!(allowed, what == "restored", "after the file was {what}");
+        }
+        assert!(TokenFile::open(&dir.path().join("missing"), false).is_err());
     }
 }

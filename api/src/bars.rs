@@ -81,32 +81,55 @@ pub fn encode_token(symbol: &str, t: DateTime<Utc>) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{symbol}\u{1f}{}", t.timestamp()))
 }
 
-fn decode_token(token: &str) -> Option<(String, DateTime<Utc>)> {
+/// The longest page token read: a symbol and a timestamp, base64.
+const MAX_TOKEN_LEN: usize = 128;
+
+/// Reads a page token: `None` for anything [`encode_token`] did not make
+/// (too long, not base64, not UTF-8, no separator, a time outside
+/// chrono's range or the symbol not a symbol).
+pub fn decode_token(token: &str) -> Option<(String, DateTime<Utc>)> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (symbol, secs) = text.split_once('\u{1f}')?;
+    Symbol::parse(symbol).ok()?;
     Some((symbol.to_owned(), DateTime::from_timestamp(secs.parse().ok()?, 0)?))
 }
 
 impl BarsQuery {
     /// Checks the query string of a request (`single`: the symbol of
     /// `/v2/stocks/{symbol}/bars`), as the API does, at `now`.
+    /// Every bound is [`signal9_shared::bounds`]': dates in its window, at
+    /// most `max_symbols` symbols.
     pub fn parse(
         market: Market,
         single: Option<&str>,
         params: &HashMap<String, String>,
         now: DateTime<Utc>,
+        max_symbols: usize,
     ) -> Result<BarsQuery, ApiError> {
         let param = |k: &str| params.get(k).map(String::as_str).filter(|s| !s.is_empty());
         let raw: Vec<&str> = match single {
             Some(s) => vec![s],
             None => match param("symbols") {
-                Some(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect(),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .take(max_symbols.saturating_add(1))
+                    .collect(),
                 None => return Err(bad("missing symbols")),
             },
         };
         if raw.is_empty() {
             return Err(bad("missing symbols"));
+        }
+        if raw.len() > max_symbols {
+            return Err(bad(format!(
+                "too many symbols: at most {max_symbols} in one request (SIGNAL9_API_MAX_SYMBOLS)"
+            )));
         }
         let mut symbols = Vec::with_capacity(raw.len());
         for text in raw {
@@ -143,6 +166,7 @@ impl BarsQuery {
         if end < start {
             return Err(bad("end should not be before start"));
         }
+        signal9_shared::bounds::check_range(start, end, now).map_err(|e| bad(format!("invalid range: {e}")))?;
         let end = end.min(now);
         let limit = match param("limit").map(str::parse::<usize>) {
             None => 1000,
@@ -302,9 +326,37 @@ pub struct Plan {
     pub from_store: usize,
     /// Symbols whose whole range is fetched.
     pub fetched_whole: usize,
+    /// Planning stopped here: the request needs at least this many jobs,
+    /// more than one request may cause.
+    pub over_cap: Option<u64>,
 }
 
 impl Plan {
+    /// What fetching costs, in Alpaca calls: each job's pages, from the
+    /// same estimate the workers size their requests by (an upper bound:
+    /// a real series has gaps, and jobs of one request may share a call).
+    pub fn calls(&self) -> u64 {
+        self.needs
+            .iter()
+            .map(|need| {
+                let f = &need.fetch;
+                signal9_shared::plan::calls_for(signal9_shared::plan::estimate_bars(
+                    f.timeframe,
+                    f.start,
+                    f.end,
+                    f.symbol.is_crypto_pair(),
+                ))
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Stops planning: `more` jobs beyond those planned would be needed.
+    fn stop(mut self, more: u64) -> Plan {
+        let planned = u64::try_from(self.needs.len()).unwrap_or(u64::MAX);
+        self.over_cap = Some(planned.saturating_add(more));
+        self
+    }
+
     /// The `X-Signal9-Source` of the answer.
     pub fn source(&self) -> Source {
         if self.needs.is_empty() {
@@ -319,18 +371,23 @@ impl Plan {
 
 /// Splits `[start, end]` into ranges of at most `max_bars` estimated bars,
 /// each sharing its first instant with the end of the one before (so
-/// their coverage merges).
+/// their coverage merges); `Err(parts)` when that takes more than `room`
+/// parts (nothing is built: the request is over its cap).
 fn split(
     query: &BarsQuery,
     symbol: &Symbol,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     max_bars: u64,
-) -> Vec<FetchBars> {
+    room: usize,
+) -> Result<Vec<FetchBars>, u64> {
     let estimate = signal9_shared::plan::estimate_bars(query.timeframe, start, end, symbol.is_crypto_pair());
     let parts = estimate.div_ceil(max_bars.max(1)).max(1);
+    if parts > u64::try_from(room).unwrap_or(u64::MAX) {
+        return Err(parts);
+    }
     let span = (end - start) / i32::try_from(parts).unwrap_or(i32::MAX);
-    (0..parts)
+    Ok((0..parts)
         .map(|i| {
             let i = i32::try_from(i).unwrap_or(i32::MAX);
             let from = start + span * i;
@@ -341,11 +398,13 @@ fn split(
             };
             query.fetch(symbol, from, to)
         })
-        .collect()
+        .collect())
 }
 
 /// Decides, per symbol, what the store answers and what must be fetched.
-pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Result<Plan, ApiError> {
+/// Planning stops as soon as the jobs pass `max_jobs` ([`Plan::over_cap`]),
+/// so a request no one will serve costs no more than that to refuse.
+pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>, max_jobs: usize) -> Result<Plan, ApiError> {
     let packing = state.settings.packing.packing();
     let max_bars = packing.max_pages * signal9_shared::plan::PAGE_BARS;
     let fresh_for = Duration::seconds(i64::try_from(state.settings.fresh_secs).unwrap_or(0));
@@ -382,21 +441,28 @@ pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Re
                 Some(until) if until >= cut => {
                     stored = true;
                     fetched_all = false;
+                    if cut == query.end {
+                        // Covered whole: later requests for the range skip
+                        // this check until an invalidation or the TTL.
+                        state.cache.put(range_key(query, symbol), Arc::new(Vec::new()));
+                    }
                 }
                 Some(until) => {
                     stored = true;
                     fetched_all = false;
-                    plan.needs.extend(
-                        split(query, symbol, until, cut, max_bars)
-                            .into_iter()
-                            .map(|fetch| Need { fetch }),
-                    );
+                    let room = max_jobs.saturating_sub(plan.needs.len());
+                    match split(query, symbol, until, cut, max_bars, room) {
+                        Ok(parts) => plan.needs.extend(parts.into_iter().map(|fetch| Need { fetch })),
+                        Err(parts) => return Ok(plan.stop(parts)),
+                    }
                 }
-                None => plan.needs.extend(
-                    split(query, symbol, query.start, cut, max_bars)
-                        .into_iter()
-                        .map(|fetch| Need { fetch }),
-                ),
+                None => {
+                    let room = max_jobs.saturating_sub(plan.needs.len());
+                    match split(query, symbol, query.start, cut, max_bars, room) {
+                        Ok(parts) => plan.needs.extend(parts.into_iter().map(|fetch| Need { fetch })),
+                        Err(parts) => return Ok(plan.stop(parts)),
+                    }
+                }
             }
         }
         if cut != Some(query.end) {
@@ -414,6 +480,8 @@ pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Re
             if is_fresh {
                 stored = true;
                 fetched_all = false;
+            } else if plan.needs.len() >= max_jobs {
+                return Ok(plan.stop(1));
             } else {
                 plan.needs.push(Need {
                     fetch: query.fetch(symbol, from, query.end),
@@ -434,44 +502,90 @@ pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>) -> Re
     Ok(plan)
 }
 
-/// The cache's key of a symbol's range.
+/// The cache's key marking a symbol's whole range as covered (read from
+/// the store with no fetch lately).
 fn range_key(query: &BarsQuery, symbol: &Symbol) -> String {
     format!(
-        "{}|{}|{}",
+        "{}|c{}|{}",
         query.series(symbol),
         query.start.timestamp(),
         query.end.timestamp()
     )
 }
 
-/// A series' bars over the query's range, from the cache or the store.
-async fn read(
+/// A window's bars, from the cache or the store; cached when `cacheable`
+/// (covered, so they change only by an invalidation).
+async fn read_window(
     state: &AppState,
-    query: &BarsQuery,
-    symbol: &Symbol,
+    series: &SeriesKey,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
     cacheable: bool,
 ) -> Result<Arc<Vec<Bar>>, ApiError> {
-    let series = query.series(symbol);
-    let key = range_key(query, symbol);
+    let key = format!("{series}|w{}|{}", from.timestamp(), to.timestamp());
     if cacheable {
         if let Some(bars) = state.cache.get(&key) {
             return Ok(bars);
         }
     }
-    let bars = Arc::new(
-        state
-            .store
-            .bars(&series, query.start, query.end)
-            .await
-            .map_err(ApiError::store)?,
-    );
+    let bars = Arc::new(state.store.bars(series, from, to).await.map_err(ApiError::store)?);
     if cacheable {
         state.cache.put(key, bars.clone());
     }
     Ok(bars)
 }
 
-/// One page of the answer, as Alpaca's JSON.
+/// Up to `want` bars of one series inside `[from, to]`, oldest first or
+/// (`desc`) newest first, read in windows from the page's position: the
+/// first sized to hold `want` bars of the timeframe, each next one twice
+/// as long (a series has nights, weekends and gaps), so a page's cost
+/// follows its `limit`, not the length of the range behind it.
+async fn take_bars(
+    state: &AppState,
+    series: &SeriesKey,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    desc: bool,
+    want: usize,
+    cacheable: bool,
+) -> Result<Vec<Bar>, ApiError> {
+    let mut taken: Vec<Bar> = Vec::new();
+    if from > to || want == 0 {
+        return Ok(taken);
+    }
+    let bar_secs = series.timeframe.fixed_seconds().unwrap_or(31 * 86_400).max(60);
+    let first = i64::try_from(want).unwrap_or(i64::MAX).saturating_mul(bar_secs);
+    let mut span = Duration::seconds(first.clamp(86_400, 3_650 * 86_400));
+    let (mut lo, mut hi) = (from, to);
+    loop {
+        // The next window, from the position towards the far end.
+        let (start, end) = if desc {
+            (hi.checked_sub_signed(span).map_or(lo, |t| t.max(lo)), hi)
+        } else {
+            (lo, lo.checked_add_signed(span).map_or(hi, |t| t.min(hi)))
+        };
+        let bars = read_window(state, series, start, end, cacheable).await?;
+        let room = want - taken.len();
+        if desc {
+            taken.extend(bars.iter().rev().take(room).copied());
+        } else {
+            taken.extend(bars.iter().take(room).copied());
+        }
+        let reached_the_end = if desc { start == lo } else { end == hi };
+        if taken.len() >= want || reached_the_end {
+            return Ok(taken);
+        }
+        if desc {
+            hi = start - Duration::seconds(1);
+        } else {
+            lo = end + Duration::seconds(1);
+        }
+        span = span.checked_mul(2).unwrap_or(span);
+    }
+}
+
+/// One page of the answer, as Alpaca's JSON: each symbol read from the
+/// page's position for at most the bars the page still has room for,
+/// plus one to know whether more follow.
 pub async fn page(state: &AppState, query: &BarsQuery, single: bool, cacheable: bool) -> Result<String, ApiError> {
     let mut page: BTreeMap<&str, Vec<Bar>> = BTreeMap::new();
     let mut count = 0usize;
@@ -483,34 +597,19 @@ pub async fn page(state: &AppState, query: &BarsQuery, single: bool, cacheable: 
                 continue;
             }
         }
-        if count >= query.limit {
-            // Only whether anything follows matters now.
-            let bars = read(state, query, symbol, cacheable).await?;
-            if !bars.is_empty() {
-                more = true;
-                break;
-            }
-            continue;
-        }
-        let bars = read(state, query, symbol, cacheable).await?;
         let resume = query
             .after
             .as_ref()
             .filter(|(after, _)| after == symbol.as_str())
             .map(|(_, t)| *t);
-        let mut taken: Vec<Bar> = if query.desc {
-            bars.iter()
-                .rev()
-                .filter(|b| resume.is_none_or(|r| b.time < r))
-                .copied()
-                .collect()
-        } else {
-            bars.iter()
-                .filter(|b| resume.is_none_or(|r| b.time > r))
-                .copied()
-                .collect()
+        let one = Duration::seconds(1);
+        let range = match (resume, query.desc) {
+            (None, _) => (query.start, query.end),
+            (Some(r), false) => (r.checked_add_signed(one).unwrap_or(r).max(query.start), query.end),
+            (Some(r), true) => (query.start, r.checked_sub_signed(one).unwrap_or(r).min(query.end)),
         };
-        let room = query.limit - count;
+        let room = query.limit.saturating_sub(count);
+        let mut taken = take_bars(state, &query.series(symbol), range, query.desc, room + 1, cacheable).await?;
         if taken.len() > room {
             taken.truncate(room);
             more = true;
@@ -608,7 +707,7 @@ mod tests {
 
     fn query(params: &[(&str, &str)], market: Market) -> Result<BarsQuery, ApiError> {
         let map = params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        BarsQuery::parse(market, None, &map, t("2026-12-04T18:00:00Z"))
+        BarsQuery::parse(market, None, &map, t("2026-12-04T18:00:00Z"), 200)
     }
 
     #[test]

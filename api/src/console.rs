@@ -8,10 +8,15 @@
 //!   a time) and purge (after a confirmation page).
 //!
 //! Logging in takes a token (any role); the session is a random id in an
-//! `HttpOnly`, `SameSite=Strict` cookie, held in this process's memory for
-//! 12 hours. Actions need the `operate` role and the session's CSRF token
-//! in the form.
+//! `HttpOnly`, `SameSite=Strict` cookie (`Secure` and named `__Host-…`
+//! when served over TLS: `SIGNAL9_API_SECURE_COOKIE`), held in this
+//! process's memory for 12 hours, at most `SIGNAL9_API_MAX_SESSIONS` at
+//! once. Failed logins are throttled per address
+//! (`SIGNAL9_API_LOGIN_ATTEMPTS` a minute). Actions need the `operate` role
+//! and the session's CSRF token in the form; so do dead-letter bodies (the
+//! `read` role sees counts and metadata).
 
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -35,6 +40,14 @@ use crate::AppState;
 type Shared = Arc<AppState>;
 
 const COOKIE: &str = "signal9_console";
+/// The cookie's name when it is `Secure`: the browser then also insists on
+/// `Path=/`, no `Domain` and HTTPS.
+const SECURE_COOKIE: &str = "__Host-signal9_console";
+/// How long failed logins are counted against an address.
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose failures are remembered at most (a flood of addresses
+/// forgets them all rather than grow).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug, Clone)]
@@ -47,10 +60,19 @@ struct Login {
     flash: Option<String>,
 }
 
-/// Console sessions, by cookie value.
-#[derive(Debug, Default)]
+/// Console sessions, by cookie value, and failed logins by address.
+#[derive(Debug)]
 pub struct Sessions {
     inner: Mutex<HashMap<String, Login>>,
+    max: usize,
+    attempts: u32,
+    failures: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new(1000, 10)
+    }
 }
 
 fn random_hex() -> String {
@@ -59,14 +81,64 @@ fn random_hex() -> String {
 }
 
 impl Sessions {
+    /// At most `max` sessions; `attempts` failed logins per address a minute.
+    pub fn new(max: usize, attempts: u32) -> Self {
+        Sessions {
+            inner: Mutex::new(HashMap::new()),
+            max: max.max(1),
+            attempts: attempts.max(1),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Login>> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seconds until `address` may try again, if its failures are used up.
+    fn throttled(&self, address: std::net::IpAddr) -> Option<u64> {
+        let failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (since, count) = failures.get(&address)?;
+        let left = LOGIN_WINDOW.checked_sub(since.elapsed())?;
+        (*count >= self.attempts).then(|| left.as_secs().max(1))
+    }
+
+    fn failed(&self, address: std::net::IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() >= MAX_TRACKED_ADDRESSES {
+            failures.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
+            if failures.len() >= MAX_TRACKED_ADDRESSES {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(address).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= LOGIN_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+
+    /// How many sessions are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     fn open(&self, role: Role, token: String) -> String {
         let id = random_hex();
         let mut map = self.lock();
         map.retain(|_, l| l.expires > Instant::now());
+        while map.len() >= self.max {
+            // Full: the session closest to expiring (the oldest) ends.
+            let Some(oldest) = map.iter().min_by_key(|(_, l)| l.expires).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            map.remove(&oldest);
+        }
         map.insert(
             id.clone(),
             Login {
@@ -116,7 +188,7 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == COOKIE || *name == SECURE_COOKIE)
         .map(|(_, value)| value.to_owned())
 }
 
@@ -223,25 +295,54 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<Shared>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<Shared>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let address = peer.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
+    if let Some(wait) = address.and_then(|a| state.sessions.throttled(a)) {
+        tracing::warn!("Console login refused: too many failed logins from one address");
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(Some("Too many failed logins from your address; wait a minute.")),
+        )
+            .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, wait.into());
+        return response;
+    }
     let Some(role) = state.tokens.current().role_of(form.token.trim()) else {
+        if let Some(address) = address {
+            state.sessions.failed(address);
+        }
         tracing::warn!("Console login refused: the token is not valid");
         return (StatusCode::UNAUTHORIZED, login_page(Some("That token is not valid."))).into_response();
     };
     let id = state.sessions.open(role, crate::auth::hash(form.token.trim()));
     tracing::info!(role = role.as_str(), "Console login");
+    let secure = match state.settings.secure_cookie.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https")),
+    };
+    let cookie = if secure {
+        format!(
+            "{SECURE_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+            SESSION_TTL.as_secs()
+        )
+    } else {
+        format!(
+            "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}",
+            SESSION_TTL.as_secs()
+        )
+    };
     (
         StatusCode::SEE_OTHER,
-        [
-            (
-                header::SET_COOKIE,
-                format!(
-                    "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}",
-                    SESSION_TTL.as_secs()
-                ),
-            ),
-            (header::LOCATION, "/console".to_owned()),
-        ],
+        [(header::SET_COOKIE, cookie), (header::LOCATION, "/console".to_owned())],
     )
         .into_response()
 }
@@ -751,13 +852,21 @@ async fn show(State(state): State<Shared>, headers: HeaderMap, Query(query): Que
     for (name, value) in &shown.headers {
         let _ = write!(body, "<tr><th>{}</th><td>{}</td></tr>", esc(name), esc(value));
     }
-    let _ = write!(
-        body,
-        "</table><h2>Body ({} bytes{})</h2><pre id=\"body\">{}</pre>",
-        shown.body_bytes,
-        if shown.body_is_json { "" } else { ", not JSON" },
-        esc(&shown.body)
-    );
+    if login.role >= Role::Operate {
+        let _ = write!(
+            body,
+            "</table><h2>Body ({} bytes{})</h2><pre id=\"body\">{}</pre>",
+            shown.body_bytes,
+            if shown.body_is_json { "" } else { ", not JSON" },
+            esc(&shown.body)
+        );
+    } else {
+        let _ = write!(
+            body,
+            "</table><h2>Body ({} bytes)</h2><p class=\"warn\" id=\"body-hidden\">Message bodies need the <code>operate</code> role.</p>",
+            shown.body_bytes
+        );
+    }
     if login.role >= Role::Operate {
         let _ = write!(
             body,
@@ -954,5 +1063,23 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, "a=1; signal9_console=abc; b=2".parse().unwrap());
         assert_eq!(cookie(&headers).as_deref(), Some("abc"));
+        headers.insert(header::COOKIE, "__Host-signal9_console=def".parse().unwrap());
+        assert_eq!(cookie(&headers).as_deref(), Some("def"));
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_failed_logins_throttled_per_address() {
+        let sessions = Sessions::new(3, 2);
+        let ids: Vec<String> = (0..5).map(|_| sessions.open(Role::Read, "h".into())).collect();
+        assert_eq!(sessions.len(), 3, "the oldest sessions ended");
+        assert!(!sessions.lock().contains_key(&ids[0]));
+        assert!(sessions.lock().contains_key(&ids[4]));
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(sessions.throttled(a), None);
+        sessions.failed(a);
+        assert_eq!(sessions.throttled(a), None, "one failure of two allowed");
+        sessions.failed(a);
+        assert!(sessions.throttled(a).is_some_and(|s| s <= 60));
+        assert_eq!(sessions.throttled(b), None, "another address is not held");
     }
 }

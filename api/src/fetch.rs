@@ -66,6 +66,16 @@ pub enum FetchError {
     /// The broker could not take the jobs.
     #[error("the job queue is unavailable: {0}")]
     Broker(String),
+    /// The API already has as many jobs in flight as it may.
+    #[error("the API has {inflight} fetch jobs in flight and this request would add {adding}, past its cap of {cap} (SIGNAL9_API_MAX_INFLIGHT_JOBS); retry shortly")]
+    Busy {
+        /// Jobs in flight now.
+        inflight: usize,
+        /// Jobs this request would add.
+        adding: usize,
+        /// The cap.
+        cap: usize,
+    },
 }
 
 type Waiters = HashMap<String, Vec<oneshot::Sender<Arc<Value>>>>;
@@ -112,6 +122,15 @@ pub struct Fetcher {
     settings: BrokerSettings,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     book: Arc<Mutex<Book>>,
+}
+
+fn check_room(book: &Book, needs: &[Need], cap: usize) -> Result<(), FetchError> {
+    let adding = needs.iter().filter(|n| !book.inflight.contains_key(&n.key())).count();
+    let inflight = book.inflight.len();
+    if inflight.saturating_add(adding) > cap {
+        return Err(FetchError::Busy { inflight, adding, cap });
+    }
+    Ok(())
 }
 
 fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
@@ -211,9 +230,17 @@ impl Fetcher {
         lock(&self.book).replays.iter().rev().cloned().collect()
     }
 
+    /// Checks that `needs` fit under `cap` jobs in flight (those already
+    /// in flight for the same range are shared, so they add nothing).
+    pub fn room(&self, needs: &[Need], cap: usize) -> Result<(), FetchError> {
+        let book = lock(&self.book);
+        check_room(&book, needs, cap)
+    }
+
     /// Fetches every range of `needs` through the queue and waits up to
-    /// `wait` for all of them to be stored.
-    pub async fn fetch(&self, needs: &[Need], wait: Duration) -> Result<(), FetchError> {
+    /// `wait` for all of them to be stored; refused ([`FetchError::Busy`])
+    /// when that would put more than `cap` jobs in flight.
+    pub async fn fetch(&self, needs: &[Need], wait: Duration, cap: usize) -> Result<(), FetchError> {
         if needs.is_empty() {
             return Ok(());
         }
@@ -222,6 +249,7 @@ impl Fetcher {
         let mut to_publish = Vec::new();
         {
             let mut book = lock(&self.book);
+            check_room(&book, needs, cap)?;
             for need in needs {
                 let (tx, rx) = oneshot::channel();
                 let key = need.key();

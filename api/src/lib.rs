@@ -6,7 +6,14 @@
 //! - [`assets`]: `/v2/assets` and `/v2/assets/{symbol_or_id}` from the store;
 //! - [`auth`]: tokens with roles, from a file of SHA-256 hashes;
 //! - [`console`]: the operator's pages at `/console`;
+//! - [`quota`]: every fetching request priced in calls and paid from its
+//!   token's quota;
+//! - [`serve`]: the HTTP server and its hardening (timeouts, load shedding,
+//!   panics caught, security headers);
 //! - `/metrics`, `/healthz`.
+//!
+//! Every door bounds what it takes (`signal9_shared::bounds`): a request out
+//! of bounds is a 4xx naming the reason, never a panic or unbounded work.
 
 pub mod assets;
 pub mod auth;
@@ -14,6 +21,8 @@ pub mod bars;
 pub mod cache;
 pub mod console;
 pub mod fetch;
+pub mod quota;
+pub mod serve;
 pub mod settings;
 
 use anyhow::Context;
@@ -57,15 +66,31 @@ pub struct AppState {
     pub sessions: console::Sessions,
     /// One console action (replay, purge) at a time.
     pub action: tokio::sync::Mutex<()>,
+    /// The price list's buckets.
+    pub quota: quota::Quota,
+}
+
+tokio::task_local! {
+    /// The id of the request being served, for its error bodies and logs.
+    static REQUEST_ID: String;
+}
+
+/// The id of the request this task serves (`-` outside one).
+pub fn request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
 }
 
 /// An error answer, as Alpaca shapes them: `{"code": N, "message": "..."}`.
+/// A server-side error's message names the request id, never its cause:
+/// causes go to the log under that id.
 #[derive(Debug)]
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
     /// What went wrong.
     pub message: String,
+    /// Seconds the client should wait (`Retry-After`), for 429 and 503.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -74,16 +99,27 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// With `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// A failure inside: logged with its cause under the request id; the
+    /// client is told what failed and the id, not the cause.
+    pub fn internal(status: StatusCode, what: &str, cause: &dyn std::fmt::Display) -> Self {
+        let id = request_id();
+        tracing::error!(request_id = %id, error = %cause, "{what}");
+        ApiError::new(status, format!("{what} (request id {id})"))
     }
 
     /// The store failed.
     pub fn store(error: StoreError) -> Self {
-        tracing::error!(%error, "Store read failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the store is unavailable: {error}"),
-        )
+        ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable", &error).retry_after(5)
     }
 
     fn denied(denied: Denied) -> Self {
@@ -101,18 +137,24 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = u32::from(self.status.as_u16()) * 100_000;
         let body = serde_json::json!({"code": code, "message": self.message});
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
 type Shared = Arc<AppState>;
 
-fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
+fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<auth::Caller, ApiError> {
     state.tokens.current().check(headers, role).map_err(ApiError::denied)
 }
 
@@ -169,15 +211,45 @@ async fn answer_bars(
     single: Option<&str>,
     params: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    authorize(state, headers, Role::Read)?;
+    let caller = authorize(state, headers, Role::Read)?;
+    let settings = &state.settings;
     let now = chrono::Utc::now();
-    let query = BarsQuery::parse(market, single, params, now)?;
-    let plan = bars::plan(state, &query, now).await?;
+    let query = BarsQuery::parse(market, single, params, now, settings.max_symbols)?;
+    let plan = bars::plan(state, &query, now, settings.max_jobs_per_request).await?;
+    if let Some(jobs) = plan.over_cap {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "this request would need at least {jobs} fetch jobs, more than the {} one request may cause \
+                 (SIGNAL9_API_MAX_JOBS_PER_REQUEST): ask for a shorter range or fewer symbols, \
+                 or load the history with `signal9-producer backfill` and read it from the store",
+                settings.max_jobs_per_request
+            ),
+        ));
+    }
+    let calls = plan.calls();
     let source = plan.source();
     tracing::Span::current().record("source", source.as_str());
     if !plan.needs.is_empty() {
-        let wait = Duration::from_secs(state.settings.fetch_timeout_secs);
-        match state.fetcher.fetch(&plan.needs, wait).await {
+        state
+            .fetcher
+            .room(&plan.needs, settings.max_inflight_jobs)
+            .map_err(|busy| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, busy.to_string()).retry_after(5))?;
+        state
+            .quota
+            .take(&caller.hash, caller.calls, calls)
+            .await
+            .map_err(|refused| match refused {
+                quota::Refused::Later { retry_secs, .. } => {
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string()).retry_after(retry_secs)
+                }
+                quota::Refused::TooDear { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string()),
+                quota::Refused::Unavailable => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refused.to_string()).retry_after(5)
+                }
+            })?;
+        let wait = Duration::from_secs(settings.fetch_timeout_secs);
+        match state.fetcher.fetch(&plan.needs, wait, settings.max_inflight_jobs).await {
             Ok(()) => {
                 let mut fresh = state.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 fresh.extend(plan.fresh.iter().cloned());
@@ -191,8 +263,14 @@ async fn answer_bars(
             Err(error @ fetch::FetchError::Failed { .. }) => {
                 return Err(ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()))
             }
-            Err(error @ fetch::FetchError::Broker(_)) => {
-                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))
+            Err(error @ fetch::FetchError::Busy { .. }) => {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).retry_after(5))
+            }
+            Err(fetch::FetchError::Broker(error)) => {
+                return Err(
+                    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "the job queue is unavailable", &error)
+                        .retry_after(5),
+                )
             }
         }
     }
@@ -205,6 +283,10 @@ async fn answer_bars(
             (
                 header::HeaderName::from_static("x-signal9-source"),
                 HeaderValue::from_static(source.as_str()),
+            ),
+            (
+                header::HeaderName::from_static("x-signal9-calls"),
+                HeaderValue::from(calls),
             ),
         ],
         body,
@@ -244,25 +326,79 @@ async fn record(matched: Option<MatchedPath>, request: Request, next: Next) -> R
     response
 }
 
-/// The routes on `state`.
+/// Gives the request an id (a new UUID, or the client's `X-Request-Id`
+/// when it is a short token), serves it with the id in scope for its
+/// logs and errors, and returns the id in `X-Request-Id`.
+async fn with_request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The answer to a request whose handler panicked: a 500 with the request
+/// id (the panic itself is logged by the panic hook).
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let id = request_id();
+    tracing::error!(request_id = %id, "A request's handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error (request id {id})"),
+    )
+    .into_response()
+}
+
+/// The routes on `state`, with their layers; `/healthz` and `/metrics`
+/// stay outside the concurrency limit and the request timeout, so they
+/// answer while the API sheds load.
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    let settings = &state.settings;
+    let limited = Router::new()
         .route("/v2/stocks/bars", get(stock_bars))
         .route("/v2/stocks/{symbol}/bars", get(stock_symbol_bars))
         .route("/v1beta3/crypto/us/bars", get(crypto_bars))
         .route("/v2/assets", get(list_assets))
         .route("/v2/assets/{symbol_or_id}", get(one_asset))
         .merge(console::routes())
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(serve::shed))
+                .load_shed()
+                .concurrency_limit(settings.max_concurrent)
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_secs(settings.request_timeout_secs),
+                )),
+        );
+    let routes = Router::new()
+        .merge(limited)
         .route("/metrics", get(|| async { metrics::render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route_layer(axum::middleware::from_fn(record))
-        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(with_request_id))
+        .layer(axum::extract::DefaultBodyLimit::max(serve::MAX_BODY_BYTES))
+        .with_state(state);
+    serve::with_security_headers(routes)
 }
 
 /// Builds the shared state from `settings`: reads the tokens, opens the store
 /// and the budgets (the broker is reached at the first fetch).
 pub async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
-    let tokens = auth::TokenFile::open(&settings.tokens_file)?;
+    anyhow::ensure!(
+        settings.request_timeout_secs > settings.fetch_timeout_secs,
+        "SIGNAL9_API_REQUEST_TIMEOUT_SECS ({}) must exceed SIGNAL9_API_FETCH_TIMEOUT_SECS ({}): a request waits for its fetch",
+        settings.request_timeout_secs,
+        settings.fetch_timeout_secs
+    );
+    let tokens = auth::TokenFile::open(&settings.tokens_file, settings.allow_example_tokens)?;
     let store = settings.store.open().await.context("opening the store")?;
     let guard = Arc::new(
         settings
@@ -270,23 +406,38 @@ pub async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
             .guard(&settings.broker.namespace)
             .context("connecting to Redis")?,
     );
+    let quota = quota::Quota::new(
+        guard.budget(signal9_alpaca::Api::Data).pool().clone(),
+        &settings.broker.namespace,
+        quota::QuotaSizes {
+            token_calls: settings.token_calls,
+            total_calls: settings.api_calls,
+            window: Duration::from_secs(settings.quota_window_secs),
+        },
+    );
     Ok(Arc::new(AppState {
         fetcher: fetch::Fetcher::new(settings.broker.clone()),
-        cache: Arc::new(cache::Cache::new(settings.cache_entries, Duration::from_secs(60))),
+        cache: Arc::new(cache::Cache::new(
+            settings.cache_entries,
+            settings.cache_bytes,
+            Duration::from_secs(60),
+        )),
         tokens,
         store,
         guard,
         fresh: Mutex::new(HashMap::new()),
-        sessions: console::Sessions::default(),
+        sessions: console::Sessions::new(settings.max_sessions, settings.login_attempts),
         action: tokio::sync::Mutex::new(()),
+        quota,
         settings,
     }))
 }
 
 /// Serves until `shutdown`. With port 0 the first line on stdout is
 /// `LISTENING <port>`.
-pub async fn run(settings: ApiSettings, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(settings: ApiSettings, shutdown: Shutdown) -> anyhow::Result<()> {
     let addr = settings.addr;
+    let header_timeout = Duration::from_secs(settings.header_timeout_secs);
     let state = state(settings).await?;
     if state.settings.cache_entries > 0 {
         tokio::spawn(cache::listen(state.cache.clone(), state.settings.broker.clone()));
@@ -299,9 +450,6 @@ pub async fn run(settings: ApiSettings, mut shutdown: Shutdown) -> anyhow::Resul
         println!("LISTENING {}", local.port());
     }
     tracing::info!(addr = %local, store = %state.settings.store.describe(), "signal9-api listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.recv().await })
-        .await
-        .context("serving")?;
+    serve::serve(listener, router(state), header_timeout, shutdown).await;
     Ok(())
 }

@@ -220,7 +220,16 @@ fn parse_end(text: &str) -> Result<DateTime<Utc>, String> {
     parse_time(text, true)
 }
 
+/// A time from the command line: RFC 3339, or a date (its first or last
+/// second, as `end_of_day` says), inside the window every door accepts
+/// ([`signal9_shared::bounds`]), so nothing out of bounds is published.
 pub(crate) fn parse_time(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+    let t = parse_any_time(text, end_of_day)?;
+    signal9_shared::bounds::check_instant("time", t, Utc::now()).map_err(|e| e.to_string())?;
+    Ok(t)
+}
+
+fn parse_any_time(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -280,6 +289,17 @@ mod tests {
         for bad in ["2026-13-01", "20/11/2026", "", "2026-11-20T25:00:00Z"] {
             assert!(parse_time(bad, true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn times_outside_the_window_are_refused_before_anything_is_published() {
+        for text in ["-0002-01-01", "1989-12-31", "2999-01-01", "1989-12-31T23:59:59Z"] {
+            let error = parse_time(text, false).unwrap_err();
+            assert!(error.contains("outside the accepted window"), "{text}: {error}");
+        }
+        assert!(parse_time("+262142-01-01T00:00:00Z", true).is_err());
+        assert!(parse_time("-0002-01-01T00:00:00Z", true).is_err());
+        assert!(parse_time("1990-01-01", false).is_ok());
     }
 
     #[test]

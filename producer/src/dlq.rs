@@ -135,14 +135,33 @@ pub struct DeadLetter {
 impl DeadLetter {
     fn read(message: &BasicGetMessage) -> Self {
         let d = &message.delivery;
-        let headers = d.properties.headers().as_ref();
-        let body: Option<Value> = serde_json::from_slice(&d.data).ok();
-        let routing_key = header_str(headers, HEADER_ROUTING_KEY).unwrap_or_else(|| d.routing_key.to_string());
-        let id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
+        let message_id = d.properties.message_id().as_ref().map(|m| m.to_string());
+        DeadLetter::from_parts(
+            d.properties.headers().as_ref(),
+            d.routing_key.as_str(),
+            message_id.as_deref(),
+            &d.data,
+        )
+    }
+
+    /// Reads a dead letter from its headers, routing key, message id and
+    /// body: anyone may publish to the dead-letter exchange, so every part
+    /// may be missing, of the wrong type or huge; each field is cut to a
+    /// size a listing can show.
+    pub fn from_parts(
+        headers: Option<&lapin::types::FieldTable>,
+        delivered_key: &str,
+        message_id: Option<&str>,
+        data: &[u8],
+    ) -> Self {
+        let body: Option<Value> = serde_json::from_slice(data).ok();
+        let short = |text: String, n: usize| -> String { text.chars().filter(|c| !c.is_control()).take(n).collect() };
+        let routing_key = short(
+            header_str(headers, HEADER_ROUTING_KEY).unwrap_or_else(|| delivered_key.to_owned()),
+            255,
+        );
+        let id = message_id
+            .map(str::to_owned)
             .or_else(|| body.as_ref().and_then(|b| b["id"].as_str().map(str::to_owned)))
             .unwrap_or_else(|| "(none)".into());
         let symbol = body
@@ -164,11 +183,14 @@ impl DeadLetter {
                 .to_owned(),
             routing_key,
             symbol: symbol.chars().take(24).collect(),
-            error_class: ours.clone().unwrap_or_else(|| "poison".into()),
+            error_class: short(ours.clone().unwrap_or_else(|| "poison".into()), 32),
             attempts: header_u32(headers, HEADER_ATTEMPT).unwrap_or(0),
-            last_error: header_str(headers, HEADER_LAST_ERROR)
-                .unwrap_or_else(|| "redelivered too many times without finishing (delivery limit)".into()),
-            last_failure: header_str(headers, HEADER_LAST_FAILURE).unwrap_or_default(),
+            last_error: short(
+                header_str(headers, HEADER_LAST_ERROR)
+                    .unwrap_or_else(|| "redelivered too many times without finishing (delivery limit)".into()),
+                2_000,
+            ),
+            last_failure: short(header_str(headers, HEADER_LAST_FAILURE).unwrap_or_default(), 64),
         }
     }
 

@@ -11,7 +11,7 @@
 //! against the simulator's calendar, written apart from this one. The simulator stamps bars with it and the
 //! scheduler picks the previous trading day with it.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Datelike, Days, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::America::New_York;
 
 /// Minutes after midnight New York time when extended-hours trading starts (04:00).
@@ -48,6 +48,12 @@ fn last_weekday(year: i32, month: u32, weekday: Weekday) -> NaiveDate {
 
 /// Easter Sunday (anonymous Gregorian algorithm).
 fn easter(year: i32) -> NaiveDate {
+    // The algorithm holds for years after 1582; outside (only reached by a
+    // date no door accepts) any date is as good as another, and the
+    // arithmetic must not overflow near i32's ends.
+    if !(1583..=9999).contains(&year) {
+        return NaiveDate::MIN;
+    }
     let a = year % 19;
     let b = year / 100;
     let c = year % 100;
@@ -80,7 +86,7 @@ pub(crate) fn is_holiday(date: NaiveDate) -> bool {
     let mut holidays = vec![
         nth_weekday(year, 1, Weekday::Mon, 3),
         nth_weekday(year, 2, Weekday::Mon, 3),
-        easter(year) - Duration::days(2),
+        easter(year).checked_sub_days(Days::new(2)).unwrap_or(NaiveDate::MIN),
         last_weekday(year, 5, Weekday::Mon),
         nth_weekday(year, 9, Weekday::Mon, 1),
         nth_weekday(year, 11, Weekday::Thu, 4),
@@ -114,9 +120,14 @@ pub fn ny_instant(date: NaiveDate, minutes: u32) -> DateTime<Utc> {
     }
 }
 
-/// The New York calendar date of a UTC instant.
+/// The New York calendar date of a UTC instant (at the very ends of
+/// chrono's range, where New York's date does not exist, the UTC date).
 pub fn ny_date(t: DateTime<Utc>) -> NaiveDate {
-    t.with_timezone(&New_York).date_naive()
+    use chrono::Offset as _;
+    let offset = t.with_timezone(&New_York).offset().fix();
+    t.naive_utc()
+        .checked_add_offset(offset)
+        .map_or_else(|| t.date_naive(), |local| local.date())
 }
 
 /// The last trading day strictly before `date`.
@@ -134,7 +145,11 @@ pub fn previous_trading_day(date: NaiveDate) -> NaiveDate {
 /// one second before the next midnight.
 pub fn ny_day_range(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
     let next = date.succ_opt().unwrap_or(date);
-    (ny_instant(date, 0), ny_instant(next, 0) - Duration::seconds(1))
+    let end = ny_instant(next, 0);
+    (
+        ny_instant(date, 0),
+        end.checked_sub_signed(Duration::seconds(1)).unwrap_or(end),
+    )
 }
 
 #[cfg(test)]
@@ -185,6 +200,16 @@ mod tests {
         let (start, end) = ny_day_range(d(2026, 11, 20));
         assert_eq!(start.to_rfc3339(), "2026-11-20T05:00:00+00:00");
         assert_eq!(end.to_rfc3339(), "2026-11-21T04:59:59+00:00");
+    }
+
+    #[test]
+    fn the_ends_of_chronos_range_have_a_date_and_no_panic() {
+        // Found by the property tests (shared/tests/fuzz_parsers.rs).
+        for t in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            let date = ny_date(t);
+            assert_eq!(date, t.date_naive());
+            let _ = (is_trading_day(date), ny_day_range(date), previous_trading_day(date));
+        }
     }
 
     #[test]

@@ -94,22 +94,26 @@ impl BarsRequest {
         let crypto = self.symbols.first().is_some_and(Symbol::is_crypto_pair);
         let amount = i64::from(self.timeframe.amount());
         let last_day = |date: chrono::NaiveDate| match self.timeframe.unit() {
-            TimeframeUnit::Week => date + Span::days(6 - i64::from(date.weekday().num_days_from_monday())),
+            TimeframeUnit::Week => date
+                .checked_add_days(chrono::Days::new(u64::from(6 - date.weekday().num_days_from_monday())))
+                .unwrap_or(date),
             TimeframeUnit::Month => {
                 // The last day of the period of `amount` months holding `date`.
                 let months = i64::from(date.year()) * 12 + i64::from(date.month0());
-                let next = months - months.rem_euclid(amount) + amount;
-                chrono::NaiveDate::from_ymd_opt(i32::try_from(next / 12).unwrap_or(i32::MAX), (next % 12) as u32 + 1, 1)
+                let next = months - months.rem_euclid(amount.max(1)) + amount;
+                let month = u32::try_from(next.rem_euclid(12)).unwrap_or(0).saturating_add(1);
+                chrono::NaiveDate::from_ymd_opt(i32::try_from(next.div_euclid(12)).unwrap_or(i32::MAX), month, 1)
                     .and_then(|d| d.pred_opt())
                     .unwrap_or(date)
             }
             _ => date,
         };
         let period_end = match self.timeframe.unit() {
-            TimeframeUnit::Minute => self.end + Span::minutes(amount),
-            TimeframeUnit::Hour => self.end + Span::hours(amount),
+            TimeframeUnit::Minute => self.end.checked_add_signed(Span::minutes(amount)).unwrap_or(self.end),
+            TimeframeUnit::Hour => self.end.checked_add_signed(Span::hours(amount)).unwrap_or(self.end),
             _ if crypto => {
-                let day = last_day(self.end.date_naive()) + Span::days(1);
+                let last = last_day(self.end.date_naive());
+                let day = last.succ_opt().unwrap_or(last);
                 day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
             }
             _ => crate::calendar::ny_instant(
@@ -345,7 +349,9 @@ fn plan_requests(request: &BarsRequest, state: &BTreeMap<Symbol, Checkpoint>, pa
                 symbols: vec![symbol.clone()],
                 start: checkpoint
                     .last
-                    .map_or(request.start, |t| t + chrono::Duration::seconds(1))
+                    .map_or(request.start, |t| {
+                        t.checked_add_signed(chrono::Duration::seconds(1)).unwrap_or(t)
+                    })
                     .max(request.start),
                 token: None,
             }),
@@ -507,6 +513,27 @@ fn lying(detail: &str) -> IngestError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_settle_time_at_any_year_is_an_instant_not_a_panic() {
+        // Found by the property tests (shared/tests/fuzz_parsers.rs): a
+        // month period before year 0 overflowed the month number.
+        for (timeframe, at) in [
+            ("1Month", "-166240-11-20T04:56:01Z"),
+            ("1Min", "+262142-12-31T23:59:59Z"),
+        ] {
+            let at: DateTime<Utc> = at.parse().unwrap();
+            let request = BarsRequest {
+                symbols: vec![Symbol::parse("AAPL").unwrap()],
+                timeframe: timeframe.parse().unwrap(),
+                start: at,
+                end: at,
+                adjustment: signal9_alpaca::Adjustment::raw(),
+                feed: None,
+            };
+            let _ = request.settles_at(std::time::Duration::from_secs(900));
+        }
+    }
     use super::*;
     use std::time::Duration;
 

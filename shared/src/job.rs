@@ -200,8 +200,14 @@ impl Job {
         routing_key(self.payload.kind(), self.priority)
     }
 
-    /// Parses and checks a message body.
+    /// Parses and checks a message body, its dates against the window of
+    /// [`crate::bounds`] at the current time.
     pub fn parse(body: &[u8]) -> Result<Job, JobError> {
+        Job::parse_at(body, Utc::now())
+    }
+
+    /// [`Job::parse`] at `now`.
+    pub fn parse_at(body: &[u8], now: DateTime<Utc>) -> Result<Job, JobError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(JobError(format!(
                 "body of {} bytes exceeds the {MAX_BODY_BYTES}-byte limit",
@@ -240,12 +246,8 @@ impl Job {
             JobKind::StatusCheck => Payload::StatusCheck(serde_json::from_value(wire.payload).map_err(bad)?),
             JobKind::FetchBars => {
                 let p: FetchBars = serde_json::from_value(wire.payload).map_err(bad)?;
-                if p.end < p.start {
-                    return Err(JobError(format!(
-                        "fetch-bars payload: end {} is before start {}",
-                        p.end, p.start
-                    )));
-                }
+                crate::bounds::check_range(p.start, p.end, now)
+                    .map_err(|e| JobError(format!("fetch-bars payload: {e}")))?;
                 if p.symbol.is_crypto_pair() && (p.feed.is_some() || p.adjustment != Adjustment::raw()) {
                     return Err(JobError(
                         "fetch-bars payload: crypto bars take no feed or adjustment".into(),
@@ -372,6 +374,42 @@ mod tests {
         assert!(Job::parse(&huge).unwrap_err().to_string().contains("exceeds"));
         let long = json!({"v":1,"id":"x".repeat(10_000),"kind":"status-check","enqueued_at":"2026-11-23T04:00:00Z","payload":{"symbol":"A"}});
         assert!(Job::parse(long.to_string().as_bytes()).unwrap_err().to_string().len() < 300);
+    }
+
+    #[test]
+    fn dates_outside_the_window_are_malformed_and_permanent() {
+        let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
+        for (start, end, expected) in [
+            (
+                "-0002-01-01T00:00:00Z",
+                "-0002-01-02T00:00:00Z",
+                "outside the accepted window",
+            ),
+            (
+                "+262142-01-01T00:00:00Z",
+                "+262142-01-02T00:00:00Z",
+                "outside the accepted window",
+            ),
+            (
+                "1986-01-01T00:00:00Z",
+                "2026-01-01T00:00:00Z",
+                "start 1986-01-01T00:00:00Z",
+            ),
+            (
+                "2026-01-01T00:00:00Z",
+                "2027-01-01T00:00:00Z",
+                "end 2027-01-01T00:00:00Z",
+            ),
+            ("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z", "before start"),
+        ] {
+            let mut v = fetch();
+            v["payload"]["start"] = json!(start);
+            v["payload"]["end"] = json!(end);
+            let error = Job::parse_at(v.to_string().as_bytes(), now).unwrap_err();
+            assert!(error.to_string().contains(expected), "{start}..{end}: {error}");
+            assert_eq!(error.class(), ErrorClass::Permanent);
+        }
+        assert!(Job::parse_at(fetch().to_string().as_bytes(), now).is_ok());
     }
 
     #[test]

@@ -51,6 +51,18 @@ impl RedisKeys {
         self.budget(api, "bulk-waiting")
     }
 
+    /// The read API's quota of one token (a hash: level, at), by the
+    /// token's SHA-256; tagged with [`RedisKeys::api_quota_total`] so one
+    /// script takes from both.
+    pub fn api_quota_token(&self, hash: &str) -> String {
+        format!("{{{}:api-quota}}:token:{hash}", self.namespace)
+    }
+
+    /// The read API's quota of every token together (a hash: level, at).
+    pub fn api_quota_total(&self) -> String {
+        format!("{{{}:api-quota}}:total", self.namespace)
+    }
+
     /// The API's circuit breaker, shared by the pool (a hash; see
     /// [`crate::breaker`]).
     pub fn breaker(&self, api: &str) -> String {

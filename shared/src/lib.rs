@@ -19,6 +19,7 @@
 //! - [`outbox`]: the relay that publishes the events the store wrote beside their changes;
 //! - [`eventbridge`]: the optional EventBridge bus every event is also put on;
 //! - [`job`]: the job envelope and its checks;
+//! - [`bounds`]: what every door accepts (dates, ranges, symbol counts);
 //! - [`events`]: events for the downstream pipeline;
 //! - [`calendar`]: the US equity market calendar;
 //! - [`workers`]: the live workers' heartbeats in Redis;
@@ -26,6 +27,7 @@
 
 pub mod aws;
 pub mod backoff;
+pub mod bounds;
 pub mod breaker;
 pub mod broker;
 pub mod calendar;

@@ -103,11 +103,24 @@ pub fn calls_for(bars: u64) -> u64 {
     bars.div_ceil(PAGE_BARS).max(1)
 }
 
+/// The last instant an estimate looks at: 9999-12-31.
+const LAST_ESTIMATED: DateTime<Utc> = match NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(date) => match date.and_hms_opt(23, 59, 59) {
+        Some(t) => t.and_utc(),
+        None => DateTime::<Utc>::MAX_UTC,
+    },
+    None => DateTime::<Utc>::MAX_UTC,
+};
+
 /// The most bars one series can have with `start <= t <= end`: one per
 /// bar slot of every session in range (stocks: trading days, 04:00–20:00
 /// New York for intraday bars; crypto: every day, around the clock). Real
 /// series have gaps (a quiet minute has no bar), so this is an upper bound.
 pub fn estimate_bars(timeframe: Timeframe, start: DateTime<Utc>, end: DateTime<Utc>, crypto: bool) -> u64 {
+    // No bar exists before the earliest accepted date, and clamping the
+    // far end keeps every step below in range and every loop bounded for
+    // a caller that did not check its range at a door.
+    let (start, end) = (start.max(crate::bounds::EARLIEST), end.min(LAST_ESTIMATED));
     if end < start {
         return 0;
     }

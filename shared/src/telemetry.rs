@@ -181,7 +181,26 @@ pub fn init(default_filter: &str) -> Telemetry {
     if let Some(error) = export_error {
         tracing::warn!(%error, "Traces are not exported");
     }
+    log_panics();
     Telemetry { provider }
+}
+
+/// Panics go to the log as one line, in the log's format and with the span
+/// they happened in (the job's or the request's), instead of a backtrace
+/// on stderr. The worker and the API catch them at their task boundary and
+/// carry on; this only tells of them.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let message: String = message.chars().filter(|c| !c.is_control()).take(300).collect();
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        tracing::error!(panic = %message, %location, "A task panicked; it is caught at its task boundary");
+    }));
 }
 
 struct HeaderInjector<'a>(&'a mut FieldTable);

@@ -67,7 +67,11 @@ fn the_compose_file_has_every_service_and_three_workers() {
     }
     let api = &file["services"]["api"];
     assert_eq!(api["command"][0].as_str(), Some("signal9-api"));
-    assert_eq!(api["ports"][0].as_str(), Some("8081:8081"));
+    assert_eq!(
+        api["ports"][0].as_str(),
+        Some("127.0.0.1:8081:8081"),
+        "the example tokens are public: loopback only"
+    );
     let tokens = api["environment"]["SIGNAL9_API_TOKENS_FILE"].as_str().unwrap();
     assert!(
         api["volumes"]

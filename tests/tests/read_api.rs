@@ -167,10 +167,12 @@ async fn a_partly_stored_range_is_mixed_and_only_the_rest_is_fetched() {
     assert_eq!((status, source.as_deref()), (200, Some("store")));
     assert_eq!(stack.data_calls().await.unwrap(), after_first + 1);
 
-    // A start after now holds no bar and costs nothing.
+    // A start after now (within the accepted window) holds no bar and
+    // costs nothing; a start years ahead is out of bounds: 400.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%d");
     let (status, source, body) = get(
         &format!(
-            "{}/v2/stocks/bars?symbols=AAPL&timeframe=1Day&start=2031-01-01&end=2031-02-01",
+            "{}/v2/stocks/bars?symbols=AAPL&timeframe=1Day&start={tomorrow}&end={tomorrow}T12:00:00Z",
             api.base_url()
         ),
         Some(READER),
@@ -181,6 +183,16 @@ async fn a_partly_stored_range_is_mixed_and_only_the_rest_is_fetched() {
         serde_json::from_str::<Value>(&body).unwrap()["bars"],
         serde_json::json!({})
     );
+    let (status, _, body) = get(
+        &format!(
+            "{}/v2/stocks/bars?symbols=AAPL&timeframe=1Day&start=2031-01-01&end=2031-02-01",
+            api.base_url()
+        ),
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("outside the accepted window"), "{body}");
     assert_eq!(stack.data_calls().await.unwrap(), after_first + 1);
 
     // Bad parameters get Alpaca's 400, with a reason.
@@ -492,11 +504,33 @@ async fn tokens_are_added_and_revoked_by_editing_the_file_without_a_restart() {
         .unwrap();
     assert_eq!(page.status().as_u16(), 303, "the revoked token's console session ended");
 
-    // A file that no longer parses keeps the tokens read before.
-    std::fs::write(&api.tokens_file, "read not-a-hash\n").unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(get(&asset, Some(newcomer)).await.0, 404);
-    assert!(api.logs().contains("cannot be used"), "{}", api.logs());
+    // Auth fails closed: a file broken, emptied or deleted revokes every
+    // token within the reload interval, until it is fixed.
+    let good = format!("read {}\n", signal9_e2e::token_hash(newcomer));
+    for (what, change) in [
+        ("broken", Some(format!("{good}read not-a-hash\n"))),
+        ("fixed", Some(good.clone())),
+        ("emptied", Some(String::new())),
+        ("fixed", Some(good.clone())),
+        ("deleted", None),
+        ("fixed", Some(good.clone())),
+    ] {
+        match change {
+            Some(text) => std::fs::write(&api.tokens_file, text).unwrap(),
+            None => std::fs::remove_file(&api.tokens_file).unwrap(),
+        }
+        let expected = if what == "fixed" { 404 } else { 401 };
+        let took = signal9_e2e::eventually(Duration::from_secs(5), || async {
+            get(&asset, Some(newcomer)).await.0 == expected
+        })
+        .await;
+        assert!(
+            took,
+            "{what}: expected {expected} within the reload interval\n{}",
+            api.logs()
+        );
+    }
+    assert!(api.logs().contains("every token is refused"), "{}", api.logs());
     assert!(!api.logs().contains(newcomer));
     stack.cleanup().await;
 }

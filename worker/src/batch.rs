@@ -62,6 +62,9 @@ pub struct BatchKey {
     crypto: bool,
     /// Jobs of different priorities never share a batch.
     pub priority: Priority,
+    /// The most bars one symbol's series can hold in the range (derived
+    /// from the fields above, computed once).
+    bars: u64,
 }
 
 impl BatchKey {
@@ -75,12 +78,13 @@ impl BatchKey {
             feed: payload.feed,
             crypto: payload.symbol.is_crypto_pair(),
             priority,
+            bars: signal9_shared::plan::estimate_bars(
+                payload.timeframe,
+                payload.start,
+                payload.end,
+                payload.symbol.is_crypto_pair(),
+            ),
         }
-    }
-
-    /// The most bars one symbol's series can hold in the key's range.
-    fn estimate(&self) -> u64 {
-        signal9_shared::plan::estimate_bars(self.timeframe, self.start, self.end, self.crypto)
     }
 }
 
@@ -119,7 +123,7 @@ impl Batcher {
         let (max, packing) = (self.max, self.packing);
         let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
             opened: Instant::now(),
-            capacity: packing.symbols_per_request(key.estimate()).min(max),
+            capacity: packing.symbols_per_request(key.bars).min(max),
             items: Vec::new(),
         });
         group.items.push(item);

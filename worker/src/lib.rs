@@ -378,8 +378,25 @@ fn dispatch(
     (priority, delivery): Incoming,
 ) -> Result<()> {
     let delivery = delivery.context("delivery failed")?;
-    let job = match Job::parse(&delivery.data) {
-        Ok(job) => job,
+    // Parsing and keying run on this (the consuming) task: a panic here
+    // would end the session, so it is caught and the message refused.
+    let parsed = std::panic::catch_unwind(|| {
+        Job::parse(&delivery.data).map(|job| {
+            let key = match &job.payload {
+                Payload::FetchBars(payload) => Some(BatchKey::of(payload, priority)),
+                _ => None,
+            };
+            (job, key)
+        })
+    })
+    .unwrap_or_else(|panic| {
+        Err(signal9_shared::job::JobError(format!(
+            "reading the job panicked: {}",
+            panic_message(panic.as_ref())
+        )))
+    });
+    let (job, key) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => {
             // A poison message: dead-letter it at once with the reason.
             let (publisher, topology) = (publisher.clone(), shared.topology.clone());
@@ -398,14 +415,13 @@ fn dispatch(
             return Ok(());
         }
     };
-    match &job.payload {
-        Payload::FetchBars(payload) => {
-            let key = BatchKey::of(payload, priority);
+    match key {
+        Some(key) => {
             if let Some((key, items)) = batcher.add(key, Pending::new(job, delivery)) {
                 spawn_batch(shared, publisher, lanes, tasks, key, items);
             }
         }
-        _ => {
+        None => {
             let (shared, publisher, lane) = (shared.clone(), publisher.clone(), lanes.of(priority));
             tasks.spawn(async move {
                 let Ok(_permit) = lane.acquire_owned().await else {
@@ -414,15 +430,15 @@ fn dispatch(
                 let pending = Pending::new(job, delivery);
                 let span = pending.span.clone();
                 let ctx = shared.ctx.at(priority);
-                let result = async {
+                let work = async {
+                    fault(&shared.settings, std::slice::from_ref(&pending));
                     match &pending.job.payload {
                         Payload::StatusCheck(p) => handlers::status_check::run(&ctx, p).await,
                         Payload::SyncPage(p) => handlers::sync_page::run(&ctx, &pending.job, p).await,
                         Payload::FetchBars(_) => Err(Failure::permanent("fetch-bars jobs go through the batcher")),
                     }
-                }
-                .instrument(span)
-                .await;
+                };
+                let result = contain(work, |message| Err(panicked(&message))).instrument(span).await;
                 finish(&shared, &publisher, pending, result).await;
             });
         }
@@ -454,7 +470,12 @@ fn spawn_batch(
                 signal9_shared::telemetry::link_trace(&span, other.delivery.properties.headers().as_ref());
             }
             let started = std::time::Instant::now();
-            let results = handlers::fetch_bars::run(&shared.ctx.at(key.priority), &items)
+            let ctx = shared.ctx.at(key.priority);
+            let work = async {
+                fault(&shared.settings, &items);
+                handlers::fetch_bars::run(&ctx, &items).await
+            };
+            let results = contain(work, |message| items.iter().map(|_| Err(panicked(&message))).collect())
                 .instrument(span.clone())
                 .await;
             let jobs = items.len();
@@ -473,6 +494,47 @@ fn spawn_batch(
         }
         .in_current_span(),
     );
+}
+
+/// Runs a job's (or a batch's) work so that a panic in it is that work's
+/// failure, not the worker's: the panic is caught at this boundary and
+/// `on_panic` turns its message into the work's result, which is then
+/// dead-lettered like any permanent failure, its deliveries settled.
+async fn contain<T>(work: impl std::future::Future<Output = T>, on_panic: impl FnOnce(String) -> T) -> T {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => on_panic(panic_message(panic.as_ref())),
+    }
+}
+
+/// The failure of work that panicked.
+fn panicked(message: &str) -> Failure {
+    Failure::permanent(format!("the job's handler panicked: {message}"))
+}
+
+/// The text a panic carried, if it carried text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// The test-only fault switch (`SIGNAL9_FAULT_PANIC_SYMBOL`): panics when
+/// a job of `items` is about that symbol.
+fn fault(settings: &WorkerSettings, items: &[Pending]) {
+    let Some(symbol) = settings.fault_panic_symbol.as_deref().filter(|s| !s.is_empty()) else {
+        return;
+    };
+    if items
+        .iter()
+        .any(|p| p.job.payload.symbol().is_some_and(|s| s.as_str() == symbol))
+    {
+        panic!("fault injected for {symbol} (SIGNAL9_FAULT_PANIC_SYMBOL)");
+    }
 }
 
 /// Acks, retries or dead-letters one finished job, and tells of it.

@@ -68,6 +68,11 @@ pub struct WorkerSettings {
     /// active, before any job is taken.
     #[arg(long, env = "SIGNAL9_CHECK_CREDENTIALS", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
     pub check_credentials: bool,
+    /// Fault injection for tests: a job about this symbol panics in its
+    /// handler (the worker must dead-letter it and go on). Never set in
+    /// production.
+    #[arg(long, env = "SIGNAL9_FAULT_PANIC_SYMBOL", hide = true)]
+    pub fault_panic_symbol: Option<String>,
     /// The API budgets, shared by every process through Redis.
     #[command(flatten)]
     pub budget: BudgetSettings,

@@ -44,6 +44,10 @@ const CODEC_ZSTD: u8 = 1;
 /// zstd's level: see BENCHMARKS.md ("Bars in chunks") for the comparison.
 pub const ZSTD_LEVEL: i32 = 3;
 const RAW_FLOATS: u8 = 0xFF;
+/// The largest decoded chunk body read: a chunk holds one day of minute
+/// bars or one month or year of longer ones (about 100 KB decoded at
+/// most); anything past this is not a chunk of ours (or a compression bomb).
+const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_SCALE: u32 = 8;
 
 /// How much time one chunk of a series covers.
@@ -260,7 +264,7 @@ impl Reader<'_> {
         let mut out = Vec::with_capacity(n);
         if tag == RAW_FLOATS {
             for _ in 0..n {
-                let end = self.at + 8;
+                let end = self.at.saturating_add(8);
                 let raw: [u8; 8] = self
                     .bytes
                     .get(self.at..end)
@@ -283,6 +287,22 @@ impl Reader<'_> {
     }
 }
 
+/// Decompresses a zstd chunk body, refusing one that would grow past
+/// [`MAX_BODY_BYTES`] (memory grows with what is actually decoded).
+fn decompress(packed: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let decoder = zstd::stream::read::Decoder::new(packed).map_err(|e| format!("chunk does not decompress: {e}"))?;
+    let mut body = Vec::new();
+    decoder
+        .take(MAX_BODY_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("chunk does not decompress: {e}"))?;
+    if body.len() as u64 > MAX_BODY_BYTES {
+        return Err(format!("chunk decompresses past {MAX_BODY_BYTES} bytes"));
+    }
+    Ok(body)
+}
+
 /// Decodes a chunk's `data`.
 pub fn decode(data: &[u8]) -> Result<Vec<Bar>, String> {
     let (format, codec, rest) = match data {
@@ -294,13 +314,16 @@ pub fn decode(data: &[u8]) -> Result<Vec<Bar>, String> {
     }
     let body = match codec {
         CODEC_NONE => rest.to_vec(),
-        CODEC_ZSTD => zstd::stream::decode_all(rest).map_err(|e| format!("chunk does not decompress: {e}"))?,
+        CODEC_ZSTD => decompress(rest)?,
         other => return Err(format!("unknown chunk codec {other}")),
     };
     let mut r = Reader { bytes: &body, at: 0 };
     let n = usize::try_from(r.varint()?).map_err(|_| "bar count too large")?;
-    if n > 1_000_000 {
-        return Err(format!("implausible bar count {n}"));
+    // Every bar takes at least a byte of the body in each of its columns,
+    // so a count past the body's length is a lie: refuse it before
+    // allocating for it.
+    if n > body.len() {
+        return Err(format!("implausible bar count {n} for a body of {} bytes", body.len()));
     }
     let mut times = Vec::with_capacity(n);
     let mut previous = 0i64;
