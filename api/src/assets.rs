@@ -94,11 +94,12 @@ pub async fn one(state: &AppState, wanted: &str) -> Result<Response, ApiError> {
     if let Ok(symbol) = Symbol::parse(wanted) {
         candidates.push(symbol);
     }
-    // `BTCUSD` → `BTC/USD` (and other quote currencies of three or four letters).
-    if !wanted.contains('/') && wanted.len() > 3 {
+    // `BTCUSD` → `BTC/USD` (and other quote currencies of three or four
+    // letters). Only ASCII can be a symbol: anything else (a path of any
+    // bytes) is not cut, where a cut could fall inside a character.
+    if wanted.is_ascii() && !wanted.contains('/') && wanted.len() > 3 {
         for cut in [3, 4] {
-            if wanted.len() > cut {
-                let (base, quote) = wanted.split_at(wanted.len() - cut);
+            if let Some((base, quote)) = wanted.len().checked_sub(cut).and_then(|at| wanted.split_at_checked(at)) {
                 if let Ok(pair) = Symbol::parse(&format!("{base}/{quote}")) {
                     candidates.push(pair);
                 }

@@ -406,7 +406,15 @@ async fn logout(State(state): State<Shared>, headers: HeaderMap, Form(form): For
 async fn broker(state: &AppState) -> Result<BrokerSession, String> {
     BrokerSession::open(&state.settings.broker, "signal9-api-console", false)
         .await
-        .map_err(|e| format!("RabbitMQ: {e:#}"))
+        .map_err(|e| hidden("RabbitMQ is unavailable", &format!("{e:#}")))
+}
+
+/// What a page says of a failure inside: what failed and the request id;
+/// the cause goes to the log under that id, not to the browser.
+fn hidden(what: &str, cause: &dyn std::fmt::Display) -> String {
+    let id = crate::request_id();
+    tracing::error!(request_id = %id, error = %cause, "Console: {what}");
+    format!("{what} (request id {id})")
 }
 
 fn depth(n: Option<u32>) -> String {
@@ -483,8 +491,8 @@ async fn overview(State(state): State<Shared>, headers: HeaderMap) -> Response {
                 Err(error) => {
                     let _ = write!(
                         body,
-                        "<div class=\"warn\">Status unavailable: {}</div>",
-                        esc(&format!("{error:#}"))
+                        "<div class=\"warn\">{}</div>",
+                        esc(&hidden("Status unavailable", &format!("{error:#}")))
                     );
                 }
                 Ok(snap) => overview_tables(&mut body, &snap),
@@ -500,9 +508,8 @@ async fn overview(State(state): State<Shared>, headers: HeaderMap) -> Response {
             Err(error) => {
                 let _ = write!(
                     body,
-                    "<div class=\"warn\">{} budget unavailable: {}</div>",
-                    api.as_str(),
-                    esc(&error.to_string())
+                    "<div class=\"warn\">{}</div>",
+                    esc(&hidden(&format!("The {} budget is unavailable", api.as_str()), &error))
                 );
             }
         }
@@ -513,8 +520,8 @@ async fn overview(State(state): State<Shared>, headers: HeaderMap) -> Response {
         Err(error) => {
             let _ = write!(
                 body,
-                "<div class=\"warn\">Store unavailable: {}</div>",
-                esc(&error.to_string())
+                "<div class=\"warn\">{}</div>",
+                esc(&hidden("The store is unavailable", &error))
             );
         }
         Ok(runs) if runs.is_empty() => body.push_str("<p>None yet.</p>"),
@@ -713,7 +720,13 @@ async fn dead_letters(State(state): State<Shared>, headers: HeaderMap, Query(fil
     let _ = session.connection.close(200, "console".into()).await;
     let listing = match listing {
         Ok(l) => l,
-        Err(error) => return error_page(StatusCode::SERVICE_UNAVAILABLE, Some(&login), &format!("{error:#}")),
+        Err(error) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(&login),
+                &hidden("The dead-letter queue cannot be read", &format!("{error:#}")),
+            )
+        }
     };
     let operate = login.role >= Role::Operate;
     let _ = write!(
@@ -840,7 +853,13 @@ async fn show(State(state): State<Shared>, headers: HeaderMap, Query(query): Que
                 &format!("No dead letter with id {:?} among the {read} in the queue.", query.id),
             )
         }
-        Err(error) => return error_page(StatusCode::SERVICE_UNAVAILABLE, Some(&login), &format!("{error:#}")),
+        Err(error) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(&login),
+                &hidden("The dead-letter queue cannot be read", &format!("{error:#}")),
+            )
+        }
     };
     let mut body = format!(
         "<h2>Dead letter {}</h2><p>routing key <code>{}</code> · {} · {} attempts</p><h2>Headers</h2><table>",
@@ -959,7 +978,7 @@ async fn replay(State(state): State<Shared>, headers: HeaderMap, Form(form): For
             }
             m
         }
-        Err(error) => format!("Replay failed: {error:#}"),
+        Err(error) => hidden("Replay failed", &format!("{error:#}")),
     };
     state.sessions.set_flash(&id, message);
     let back = if form.filters.filter(None).id.is_some() {
@@ -995,7 +1014,13 @@ async fn purge_confirm(State(state): State<Shared>, headers: HeaderMap, Query(fi
     let _ = session.connection.close(200, "console".into()).await;
     let matching = match listing {
         Ok(l) => l,
-        Err(error) => return error_page(StatusCode::SERVICE_UNAVAILABLE, Some(&login), &format!("{error:#}")),
+        Err(error) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(&login),
+                &hidden("The dead-letter queue cannot be read", &format!("{error:#}")),
+            )
+        }
     };
     let scope = if filters.is_empty() {
         "<strong>every</strong> dead letter".to_owned()
@@ -1039,7 +1064,7 @@ async fn purge(State(state): State<Shared>, headers: HeaderMap, Form(form): Form
             tracing::info!(purged = n, "Console purge");
             format!("Purged {n} dead letter(s).")
         }
-        Err(error) => format!("Purge failed: {error:#}"),
+        Err(error) => hidden("Purge failed", &format!("{error:#}")),
     };
     state.sessions.set_flash(&id, message);
     Redirect::to("/console/dlq").into_response()

@@ -215,6 +215,11 @@ async fn answer_bars(
     let settings = &state.settings;
     let now = chrono::Utc::now();
     let query = BarsQuery::parse(market, single, params, now, settings.max_symbols)?;
+    if let Some(fault) = settings.fault_panic_symbol.as_deref().filter(|s| !s.is_empty()) {
+        if query.symbols.iter().any(|s| s.as_str() == fault) {
+            panic!("fault injected for {fault} (SIGNAL9_FAULT_PANIC_SYMBOL)");
+        }
+    }
     let plan = bars::plan(state, &query, now, settings.max_jobs_per_request).await?;
     if let Some(jobs) = plan.over_cap {
         return Err(ApiError::new(

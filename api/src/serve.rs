@@ -100,16 +100,27 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, header_timeou
                 request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
                 request
             });
-        let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                hyper_util::service::TowerToHyperService::new(service),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
+            // hyper's header timer starts with the request's first byte, and
+            // the protocol detection before it waits for bytes with no
+            // timer: a client that sends nothing gets the same time to
+            // start as to finish its headers.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(service),
+                )
+                .into_owned();
             // A client that went away or timed out is no error of ours.
-            let _ = connection.await;
+            let _ = watcher.watch(connection).await;
         });
     }
     drop(listener);

@@ -94,6 +94,11 @@ pub struct ApiSettings {
     /// Most console sessions held at once (the oldest ends first).
     #[arg(long, env = "SIGNAL9_API_MAX_SESSIONS", default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_sessions: usize,
+    /// Fault injection for tests: a bars request naming this symbol
+    /// panics in its handler (the API must answer 500 and go on). Never
+    /// set in production.
+    #[arg(long, env = "SIGNAL9_FAULT_PANIC_SYMBOL", hide = true)]
+    pub fault_panic_symbol: Option<String>,
     /// Most dead letters the console replays a second.
     #[arg(long, env = "SIGNAL9_API_REPLAY_RATE", default_value_t = 10.0)]
     pub replay_rate: f64,
