@@ -81,6 +81,68 @@ ensure_redis_cluster() {
   fi
 }
 
+# A local three-node RabbitMQ cluster for the broker-failover tests, on
+# ports 5681-5683 unless SIGNAL9_RABBIT_CLUSTER_PORTS says otherwise: nodes
+# signal9-c1..3@localhost with their own data, logs, config and (no)
+# plugins under /var/lib/rabbitmq/signal9-cluster, so the machine's RabbitMQ
+# is untouched. Started (and joined) if its first port is closed; tests
+# find it through SIGNAL9_TEST_RABBIT_CLUSTER (the three URLs, comma-separated).
+RABBIT_CLUSTER_PORTS="${SIGNAL9_RABBIT_CLUSTER_PORTS:-5681 5682 5683}"
+export SIGNAL9_TEST_RABBIT_CLUSTER="${SIGNAL9_TEST_RABBIT_CLUSTER:-$(printf 'amqp://guest:guest@127.0.0.1:%s/%%2f,' $RABBIT_CLUSTER_PORTS | sed 's/,$//')}"
+rabbit_cluster_env() {
+  # Debian's rabbitmq-server runs the node as the rabbitmq user: its
+  # folders live under that user's home.
+  local i=$1 port=$2 dir="/var/lib/rabbitmq/signal9-cluster/c$1"
+  mkdir -p "$dir/mnesia" "$dir/log"
+  [ -f "$dir/enabled_plugins" ] || echo '[].' >"$dir/enabled_plugins"
+  printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users = none\n' "$port" >"$dir/rabbitmq.conf"
+  : >"$dir/rabbitmq-env.conf"
+  chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
+  echo "RABBITMQ_NODENAME=signal9-c$i@localhost RABBITMQ_NODE_PORT=$port RABBITMQ_DIST_PORT=$((port + 20000))" \
+    "RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log RABBITMQ_PID_FILE=$dir/pid" \
+    "RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
+    "RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf ERL_EPMD_ADDRESS=127.0.0.1"
+}
+# rabbitmqctl against node N of the local cluster.
+rabbit_cluster_ctl() {
+  local i=$1
+  shift
+  rabbitmqctl -n "signal9-c$i@localhost" "$@"
+}
+# How many nodes of the local cluster run, as its first node sees it.
+rabbit_cluster_running() {
+  [ "$(rabbit_cluster_ctl 1 -q eval 'length(rabbit_nodes:all_running()).' 2>/dev/null)" = "$(echo $RABBIT_CLUSTER_PORTS | wc -w)" ]
+}
+ensure_rabbitmq_cluster() {
+  local first i=0 port
+  first=${RABBIT_CLUSTER_PORTS%% *}
+  if port_open "$first" && rabbit_cluster_running; then
+    return 0
+  fi
+  need_cmd rabbitmq-server rabbitmq-server
+  log "starting a RabbitMQ cluster on ports $RABBIT_CLUSTER_PORTS"
+  for port in $RABBIT_CLUSTER_PORTS; do
+    i=$((i + 1))
+    port_open "$port" || env $(rabbit_cluster_env "$i" "$port") rabbitmq-server -detached >/dev/null 2>&1 || true
+  done
+  i=0
+  for port in $RABBIT_CLUSTER_PORTS; do
+    i=$((i + 1))
+    wait_port "$port" "RabbitMQ cluster node $i" 120
+    rabbit_cluster_ctl "$i" await_startup >/dev/null 2>&1 || true
+  done
+  local n=$i
+  for i in $(seq 2 "$n"); do
+    if ! rabbit_cluster_ctl "$i" cluster_status 2>/dev/null | grep -q 'signal9-c1@localhost'; then
+      rabbit_cluster_ctl "$i" stop_app >/dev/null
+      rabbit_cluster_ctl "$i" reset >/dev/null
+      rabbit_cluster_ctl "$i" join_cluster signal9-c1@localhost >/dev/null 2>&1
+      rabbit_cluster_ctl "$i" start_app >/dev/null 2>&1
+    fi
+  done
+  rabbit_cluster_running || { log "the RabbitMQ cluster did not form"; return 1; }
+}
+
 # The project's Python tools live in one venv outside the clone.
 VENV="$HOME/.cache/signal9-venv"
 ensure_venv() {

@@ -165,7 +165,7 @@ pub async fn listen(cache: std::sync::Arc<Cache>, broker: signal9_shared::config
         let attempt = async {
             let connection = signal9_shared::broker::connect(&broker.amqp_url, "signal9-api-invalidations").await?;
             let channel = connection.create_channel().await?;
-            topology.declare(&channel).await?;
+            topology.declare_on(&connection).await?;
             let (_, consumer) = signal9_shared::broker::private_queue(
                 &channel,
                 Some((

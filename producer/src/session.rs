@@ -37,7 +37,7 @@ impl Session {
         let publisher = Publisher::open(&connection).await?;
         let topology = settings.topology();
         topology
-            .declare(publisher.channel())
+            .declare_on(&connection)
             .await
             .context("declaring the topology")?;
         let replies = if replies {

@@ -42,6 +42,9 @@ pub const HEADER_REPLAYS: &str = "x-signal9-replays";
 /// Header: the routing key the job was published with.
 pub const HEADER_ROUTING_KEY: &str = "x-signal9-routing-key";
 
+/// Nodes a job queue is replicated on (where the cluster has that many).
+pub const QUORUM_SIZE: i64 = 3;
+
 /// Redeliveries a quorum queue allows before it dead-letters a message
 /// that keeps killing workers (a poison message).
 pub(crate) const DELIVERY_LIMIT: i64 = 10;
@@ -69,6 +72,9 @@ pub enum BrokerError {
         /// The routing key.
         routing_key: String,
     },
+    /// No broker address answered in time.
+    #[error("broker: {0} did not answer within 10 s")]
+    Unreachable(String),
     /// A mandatory message that no queue takes: the broker returned it.
     #[error("no queue takes a message to {exchange:?} with routing key {routing_key:?} (the broker returned it)")]
     Unroutable {
@@ -188,8 +194,38 @@ impl Topology {
             .map(|d| format!("{}.retry.{}", self.namespace, delay_label(*d)))
     }
 
-    /// Declares everything. Safe to call from every process at every start.
+    /// Declares everything on one channel (an error closes it). Safe to
+    /// call from every process at every start.
     pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        self.declare_replicated(channel).await?;
+        self.declare_classic(channel).await
+    }
+
+    /// Declares everything on channels of its own, for a process's session
+    /// on a cluster: the exchanges and the (quorum, replicated) job queues
+    /// must be declared; the classic queues (retry tiers, dead letters)
+    /// live on the node that first declared them, and while that node is
+    /// down their declare fails: that is logged, and the session goes on
+    /// serving jobs (a failure then waits for the node, its job unacked).
+    pub async fn declare_on(&self, connection: &Connection) -> Result<(), BrokerError> {
+        let channel = connection.create_channel().await?;
+        self.declare_replicated(&channel).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        let classic = connection.create_channel().await?;
+        match self.declare_classic(&classic).await {
+            Ok(()) => {
+                let _ = classic.close(200, "declared".into()).await;
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "The retry tiers or the dead-letter queue cannot be declared (is their node down?); jobs are served meanwhile"
+            ),
+        }
+        Ok(())
+    }
+
+    /// The exchanges and the job queues with their bindings.
+    async fn declare_replicated(&self, channel: &Channel) -> Result<(), BrokerError> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -198,42 +234,37 @@ impl Topology {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .exchange_declare(
-                self.jobs_exchange().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.dead_exchange().into(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.events_exchange().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-
-        channel
-            .queue_declare(self.dead_letter_queue().into(), durable_queue, FieldTable::default())
-            .await?;
-        self.bind(channel, &self.dead_letter_queue(), &self.dead_exchange(), "")
-            .await?;
-
+        for (name, kind) in [
+            (self.jobs_exchange(), ExchangeKind::Direct),
+            (self.dead_exchange(), ExchangeKind::Fanout),
+            (self.events_exchange(), ExchangeKind::Topic),
+        ] {
+            channel
+                .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+                .await?;
+        }
+        for name in (0..self.retry_tiers.len()).filter_map(|i| self.retry_exchange(i)) {
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Fanout,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         for kind in JobKind::ALL {
             for priority in Priority::ALL {
                 let queue = self.job_queue(kind, priority);
                 let mut args = FieldTable::default();
                 args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+                // Replicated on three nodes where the cluster has them (on
+                // fewer, on all): a node's loss keeps every job available.
+                // Only read when the queue is created.
+                args.insert(
+                    "x-quorum-initial-group-size".into(),
+                    AMQPValue::LongLongInt(QUORUM_SIZE),
+                );
                 args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
                 args.insert(
                     "x-dead-letter-exchange".into(),
@@ -247,18 +278,24 @@ impl Topology {
             }
         }
 
+        Ok(())
+    }
+
+    /// The dead-letter queue and the retry tiers' queues (classic queues).
+    async fn declare_classic(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(self.dead_letter_queue().into(), durable_queue, FieldTable::default())
+            .await?;
+        self.bind(channel, &self.dead_letter_queue(), &self.dead_exchange(), "")
+            .await?;
         for index in 0..self.retry_tiers.len() {
             let (Some(name), Some(delay)) = (self.retry_exchange(index), self.retry_tiers.get(index)) else {
                 continue;
             };
-            channel
-                .exchange_declare(
-                    name.as_str().into(),
-                    ExchangeKind::Fanout,
-                    durable,
-                    FieldTable::default(),
-                )
-                .await?;
             let mut args = FieldTable::default();
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
@@ -361,9 +398,77 @@ pub async fn private_queue(
     Ok((queue.name().to_string(), consumer))
 }
 
-pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Ok(Connection::connect(url, properties).await?)
+/// How long one broker address may take to accept a connection before
+/// the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The AMQP heartbeat asked for, in seconds, unless an address sets its
+/// own (`?heartbeat=N`): a broker node that dies without closing its
+/// sockets is noticed within two of these.
+pub const HEARTBEAT_SECS: u16 = 10;
+
+/// The addresses of a `SIGNAL9_AMQP_URL` setting: one URL, or several
+/// separated by commas (the nodes of one cluster, same credentials and
+/// vhost), each with the heartbeat asked for unless it names one.
+pub fn addresses(setting: &str) -> Vec<String> {
+    setting
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|address| {
+            if address.contains("heartbeat=") {
+                address.to_owned()
+            } else if address.contains('?') {
+                format!("{address}&heartbeat={HEARTBEAT_SECS}")
+            } else {
+                format!("{address}?heartbeat={HEARTBEAT_SECS}")
+            }
+        })
+        .collect()
+}
+
+/// `host:port` of an address, for logs: never its credentials.
+pub fn address_label(address: &str) -> String {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
+}
+
+/// Connects to the broker: the addresses of `setting`, each given
+/// [`CONNECT_TIMEOUT`]; the first that answers wins. A process's first
+/// connection tries them in the order given; every later one (a reconnect
+/// after a lost connection, most likely to a node that is down) in a
+/// random order, so the clients of a lost node spread over the others.
+/// Every process connects through here, so a node's loss costs a
+/// reconnect, not an outage.
+pub async fn connect(setting: &str, name: &str) -> Result<Connection, BrokerError> {
+    use rand::seq::SliceRandom as _;
+    static CONNECTED_BEFORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mut addresses = addresses(setting);
+    if CONNECTED_BEFORE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        addresses.shuffle(&mut rand::rng());
+    }
+    let mut last = None;
+    for address in &addresses {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(address, properties)).await {
+            Ok(Ok(connection)) => {
+                if addresses.len() > 1 {
+                    tracing::info!(node = %address_label(address), "Connected to the broker");
+                }
+                return Ok(connection);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(node = %address_label(address), %error, "A broker address did not answer");
+                last = Some(BrokerError::Amqp(error));
+            }
+            Err(_) => {
+                tracing::warn!(node = %address_label(address), "A broker address did not answer in time");
+                last = Some(BrokerError::Unreachable(address_label(address)));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| BrokerError::Unreachable("no address in SIGNAL9_AMQP_URL".into())))
 }
 
 /// A channel in confirm mode: every publish waits for the broker's ack.
@@ -500,6 +605,25 @@ pub fn set_u32(headers: &mut FieldTable, name: &str, value: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_setting_names_one_or_several_nodes_each_with_a_heartbeat() {
+        assert_eq!(
+            addresses("amqp://u:p@h1:5672/%2f"),
+            ["amqp://u:p@h1:5672/%2f?heartbeat=10"]
+        );
+        assert_eq!(
+            addresses(" amqp://u:p@h1:5672/%2f , amqp://u:p@h2:5673/%2f?heartbeat=3,amqp://h3/v?x=1,"),
+            [
+                "amqp://u:p@h1:5672/%2f?heartbeat=10",
+                "amqp://u:p@h2:5673/%2f?heartbeat=3",
+                "amqp://h3/v?x=1&heartbeat=10"
+            ]
+        );
+        assert_eq!(address_label("amqp://user:s3cret@h1:5672/%2f?heartbeat=10"), "h1:5672");
+        assert_eq!(address_label("amqp://h3"), "h3");
+        assert!(addresses(" , ").is_empty());
+    }
 
     #[test]
     fn tiers_parse_and_label() {

@@ -205,7 +205,11 @@ pub(crate) fn parse_namespace(text: &str) -> Result<String, String> {
 /// Where RabbitMQ is and which topology to use.
 #[derive(Clone, Args)]
 pub struct BrokerSettings {
-    /// RabbitMQ URL.
+    /// RabbitMQ: one URL, or the nodes of a cluster as URLs separated by
+    /// commas (`amqp://u:p@h1:5672/%2f,amqp://u:p@h2:5672/%2f`); a process
+    /// connects to one that answers (in a random order) and, when it loses
+    /// it, to another. Each asks for a 10 s heartbeat unless its URL says
+    /// `?heartbeat=N`.
     #[arg(
         long,
         env = "SIGNAL9_AMQP_URL",

@@ -306,7 +306,15 @@ impl Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Ok(connection) = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await {
+        // The stack's own broker: the machine's, or a cluster a test named.
+        let url = self
+            .extra_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "SIGNAL9_AMQP_URL")
+            .map_or(AMQP_URL, |(_, v)| v.as_str())
+            .to_owned();
+        if let Ok(connection) = signal9_shared::broker::connect(&url, "signal9-tests cleanup").await {
             if let Ok(channel) = connection.create_channel().await {
                 let _ = self.topology().delete(&channel).await;
             }

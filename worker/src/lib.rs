@@ -158,7 +158,7 @@ async fn session(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
     let publisher = Publisher::open(&connection).await?;
     shared
         .topology
-        .declare(publisher.channel())
+        .declare_on(&connection)
         .await
         .context("declaring the topology")?;
 
@@ -245,6 +245,13 @@ async fn session(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
     // finish on it would fail and every job it held would stay unacked.
     let mut channel_check = tokio::time::interval(CHANNEL_CHECK);
     channel_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A connection can stay open and carry nothing (a node that lost its
+    // cluster, a consumer the broker forgot): with nothing in flight and
+    // no delivery for STALL_AFTER while a queue holds ready jobs, the
+    // session starts again, on whichever node answers.
+    let mut stall_check = tokio::time::interval(STALL_CHECK);
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_delivery = tokio::time::Instant::now();
 
     let outcome: Result<()> = loop {
         let deadline = batcher.next_deadline().unwrap_or_else(far);
@@ -252,12 +259,15 @@ async fn session(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
             biased;
             () = shutdown.recv() => break Ok(()),
             Some(item) = interactive.next() => {
+                last_delivery = tokio::time::Instant::now();
                 if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
             }
             Some(item) = bulk.next() => {
+                last_delivery = tokio::time::Instant::now();
                 if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
             }
             Some(item) = backfill.next() => {
+                last_delivery = tokio::time::Instant::now();
                 if let Err(e) = dispatch(shared, &publisher, &lanes, &mut tasks, &mut batcher, item) { break Err(e) }
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -269,6 +279,15 @@ async fn session(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
                 if let Err(error) = joined {
                     warn!(%error, "A job task panicked; its message returns to the queue");
                 }
+            }
+            _ = stall_check.tick(), if last_delivery.elapsed() > STALL_AFTER && tasks.is_empty() && batcher.next_deadline().is_none() => {
+                if let Some((queue, ready)) = ready_jobs(&connection, &shared.topology).await {
+                    break Err(anyhow::anyhow!(
+                        "no delivery for {} s while {queue} holds {ready} ready jobs: the session is stalled",
+                        STALL_AFTER.as_secs()
+                    ));
+                }
+                last_delivery = tokio::time::Instant::now();
             }
             _ = channel_check.tick() => {
                 if let Some((which, channel)) = watched.iter().find(|(_, c)| !c.status().connected()) {
@@ -307,6 +326,41 @@ async fn session(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
     }
     Ok(())
+}
+
+/// How long a session may receive nothing, with nothing in flight, before
+/// it asks the broker whether jobs are waiting.
+const STALL_AFTER: Duration = Duration::from_secs(60);
+/// How often that is looked at.
+const STALL_CHECK: Duration = Duration::from_secs(15);
+
+/// A job queue holding ready messages, and how many, if any does (asked on
+/// a channel of its own: a failed passive declare closes its channel).
+async fn ready_jobs(connection: &Connection, topology: &Topology) -> Option<(String, u32)> {
+    let channel = connection.create_channel().await.ok()?;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let mut found = None;
+    'kinds: for kind in JobKind::ALL {
+        for priority in Priority::ALL {
+            let queue = topology.job_queue(kind, priority);
+            match channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+            {
+                Ok(q) if q.message_count() > 0 => {
+                    found = Some((queue, q.message_count()));
+                    break 'kinds;
+                }
+                Ok(_) => {}
+                Err(_) => break 'kinds,
+            }
+        }
+    }
+    let _ = channel.close(200, "stall check".into()).await;
+    found
 }
 
 /// Graceful stop: no new deliveries, waiting jobs back to the queue, running
