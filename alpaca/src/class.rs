@@ -46,6 +46,13 @@ pub trait Classify {
     fn defers(&self) -> bool {
         false
     }
+
+    /// The dependency (not Alpaca) whose failure this is, if it is one:
+    /// `store` or `redis`. A worker counts these against its own breaker of
+    /// that dependency, and defers the job rather than spend calls on it.
+    fn dependency(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 #[cfg(test)]

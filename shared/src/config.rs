@@ -136,6 +136,11 @@ pub struct StoreSettings {
         default_value = "./data/signal9.db"
     )]
     pub sqlite_path: PathBuf,
+    /// How long a write to the embedded store waits for another process's
+    /// lock before it fails, in milliseconds (a failure counts against the
+    /// worker's store breaker).
+    #[arg(long = "sqlite-busy-timeout-ms", env = "SIGNAL9_SQLITE_BUSY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub sqlite_busy_timeout_ms: u64,
     /// Prefix of the DynamoDB tables: {prefix}-assets, -bar_chunks, -coverage, -runs, -run_pages, -checkpoints, -corporate_actions.
     #[arg(
         long = "dynamodb-table-prefix",
@@ -152,6 +157,7 @@ impl StoreSettings {
         match self.kind {
             StoreKind::Sqlite => {
                 let store = SqliteStore::open(&self.sqlite_path)?;
+                store.set_busy_timeout(std::time::Duration::from_millis(self.sqlite_busy_timeout_ms))?;
                 store.init().await?;
                 Ok(std::sync::Arc::new(store))
             }

@@ -45,6 +45,13 @@ impl Classify for IngestError {
         matches!(self, IngestError::Alpaca(e) if e.defers())
     }
 
+    fn dependency(&self) -> Option<&'static str> {
+        match self {
+            IngestError::Store(e) => e.dependency(),
+            _ => None,
+        }
+    }
+
     fn class(&self) -> ErrorClass {
         match self {
             IngestError::Alpaca(e) => e.class(),

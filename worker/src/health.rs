@@ -27,6 +27,8 @@ pub struct Health {
     pub jobs_done: AtomicU64,
     /// The gate, for its breakers and its Redis pool.
     pub guard: Arc<ApiGuard>,
+    /// The failing dependency that holds the worker from consuming, if any.
+    held_by: std::sync::Mutex<Option<&'static str>>,
     /// Wakes the heartbeat early (the broker session came or went).
     changed: tokio::sync::Notify,
     started_at: chrono::DateTime<chrono::Utc>,
@@ -39,6 +41,7 @@ impl Health {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             broker_up: AtomicBool::new(false),
             jobs_done: AtomicU64::new(0),
+            held_by: std::sync::Mutex::new(None),
             guard,
             changed: tokio::sync::Notify::new(),
             started_at: chrono::Utc::now(),
@@ -52,9 +55,38 @@ impl Health {
         }
     }
 
+    /// Records which failing dependency holds the worker (`None`: none),
+    /// for `/readyz` and `signal9_dependency_holding`.
+    pub fn set_held_by(&self, dependency: Option<&'static str>) {
+        let mut held = self.held_by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *held != dependency {
+            match dependency {
+                Some(d) => warn!(
+                    dependency = d,
+                    "A failing dependency holds the worker: consuming nothing until it answers"
+                ),
+                None => info!(
+                    dependency = held.unwrap_or_default(),
+                    "The dependency answers again: consuming"
+                ),
+            }
+        }
+        *held = dependency;
+        let metrics = signal9_shared::telemetry::metrics::get();
+        for name in ["store", "redis"] {
+            metrics
+                .dependency_holding
+                .with_label_values(&[name])
+                .set(i64::from(dependency == Some(name)));
+        }
+    }
+
     /// Why the worker is not ready, or `None` when it is.
     async fn not_ready(&self) -> Option<String> {
         let mut problems = Vec::new();
+        if let Some(dependency) = *self.held_by.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            problems.push(format!("held by a failing dependency: {dependency}"));
+        }
         if !self.broker_up.load(Ordering::Relaxed) {
             problems.push("no broker session".to_owned());
         }

@@ -11,6 +11,7 @@
 //! finish within a deadline and hands everything else back to the queue.
 
 pub mod batch;
+pub mod dependencies;
 pub mod handlers;
 pub mod health;
 pub mod outcome;
@@ -48,6 +49,8 @@ struct Shared {
     topology: Topology,
     ctx: Context,
     health: Arc<health::Health>,
+    /// This process's breakers of its store and Redis.
+    deps: Arc<dependencies::Dependencies>,
 }
 
 /// Runs the worker until `shutdown` fires. Returns after a graceful stop.
@@ -113,16 +116,33 @@ pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()>
         }
         _ => None,
     };
+    let deps = Arc::new(dependencies::Dependencies::new());
+    // Redis is pinged every second by this process: three failures in a row
+    // open its breaker and stop the consuming.
+    let redis_watch = tokio::spawn({
+        let (deps, pool, mut shutdown) = (
+            Arc::clone(&deps),
+            health.guard.budget(signal9_alpaca::Api::Data).pool().clone(),
+            shutdown.clone(),
+        );
+        async move {
+            while shutdown.sleep(Duration::from_secs(1)).await {
+                deps.record_redis(signal9_shared::workers::ping(&pool).await.is_ok());
+            }
+        }
+    });
     let shared = Shared {
         event_sink,
         topology: settings.broker.topology(),
         settings,
         ctx,
         health,
+        deps,
     };
     let result = sessions(&shared, &mut shutdown).await;
     let _ = heartbeat.await;
     sync_watch.abort();
+    redis_watch.abort();
     result
 }
 
@@ -130,6 +150,19 @@ pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()>
 async fn sessions(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
+        // Nothing is consumed (nothing spent) until the store and Redis
+        // can take the results.
+        let health = Arc::clone(&shared.health);
+        let pool = health.guard.budget(signal9_alpaca::Api::Data).pool().clone();
+        let up = shared
+            .deps
+            .wait_until_up(&shared.ctx.store, &pool, shutdown, |held| {
+                health.set_held_by(held.map(dependencies::Dependency::as_str));
+            })
+            .await;
+        if !up {
+            return Ok(());
+        }
         let started = tokio::time::Instant::now();
         let ended = session(shared, shutdown).await;
         shared.health.set_broker_up(false);
@@ -290,6 +323,16 @@ async fn session(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
                 last_delivery = tokio::time::Instant::now();
             }
             _ = channel_check.tick() => {
+                if let Some(dependency) = shared.deps.open() {
+                    // Stop consuming: the session ends, every message it
+                    // held returns to its queue, and the next one waits for
+                    // the dependency to answer.
+                    shared.health.set_held_by(Some(dependency.as_str()));
+                    break Err(anyhow::anyhow!(
+                        "the {} keeps failing: consuming stops until it answers",
+                        dependency.as_str()
+                    ));
+                }
                 if let Some((which, channel)) = watched.iter().find(|(_, c)| !c.status().connected()) {
                     break Err(anyhow::anyhow!(
                         "the broker closed the {which} channel {} while the connection lived",
@@ -603,6 +646,9 @@ async fn finish(
     async {
         // What the end's log line borrows from.
         let (broker_error, failure): (String, Failure);
+        shared
+            .deps
+            .record_job(result.as_ref().err().and_then(|f| f.dependency), result.is_ok());
         let end = match result {
             Ok(detail) => match outcome::succeed(publisher, &pending.delivery, &job.id, detail).await {
                 // Bar jobs come by the thousand: one line per batch at info,

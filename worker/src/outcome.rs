@@ -26,17 +26,22 @@ pub struct Failure {
     pub class: ErrorClass,
     /// What went wrong, for the dead letter and the logs.
     pub message: String,
-    /// The job was never tried (budget or breaker): delay it, count nothing.
+    /// The job was never tried (budget or breaker), or a dependency
+    /// failed under it: delay it, count nothing, dead-letter nothing.
     pub deferred: bool,
+    /// The dependency that failed (`store`, `redis`), if one did.
+    pub dependency: Option<&'static str>,
 }
 
 impl Failure {
     /// A failure from any classified error.
     pub fn from_error<E: signal9_alpaca::class::Classify + std::fmt::Display>(error: &E) -> Self {
+        let dependency = error.dependency();
         Failure {
             class: error.class(),
             message: error.to_string(),
-            deferred: error.defers(),
+            deferred: error.defers() || dependency.is_some(),
+            dependency,
         }
     }
 
@@ -46,6 +51,7 @@ impl Failure {
             class: ErrorClass::Permanent,
             message: message.into(),
             deferred: false,
+            dependency: None,
         }
     }
 }

@@ -250,6 +250,10 @@ pub enum StoreError {
 }
 
 impl Classify for StoreError {
+    fn dependency(&self) -> Option<&'static str> {
+        matches!(self, StoreError::Backend(_)).then_some("store")
+    }
+
     fn class(&self) -> ErrorClass {
         match self {
             StoreError::Backend(_) => ErrorClass::Transient,
@@ -263,6 +267,12 @@ impl Classify for StoreError {
 pub trait Store: Send + Sync + fmt::Debug {
     /// Creates tables and indexes if they do not exist. Safe to call again.
     async fn init(&self) -> Result<(), StoreError>;
+
+    /// Whether the store can take writes now: a worker asks before it
+    /// consumes again after store failures. By default one small read.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.latest_run().await.map(|_| ())
+    }
 
     /// Upserts assets with no run, as [`Store::upsert_assets_seen`] does.
     async fn upsert_assets(&self, assets: &[Asset], at: DateTime<Utc>) -> Result<Vec<AssetWrite>, StoreError> {

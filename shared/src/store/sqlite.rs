@@ -159,6 +159,15 @@ impl SqliteStore {
         })
     }
 
+    /// How long a statement waits for another process's lock (30 s unless set).
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Backend("connection mutex poisoned".into()))?
+            .busy_timeout(timeout)
+            .map_err(backend)
+    }
+
     /// The file behind this store.
     pub fn path(&self) -> &Path {
         &self.path
@@ -551,6 +560,13 @@ impl Store for SqliteStore {
             add_missing_columns(conn)
         })
         .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A write lock taken and given back: a read-only, locked or
+        // vanished file fails here as a write would.
+        self.with(|conn| conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(backend))
+            .await
     }
 
     async fn upsert_assets_seen(

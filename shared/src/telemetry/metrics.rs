@@ -27,6 +27,9 @@ pub struct Metrics {
     pub breaker_state: IntGaugeVec,
     /// `signal9_breaker_opened_total{api}`.
     pub breaker_opened: IntCounterVec,
+    /// `signal9_dependency_holding{dependency}`: 1 while that failing
+    /// dependency (store, redis) holds this worker from consuming.
+    pub dependency_holding: IntGaugeVec,
     /// `signal9_retries_total{class}`: failures sent to a delay tier.
     pub retries: IntCounterVec,
     /// `signal9_dead_letters_total{class}`.
@@ -164,6 +167,12 @@ impl Metrics {
                 &["api"],
             ),
             breaker_opened: counter(&r, "signal9_breaker_opened_total", "Times a breaker opened", &["api"]),
+            dependency_holding: gauge(
+                &r,
+                "signal9_dependency_holding",
+                "1 while a failing dependency (store, redis) holds this worker from consuming",
+                &["dependency"],
+            ),
             retries: counter(
                 &r,
                 "signal9_retries_total",

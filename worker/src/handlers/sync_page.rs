@@ -87,6 +87,7 @@ pub async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Value, Fai
             class: ErrorClass::Transient,
             message: format!("run {run_id} is being reconciled by another worker"),
             deferred: false,
+            dependency: None,
         });
     }
     Ok(summary)
