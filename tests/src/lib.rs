@@ -300,6 +300,17 @@ impl Stack {
             .join("\n---\n")
     }
 
+    /// Every bar the stack's SQLite store holds: a count over its chunks,
+    /// cheap enough to poll while workers write.
+    pub fn stored_bar_count(&self) -> usize {
+        let Ok(db) = rusqlite::Connection::open(self.sqlite_path()) else {
+            return 0;
+        };
+        let _ = db.busy_timeout(Duration::from_secs(60));
+        db.query_row("SELECT coalesce(sum(n), 0) FROM bar_chunks", [], |r| r.get::<_, i64>(0))
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    }
+
     /// Deletes the namespace's queues and exchanges.
     pub async fn cleanup(&mut self) {
         for child in &mut self.workers {

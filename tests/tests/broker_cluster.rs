@@ -35,13 +35,6 @@ fn ctl(port: u16, action: &str) {
     );
 }
 
-/// Every bar the store holds (a cheap count over the chunks).
-fn stored_bars(stack: &Stack) -> usize {
-    let db = rusqlite::Connection::open(stack.sqlite_path()).unwrap();
-    db.query_row("SELECT coalesce(sum(n), 0) FROM bar_chunks", [], |r| r.get::<_, i64>(0))
-        .map_or(0, |n| usize::try_from(n).unwrap_or(0))
-}
-
 /// The port of the node a worker said it connected to, from its log.
 fn connected_port(logs: &str) -> Option<u16> {
     logs.lines()
@@ -119,20 +112,15 @@ async fn workers_and_the_producer_go_on_when_their_node_stops() {
         .await
         .unwrap();
     let published = out.status.success();
-    let total: usize = symbols
-        .iter()
-        .map(|s| {
-            sim_bar_count(
-                std::slice::from_ref(s),
-                alpaca_sim::bars::Frame::Day,
-                START.parse().unwrap(),
-                END.parse().unwrap(),
-            )
-        })
-        .sum();
+    let total = sim_bar_count(
+        &symbols,
+        alpaca_sim::bars::Frame::Day,
+        START.parse().unwrap(),
+        END.parse().unwrap(),
+    );
     let mut done = false;
     while stopped.elapsed() < Duration::from_secs(30) {
-        if stored_bars(&stack) >= total {
+        if stack.stored_bar_count() >= total {
             done = true;
             break;
         }

@@ -1,5 +1,6 @@
-//! Fail closed: while Redis (the budget) is down no API call is made, and
-//! every job completes once it is back. Alone in its own test binary,
+//! Fail closed: while Redis (the budget) is down no API call is made, the
+//! workers stop consuming (their Redis breakers open), and every job
+//! completes once it is back, none dead-lettered. Alone in its own test binary,
 //! because it stops the Redis every test shares.
 #![allow(clippy::unwrap_used)]
 
@@ -47,7 +48,12 @@ async fn no_call_is_made_while_redis_is_down_and_every_job_completes_after() {
     // Calls that held a token before Redis went away may still land.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before = accepted(&stack).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // 20 s down: the workers' Redis breakers open and they stop consuming.
+    let held = eventually(Duration::from_secs(20), || async {
+        stack.worker_logs().contains("A failing dependency holds the worker")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let after = accepted(&stack).await;
     start_redis();
     assert!(
@@ -55,6 +61,11 @@ async fn no_call_is_made_while_redis_is_down_and_every_job_completes_after() {
         "Redis did not restart"
     );
     assert_eq!(before, after, "no API call while the budget was unreachable");
+    assert!(
+        held,
+        "the workers stopped consuming while Redis was down\n{}",
+        stack.worker_logs()
+    );
     assert!(before < 150, "the outage came mid-run");
 
     let out = producer.wait_with_output().await.unwrap();

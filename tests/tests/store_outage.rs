@@ -3,23 +3,21 @@
 //! flight when the outage began, dead-letters nothing, and finishes the work
 //! by itself once the store answers. The outage is real: another process
 //! holds SQLite's write lock for 30 s, past the worker's 1 s busy timeout
-//! (`SIGNAL9_SQLITE_BUSY_TIMEOUT_MS`), so its writes and its probe fail.
+//! (`SIGNAL9_SQLITE_BUSY_TIMEOUT_MS`), so its writes and its probe fail;
+//! and on DynamoDB (moto) behind a TCP proxy the test cuts for 30 s.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use signal9_e2e::{active_symbols, eventually, queue_depth, sim_bar_count, text, Stack};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use signal9_e2e::{active_symbols, aws_endpoint, eventually, queue_depth, sim_bar_count, text, Stack};
+use signal9_shared::store::{SeriesKey, Store};
 
 const START: &str = "2026-11-02T00:00:00Z";
 const END: &str = "2026-11-20T23:59:59Z";
 const CONCURRENCY: u64 = 4;
-
-fn stored_bars(stack: &Stack) -> usize {
-    let db = rusqlite::Connection::open(stack.sqlite_path()).unwrap();
-    db.busy_timeout(Duration::from_secs(60)).unwrap();
-    db.query_row("SELECT coalesce(sum(n), 0) FROM bar_chunks", [], |r| r.get::<_, i64>(0))
-        .map_or(0, |n| usize::try_from(n).unwrap_or(0))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_store_stops_the_spending_and_the_work_resumes_by_itself() {
@@ -96,25 +94,20 @@ async fn a_locked_store_stops_the_spending_and_the_work_resumes_by_itself() {
     assert!(spent <= CONCURRENCY, "{spent} calls spent during the outage");
 
     // It resumes by itself; every bar is stored, nothing was dead-lettered.
-    let total = symbols
-        .iter()
-        .map(|s| {
-            sim_bar_count(
-                std::slice::from_ref(s),
-                alpaca_sim::bars::Frame::Day,
-                START.parse().unwrap(),
-                END.parse().unwrap(),
-            )
-        })
-        .sum::<usize>();
-    let done = eventually(Duration::from_secs(120), || async { stored_bars(&stack) >= total }).await;
+    let total = sim_bar_count(
+        &symbols,
+        alpaca_sim::bars::Frame::Day,
+        START.parse().unwrap(),
+        END.parse().unwrap(),
+    );
+    let done = eventually(Duration::from_secs(120), || async { stack.stored_bar_count() >= total }).await;
     assert!(
         done,
         "stored {} of {total}\n{}",
-        stored_bars(&stack),
+        stack.stored_bar_count(),
         stack.worker_logs()
     );
-    assert_eq!(stored_bars(&stack), total, "every bar once");
+    assert_eq!(stack.stored_bar_count(), total, "every bar once");
     assert_eq!(
         queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(),
         0,
@@ -126,5 +119,142 @@ async fn a_locked_store_stops_the_spending_and_the_work_resumes_by_itself() {
         stack.worker_logs()
     );
     assert!(stack.worker(0).try_wait().unwrap().is_none());
+    stack.cleanup().await;
+}
+
+/// A TCP proxy to moto that the test can cut: while cut it closes every
+/// open connection and refuses new ones, as a network partition would.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if flag.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let (upstream, flag) = (upstream.clone(), flag.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while !flag.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = watch => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_outage_stops_the_spending_and_the_work_resumes_by_itself() {
+    let mut stack = Stack::start(&["--limit", "0"]).unwrap();
+    let store = stack.use_dynamodb().await.unwrap();
+    let upstream = aws_endpoint().trim_start_matches("http://").to_owned();
+    let proxy = Proxy::start(upstream).await;
+    stack.extra_env.extend(
+        [
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", proxy.port)),
+            ("SIGNAL9_DATA_LIMIT", "20".to_owned()),
+            ("SIGNAL9_DATA_WINDOW_SECS", "1".to_owned()),
+            ("RUST_LOG", "warn,signal9_worker=info".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    stack
+        .start_worker(&["--concurrency", &CONCURRENCY.to_string(), "--coalesce-max", "1"])
+        .unwrap();
+    let symbols = active_symbols(42, 12_000, 300);
+    let file = stack.symbols_file(&symbols);
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols-file",
+            &file,
+            "--timeframe",
+            "1Day",
+            "--start",
+            START,
+            "--end",
+            END,
+            "--feed",
+            "iex",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stack.await_data_calls(40, Duration::from_secs(30)).await,
+        "the run started"
+    );
+
+    proxy.cut.store(true, Ordering::Relaxed);
+    let calls_at_start = stack.data_calls().await.unwrap();
+    let held = eventually(Duration::from_secs(29), || async {
+        stack.worker_logs().contains("A failing dependency holds the worker")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(Duration::from_secs(1))).await;
+    let spent = stack.data_calls().await.unwrap() - calls_at_start;
+    proxy.cut.store(false, Ordering::Relaxed);
+    println!("DynamoDB cut 30 s: {spent} calls spent meanwhile (at most {CONCURRENCY} were in flight when it began); the worker stopped consuming: {held}");
+    assert!(held, "the worker stopped consuming\n{}", stack.worker_logs());
+    assert!(spent <= CONCURRENCY, "{spent} calls spent during the outage");
+
+    let (start, end) = (START.parse().unwrap(), END.parse().unwrap());
+    let stored = |symbol: &String| {
+        let key = SeriesKey {
+            symbol: signal9_alpaca::Symbol::parse(symbol).unwrap(),
+            timeframe: signal9_alpaca::Timeframe::DAY,
+            adjustment: signal9_alpaca::Adjustment::raw(),
+            feed: Some(signal9_alpaca::Feed::Iex),
+        };
+        let store = &store;
+        async move { store.bars(&key, start, end).await.map_or(0, |b| b.len()) }
+    };
+    let expected: Vec<usize> = symbols
+        .iter()
+        .map(|s| sim_bar_count(std::slice::from_ref(s), alpaca_sim::bars::Frame::Day, start, end))
+        .collect();
+    // Done when every symbol holds its bars (the check stops at the first
+    // that does not yet).
+    let done = eventually(Duration::from_secs(120), || async {
+        for (symbol, n) in symbols.iter().zip(&expected) {
+            if stored(symbol).await != *n {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        done,
+        "the work resumed and every bar is stored once\n{}",
+        stack.worker_logs()
+    );
+    assert_eq!(
+        queue_depth(&stack.topology().dead_letter_queue()).await.unwrap(),
+        0,
+        "nothing dead-lettered"
+    );
     stack.cleanup().await;
 }
