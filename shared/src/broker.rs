@@ -197,7 +197,7 @@ impl Topology {
     /// Declares everything on one channel (an error closes it). Safe to
     /// call from every process at every start.
     pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
-        self.declare_replicated(channel).await?;
+        self.declare_replicated(channel, None).await?;
         self.declare_classic(channel).await
     }
 
@@ -209,7 +209,7 @@ impl Topology {
     /// serving jobs (a failure then waits for the node, its job unacked).
     pub async fn declare_on(&self, connection: &Connection) -> Result<(), BrokerError> {
         let channel = connection.create_channel().await?;
-        self.declare_replicated(&channel).await?;
+        self.declare_replicated(&channel, Some(connection)).await?;
         let _ = channel.close(200, "declared".into()).await;
         let classic = connection.create_channel().await?;
         match self.declare_classic(&classic).await {
@@ -224,8 +224,12 @@ impl Topology {
         Ok(())
     }
 
-    /// The exchanges and the job queues with their bindings.
-    async fn declare_replicated(&self, channel: &Channel) -> Result<(), BrokerError> {
+    /// The exchanges and the job queues with their bindings. With a
+    /// `connection`, a job queue that already exists is left as it is (a
+    /// queue declared by an older version, without
+    /// `x-quorum-initial-group-size`, would refuse a declare with it as
+    /// inequivalent): each is looked at first on a channel of its own.
+    async fn declare_replicated(&self, channel: &Channel, connection: Option<&Connection>) -> Result<(), BrokerError> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -256,29 +260,39 @@ impl Topology {
         for kind in JobKind::ALL {
             for priority in Priority::ALL {
                 let queue = self.job_queue(kind, priority);
-                let mut args = FieldTable::default();
-                args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-                // Replicated on three nodes where the cluster has them (on
-                // fewer, on all): a node's loss keeps every job available.
-                // Only read when the queue is created.
-                args.insert(
-                    "x-quorum-initial-group-size".into(),
-                    AMQPValue::LongLongInt(QUORUM_SIZE),
-                );
-                args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-                args.insert(
-                    "x-dead-letter-exchange".into(),
-                    AMQPValue::LongString(self.dead_exchange().as_str().into()),
-                );
-                channel
-                    .queue_declare(queue.as_str().into(), durable_queue, args)
-                    .await?;
+                let exists = match connection {
+                    Some(connection) => queue_exists(connection, &queue).await?,
+                    None => false,
+                };
+                if !exists {
+                    channel
+                        .queue_declare(queue.as_str().into(), durable_queue, self.job_queue_args())
+                        .await?;
+                }
                 self.bind(channel, &queue, &self.jobs_exchange(), &routing_key(kind, priority))
                     .await?;
             }
         }
-
         Ok(())
+    }
+
+    /// A job queue's arguments: quorum, replicated on three nodes where the
+    /// cluster has them (on fewer, on all: a node's loss keeps every job
+    /// available; only read when the queue is created), the delivery limit
+    /// and the dead-letter exchange.
+    fn job_queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert(
+            "x-quorum-initial-group-size".into(),
+            AMQPValue::LongLongInt(QUORUM_SIZE),
+        );
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.dead_exchange().as_str().into()),
+        );
+        args
     }
 
     /// The dead-letter queue and the retry tiers' queues (classic queues).
@@ -432,6 +446,24 @@ pub fn address_label(address: &str) -> String {
     let rest = address.split_once("://").map_or(address, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap_or_default().to_owned()
+}
+
+/// True when `queue` exists (a passive declare, on a channel of its own:
+/// the broker closes the channel of a passive declare that fails).
+async fn queue_exists(connection: &Connection, queue: &str) -> Result<bool, BrokerError> {
+    let probe = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let exists = probe
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok();
+    if exists {
+        let _ = probe.close(200, "looked".into()).await;
+    }
+    Ok(exists)
 }
 
 /// Connects to the broker: the addresses of `setting`, each given

@@ -215,3 +215,40 @@ fn headers_read_any_integer_and_string_form() {
     assert_eq!(broker::header_display(&AMQPValue::ShortString("x".into())), "x");
     assert!(!broker::header_display(&AMQPValue::Float(1.5)).is_empty());
 }
+
+/// A deployment upgraded in place: its job queues were declared by an
+/// older version, without `x-quorum-initial-group-size`. A declare with it
+/// would be refused as inequivalent; `declare_on` leaves existing job
+/// queues as they are, and still declares what is missing.
+#[tokio::test]
+async fn job_queues_declared_by_an_older_version_are_accepted_as_they_are() {
+    let ns = namespace();
+    let topology = Topology::new(&ns, vec![Duration::from_secs(1)]);
+    let connection = broker::connect(AMQP_URL, "broker-test").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let old = topology.job_queue(JobKind::FetchBars, Priority::Bulk);
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(20));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel.queue_declare(old.as_str().into(), durable, args).await.unwrap();
+    topology.declare_on(&connection).await.unwrap();
+    topology.declare_on(&connection).await.unwrap();
+    // Every other queue exists now, and the old one is bound.
+    let publisher = Publisher::open(&connection).await.unwrap();
+    publisher
+        .publish_routed(
+            &topology.jobs_exchange(),
+            &routing_key(JobKind::FetchBars, Priority::Bulk),
+            b"job",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    assert!(get(&channel, &old, Duration::from_secs(5)).await.is_some());
+    let checker = connection.create_channel().await.unwrap();
+    topology.delete(&checker).await.unwrap();
+}
