@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use signal9_e2e::{active_symbols, sim_bar_count, text, Stack};
+use signal9_e2e::{active_symbols, fetch_iex_days, sim_bar_count, text, Stack};
 use signal9_shared::store::{SeriesKey, SqliteStore, Store};
 
 const START: &str = "2026-11-02T00:00:00Z";
@@ -64,29 +64,8 @@ async fn workers_and_the_producer_go_on_when_their_node_stops() {
     }
     let symbols = active_symbols(42, 12_000, 4000);
     let (first, second) = symbols.split_at(2000);
-    let fetch = |file: &str| -> Vec<String> {
-        [
-            "fetch-bars",
-            "--symbols-file",
-            file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            START,
-            "--end",
-            END,
-            "--feed",
-            "iex",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    };
     let file = stack.symbols_file(first);
-    let args = fetch(&file);
-    let out = stack
-        .producer(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let out = stack.producer(&fetch_iex_days(&file, START, END, None)).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let started = Instant::now();
 
@@ -106,11 +85,7 @@ async fn workers_and_the_producer_go_on_when_their_node_stops() {
     // The producer publishes the other half while the node is down (it
     // tries the addresses in order: the stopped node first).
     let file = stack.symbols_file(second);
-    let args = fetch(&file);
-    let out = stack
-        .producer(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let out = stack.producer(&fetch_iex_days(&file, START, END, None)).await.unwrap();
     let published = out.status.success();
     let total = sim_bar_count(
         &symbols,

@@ -12,12 +12,29 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use signal9_e2e::{active_symbols, aws_endpoint, eventually, queue_depth, sim_bar_count, text, Stack};
+use signal9_e2e::{active_symbols, aws_endpoint, eventually, fetch_iex_days, queue_depth, sim_bar_count, text, Stack};
 use signal9_shared::store::{SeriesKey, Store};
 
 const START: &str = "2026-11-02T00:00:00Z";
 const END: &str = "2026-11-20T23:59:59Z";
 const CONCURRENCY: u64 = 4;
+
+/// Starts one worker (four jobs in flight, one call each) and publishes
+/// daily-bar jobs for `n` symbols; returns once the run is under way.
+async fn start_run(stack: &mut Stack, n: usize) -> Vec<String> {
+    stack
+        .start_worker(&["--concurrency", &CONCURRENCY.to_string(), "--coalesce-max", "1"])
+        .unwrap();
+    let symbols = active_symbols(42, 12_000, n);
+    let file = stack.symbols_file(&symbols);
+    let out = stack.producer(&fetch_iex_days(&file, START, END, None)).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stack.await_data_calls(40, Duration::from_secs(30)).await,
+        "the run started"
+    );
+    symbols
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_store_stops_the_spending_and_the_work_resumes_by_itself() {
@@ -32,32 +49,7 @@ async fn a_locked_store_stops_the_spending_and_the_work_resumes_by_itself() {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    stack
-        .start_worker(&["--concurrency", &CONCURRENCY.to_string(), "--coalesce-max", "1"])
-        .unwrap();
-    let symbols = active_symbols(42, 12_000, 400);
-    let file = stack.symbols_file(&symbols);
-    let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            START,
-            "--end",
-            END,
-            "--feed",
-            "iex",
-        ])
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        stack.await_data_calls(40, Duration::from_secs(30)).await,
-        "the run started"
-    );
+    let symbols = start_run(&mut stack, 400).await;
 
     // The outage: a write lock held by another process for 30 s.
     let path = stack.sqlite_path();
@@ -180,32 +172,7 @@ async fn a_dynamodb_outage_stops_the_spending_and_the_work_resumes_by_itself() {
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
-    stack
-        .start_worker(&["--concurrency", &CONCURRENCY.to_string(), "--coalesce-max", "1"])
-        .unwrap();
-    let symbols = active_symbols(42, 12_000, 300);
-    let file = stack.symbols_file(&symbols);
-    let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Day",
-            "--start",
-            START,
-            "--end",
-            END,
-            "--feed",
-            "iex",
-        ])
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        stack.await_data_calls(40, Duration::from_secs(30)).await,
-        "the run started"
-    );
+    let symbols = start_run(&mut stack, 300).await;
 
     proxy.cut.store(true, Ordering::Relaxed);
     let calls_at_start = stack.data_calls().await.unwrap();
