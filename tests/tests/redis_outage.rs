@@ -1,6 +1,7 @@
 //! Fail closed: while Redis (the budget) is down no API call is made, the
 //! workers stop consuming (their Redis breakers open), and every job
-//! completes once it is back, none dead-lettered. Alone in its own test binary,
+//! completes once it is back, none dead-lettered, the budget kept from the
+//! first call after (the simulator counts every 1-second window). Alone in its own test binary,
 //! because it stops the Redis every test shares.
 #![allow(clippy::unwrap_used)]
 
@@ -18,11 +19,16 @@ async fn accepted(stack: &Stack) -> u64 {
         .unwrap()
 }
 
+const BUDGET: u64 = 15;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_call_is_made_while_redis_is_down_and_every_job_completes_after() {
-    let mut stack = Stack::start(&["--limit", "0", "--latency-ms", "100"]).unwrap();
-    stack.extra_env.push(("SIGNAL9_DATA_LIMIT".into(), "1000".into()));
+async fn no_call_is_made_while_redis_is_down_and_every_job_completes_after_within_the_budget() {
+    // The simulator does not limit, only counts calls in every 1 s window;
+    // the budget is 15 a second, less than the workers could make.
+    let mut stack = Stack::start(&["--limit", "0", "--window", "1", "--latency-ms", "100"]).unwrap();
+    stack.extra_env.push(("SIGNAL9_DATA_LIMIT".into(), BUDGET.to_string()));
     stack.extra_env.push(("SIGNAL9_DATA_WINDOW_SECS".into(), "1".into()));
+    stack.extra_env.push(("SIGNAL9_BUDGET_MARGIN_MS".into(), "50".into()));
     for _ in 0..2 {
         stack
             .start_worker(&["--concurrency", "2", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
@@ -77,6 +83,16 @@ async fn no_call_is_made_while_redis_is_down_and_every_job_completes_after() {
         stack.worker_logs().contains("API budget unreachable; no call made"),
         "{}",
         stack.worker_logs()
+    );
+    // Redis came back empty (shut down without saving): the window starts
+    // again, and still no second of the run saw more than the budget.
+    let most = stack.sim_stats().await.unwrap()["apis"]["data"]["max_in_window"]
+        .as_u64()
+        .unwrap();
+    assert!(most <= BUDGET, "{most} calls in one second, budget {BUDGET}");
+    assert!(
+        most >= BUDGET / 2,
+        "the budget was the limit ({most} at most in a second)"
     );
     stack.cleanup().await;
 }
