@@ -1,6 +1,6 @@
 //! Fetching what the store lacks through the job queue: each missing range
 //! becomes an interactive `fetch-bars` job (so it spends the one shared
-//! budget, from the interactive reserve, and is stored by a worker like
+//! budget, ahead of bulk work, and is stored by a worker like
 //! any other job), published with this process's reply queue; the request
 //! waits for the replies. Two requests for the same range at once share
 //! one job.

@@ -46,8 +46,8 @@ pub struct PublishOptions {
     #[command(flatten)]
     pub(crate) broker: BrokerSettings,
     /// `bulk` (the daily pipeline's lane; the default, except for
-    /// `backfill`), `interactive` (served ahead of any bulk backlog, with a
-    /// reserved share of the budget) or `backfill` (served after bulk work;
+    /// `backfill`), `interactive` (served ahead of any bulk backlog, and first
+    /// to the next free token of the budget) or `backfill` (served after bulk work;
     /// the default of `backfill`).
     #[arg(long, value_parser = parse_priority)]
     pub(crate) priority: Option<Priority>,

@@ -6,8 +6,8 @@
 //! `SIGNAL9_MAX_JOB_PAGES` pages, and counts the requests the workers will
 //! pack them into (the same [`Packing`] the worker's coalescer uses), so it
 //! can print the calls and the time the backfill will take at the budget.
-//! The jobs go to the backfill lane: after the daily pipeline, never into
-//! the interactive reserve.
+//! The jobs go to the backfill lane: after the daily pipeline and any
+//! interactive request.
 
 use anyhow::Result;
 use chrono::{DateTime, Duration, Utc};

@@ -99,22 +99,30 @@ pub enum Admission {
 }
 
 /// Asks whether a call may go; takes the probe lease when the back-off
-/// has ended and nobody holds it. Answers {code, wait ms, state}: code 1 go,
-/// 2 probe, 0 wait.
+/// has ended and nobody holds it. Answers {code, wait ms}: code 1 go,
+/// 2 probe, 0 wait. A Lua function, so that the budget's acquire script can
+/// ask the breaker in the same round trip (see [`crate::limiter`]).
+pub(crate) const ADMIT_FUNCTION: &str = r"
+local function breaker_admit(key, waiter, lease, now)
+  local open_until = tonumber(redis.call('HGET', key, 'open_until') or '0')
+  if open_until == 0 then return {1, 0} end
+  if now < open_until then return {0, open_until - now} end
+  local probe_until = tonumber(redis.call('HGET', key, 'probe_until') or '0')
+  local probe_by = redis.call('HGET', key, 'probe_by')
+  if probe_until > now and probe_by ~= waiter then
+    return {0, math.min(probe_until - now, 250)}
+  end
+  redis.call('HSET', key, 'probe_by', waiter, 'probe_until', now + lease)
+  return {2, 0}
+end
+";
+
+/// The breaker's admit alone. KEYS[1] the breaker's hash; ARGV[1] caller
+/// id; ARGV[2] probe lease (ms).
 const ADMIT: &str = r"
--- KEYS[1] the breaker's hash; ARGV[1] caller id; ARGV[2] probe lease (ms)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if open_until == 0 then return {1, 0} end
-if now < open_until then return {0, open_until - now} end
-local probe_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
-local probe_by = redis.call('HGET', KEYS[1], 'probe_by')
-if probe_until > now and probe_by ~= ARGV[1] then
-  return {0, math.min(probe_until - now, 250)}
-end
-redis.call('HSET', KEYS[1], 'probe_by', ARGV[1], 'probe_until', now + tonumber(ARGV[2]))
-return {2, 0}
+return breaker_admit(KEYS[1], ARGV[1], tonumber(ARGV[2]), now)
 ";
 
 /// Records a call's outcome. Answers {transition, back-off ms, opens}:
@@ -239,7 +247,20 @@ impl Breaker {
             .map_err(|_| "no answer in time".to_owned())?
     }
 
-    fn see(&self, state: BreakerState) {
+    /// Notes that this process's call `waiter` holds the probe lease (the
+    /// budget's script took it, see [`crate::limiter::Budget::acquire`]):
+    /// its outcome is recorded as the probe's.
+    pub(crate) fn hold_probe(&self, waiter: &str) {
+        *self.probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(waiter.to_owned());
+        self.see(BreakerState::HalfOpen);
+    }
+
+    /// How long a probe holds its lease at most.
+    pub(crate) fn probe_lease(&self) -> Duration {
+        self.probe_lease
+    }
+
+    pub(crate) fn see(&self, state: BreakerState) {
         let before = BreakerState::from_code(self.seen.swap(state.code(), Ordering::Relaxed));
         if before == state {
             return;
@@ -253,7 +274,10 @@ impl Breaker {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let lease = u64::try_from(self.probe_lease.as_millis()).unwrap_or(u64::MAX);
         let answer = self
-            .run(script(&ADMIT_SCRIPT, ADMIT), &[id.clone(), lease.to_string()])
+            .run(
+                ADMIT_SCRIPT.get_or_init(|| Script::new(&format!("{ADMIT_FUNCTION}{ADMIT}"))),
+                &[id.clone(), lease.to_string()],
+            )
             .await?;
         match answer.first().copied() {
             Some(1) => {

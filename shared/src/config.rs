@@ -278,11 +278,11 @@ pub struct BudgetSettings {
     /// the API's own window over the limit.
     #[arg(long, env = "SIGNAL9_BUDGET_MARGIN_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub margin_ms: u64,
-    /// Share of each budget window kept for interactive requests (0 to
-    /// 0.9): bulk and backfill work stop short of it, so a request another
-    /// service waits for finds a token even while a backfill saturates the
-    /// budget.
-    #[arg(long, env = "SIGNAL9_INTERACTIVE_RESERVE", default_value_t = 0.2, value_parser = parse_reserve)]
+    /// Share of each budget window kept idle for interactive requests (0
+    /// to 0.9). Not needed for priority: an interactive request waiting for
+    /// a token takes the next free one before any bulk or backfill call,
+    /// so by default (0) bulk work may use the whole budget.
+    #[arg(long, env = "SIGNAL9_INTERACTIVE_RESERVE", default_value_t = 0.0, value_parser = parse_reserve)]
     pub interactive_reserve: f64,
     /// Longest a call waits for a token (or an open breaker) before its job
     /// goes back through a delay queue, in seconds; not counted as an attempt.

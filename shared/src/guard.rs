@@ -1,5 +1,6 @@
 //! The gate every Alpaca call passes: the API's circuit breaker, then a
-//! token from its global budget. Waiting here is not a failed attempt; a
+//! token from its global budget, asked together in one Redis script (one
+//! round trip a try; see [`Budget::acquire`]). Waiting here is not a failed attempt; a
 //! call that cannot be admitted within the wait deadline (budget full or
 //! paused, breaker open, Redis unreachable) is refused with
 //! [`AlpacaError::NotAdmitted`], which sends the job back through a delay
@@ -15,9 +16,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::breaker::{Admission, Breaker, BreakerPolicy};
+use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::job::Priority;
-use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Share, Usage};
+use crate::limiter::{Acquire, Budget, BudgetSize, LimiterError, Refusal, Share, Usage};
 use signal9_alpaca::{AlpacaError, Api, CallOutcome, Gate};
 
 /// The shortest pause after a 429, in milliseconds.
@@ -135,47 +136,45 @@ impl ApiGuard {
         let lane = self.lane(api);
         let deadline = Instant::now() + self.wait_deadline;
         let mut redis_backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        // Once this call holds the pool's probe lease it keeps it until it
-        // has made its call (or gives up).
+        // One id for every try of this call: its claim on the next token
+        // (interactive) and the breaker's probe lease, once taken, stay its own.
+        let waiter = uuid::Uuid::new_v4().simple().to_string();
+        let lease = Some(lane.breaker.probe_lease());
         let mut probing = false;
         loop {
-            let admission = if probing {
-                Ok(Admission::Probe)
-            } else {
-                lane.breaker.admit().await
-            };
-            let (wait, reason) = match admission {
-                Ok(Admission::Wait(wait)) => (
-                    jitter(wait.min(Duration::from_millis(500))),
-                    format!("{} API circuit breaker is open", api.as_str()),
-                ),
-                Err(error) => {
-                    let wait = redis_backoff.next_delay();
-                    tracing::warn!(api = api.as_str(), part = "breaker", %error, "API budget unreachable; no call made");
-                    (wait, format!("API breaker unavailable (Redis): {error}"))
-                }
-                Ok(go) => {
-                    probing = go == Admission::Probe;
-                    match lane.budget.try_acquire_as(share).await {
-                        Ok(Acquire::Granted { in_window, .. }) => {
-                            TokenGranted { api, in_window }.emit();
-                            return Ok(());
-                        }
-                        Ok(Acquire::Wait { wait, paused }) => {
-                            let why = if paused {
-                                "paused by the API's rate-limit feedback"
-                            } else {
-                                "full"
-                            };
-                            (jitter(wait), format!("{} budget {why}", api.as_str()))
-                        }
-                        Err(error) => {
-                            // Fail closed: no token, no call. Try again shortly.
-                            let wait = redis_backoff.next_delay();
-                            tracing::warn!(api = api.as_str(), %error, "API budget unreachable; no call made");
-                            (wait, error.to_string())
-                        }
+            // The breaker and the budget in one script: one round trip a try.
+            let (wait, reason) = match lane.budget.acquire(share, &waiter, lease).await {
+                Ok(Acquire::Granted { in_window, probe, .. }) => {
+                    if probe {
+                        lane.breaker.hold_probe(&waiter);
+                    } else {
+                        lane.breaker.see(BreakerState::Closed);
                     }
+                    TokenGranted { api, in_window }.emit();
+                    return Ok(());
+                }
+                Ok(Acquire::Wait { wait, why, probe, .. }) => {
+                    if probe && !probing {
+                        lane.breaker.hold_probe(&waiter);
+                    }
+                    probing = probe;
+                    let why = match why {
+                        Refusal::BreakerOpen => {
+                            lane.breaker.see(BreakerState::Open);
+                            format!("{} API circuit breaker is open", api.as_str())
+                        }
+                        Refusal::Paused => format!("{} budget paused by the API's rate-limit feedback", api.as_str()),
+                        Refusal::Full | Refusal::InteractiveWaiting | Refusal::BulkWaiting | Refusal::Paced => {
+                            format!("{} budget full", api.as_str())
+                        }
+                    };
+                    (jitter(wait), why)
+                }
+                Err(error) => {
+                    // Fail closed: no token, no call. Try again shortly.
+                    let wait = redis_backoff.next_delay();
+                    tracing::warn!(api = api.as_str(), %error, "API budget unreachable; no call made");
+                    (wait, error.to_string())
                 }
             };
             if Instant::now() + wait > deadline {

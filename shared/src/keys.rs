@@ -51,6 +51,19 @@ impl RedisKeys {
         self.budget(api, "bulk-waiting")
     }
 
+    /// Refused interactive callers' claims on the next free token (a sorted
+    /// set: waiter → Unix ms when the claim lapses); bulk and backfill
+    /// callers stand back while it holds one.
+    pub fn budget_interactive_waiting(&self, api: &str) -> String {
+        self.budget(api, "interactive-waiting")
+    }
+
+    /// When the budget's next paced token is due (ms, Unix): bulk and
+    /// backfill callers keep to one token per window ÷ N past half the window.
+    pub fn budget_pace(&self, api: &str) -> String {
+        self.budget(api, "pace")
+    }
+
     /// The read API's quota of one token (a hash: level, at), by the
     /// token's SHA-256; tagged with [`RedisKeys::api_quota_total`] so one
     /// script takes from both.
@@ -64,9 +77,10 @@ impl RedisKeys {
     }
 
     /// The API's circuit breaker, shared by the pool (a hash; see
-    /// [`crate::breaker`]).
+    /// [`crate::breaker`]); tagged with the API's budget, so that one
+    /// script asks both.
     pub fn breaker(&self, api: &str) -> String {
-        format!("{}:breaker:{api}", self.namespace)
+        self.budget(api, "breaker")
     }
 
     /// Every live worker's heartbeat (a hash: worker id → JSON).

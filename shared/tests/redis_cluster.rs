@@ -9,6 +9,9 @@ use signal9_shared::workers::{self, Heartbeat};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+#[path = "support/saturation.rs"]
+mod saturation;
+
 fn cluster() -> String {
     std::env::var("SIGNAL9_TEST_REDIS_CLUSTER")
         .unwrap_or_else(|_| "redis-cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103".into())
@@ -117,4 +120,36 @@ async fn heartbeats_and_leases_work_on_a_cluster() {
         .await
         .unwrap());
     assert!(signal9_shared::lease::hold(&pool, &lease, "me", 5_000).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_interactive_calls_wait_about_one_token_interval_under_a_saturating_bulk_load() {
+    let seen = saturation::saturate(&cluster(), 10, Duration::from_secs(2), Duration::from_secs(9), 6, 8).await;
+    assert!(
+        seen.most_in_a_window <= 10,
+        "{} tokens in one window",
+        seen.most_in_a_window
+    );
+    let longest = seen.interactive_waits.iter().max().unwrap();
+    assert!(
+        *longest <= Duration::from_millis(600),
+        "interactive waits {:?}",
+        seen.interactive_waits
+    );
+    assert!(
+        seen.steady_per_window >= 9.5,
+        "{:.2} per window of 10",
+        seen.steady_per_window
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_the_pace_and_the_claims_share_the_budgets_slot() {
+    let keys = RedisKeys::new(namespace());
+    for api in ["data", "trading"] {
+        let window = slot(&keys.budget_window(api)).await;
+        assert_eq!(slot(&keys.breaker(api)).await, window);
+        assert_eq!(slot(&keys.budget_pace(api)).await, window);
+        assert_eq!(slot(&keys.budget_interactive_waiting(api)).await, window);
+    }
 }

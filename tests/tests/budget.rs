@@ -384,3 +384,78 @@ async fn an_outage_costs_the_pool_the_failures_to_open_plus_one_probe_per_back_o
     );
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_request_is_served_through_a_bulk_backlog_that_keeps_using_the_whole_budget() {
+    // The simulator only counts (every 1 s window); the budget is 20 a
+    // second with a 50 ms margin and no reserve (the defaults' priority).
+    let mut stack = Stack::start(&["--limit", "0", "--window", "1", "--latency-ms", "20"]).unwrap();
+    budget_env(&mut stack, "20", "1");
+    stack.extra_env.retain(|(name, _)| name != "SIGNAL9_BUDGET_MARGIN_MS");
+    stack.extra_env.push(("SIGNAL9_BUDGET_MARGIN_MS".into(), "50".into()));
+    for _ in 0..2 {
+        stack
+            .start_worker(&["--concurrency", "4", "--coalesce-max", "1", "--coalesce-wait-ms", "0"])
+            .unwrap();
+    }
+    // 400 one-call bulk jobs: 20 seconds of the whole budget.
+    let symbols = active_symbols(42, 12_000, 401);
+    let backlog = stack.symbols_file(&symbols[..400]);
+    let bulk = stack
+        .producer_spawn(&fetch_day(&backlog, "2026-11-20", Some("300")))
+        .unwrap();
+    assert!(
+        stack.await_data_calls(100, Duration::from_secs(30)).await,
+        "the backlog did not start\n{}",
+        stack.worker_logs()
+    );
+    let one = stack.symbols_file(&symbols[400..]);
+    let out = stack
+        .producer(&[
+            "fetch-bars",
+            "--symbols-file",
+            &one,
+            "--timeframe",
+            "1Day",
+            "--start",
+            "2026-11-16",
+            "--end",
+            "2026-11-20",
+            "--priority",
+            "interactive",
+            "--wait",
+            "--wait-timeout-secs",
+            "30",
+        ])
+        .await
+        .unwrap();
+    assert!(text(&out).contains("succeeded 1, dead-lettered 0"), "{}", text(&out));
+    let calls_then = stack.data_calls().await.unwrap();
+    assert!(
+        calls_then < 380,
+        "the interactive request was served while the backlog went on ({calls_then} calls)"
+    );
+
+    let out = bulk.wait_with_output().await.unwrap();
+    assert!(text(&out).contains("succeeded 400, dead-lettered 0"), "{}", text(&out));
+    let stats = stack.sim_stats().await.unwrap();
+    let data = &stats["apis"]["data"];
+    assert!(data["max_in_window"].as_u64().unwrap() <= 20, "{stats}");
+    // The backlog's windows, less the first two and the last (partial).
+    let per_window: Vec<u64> = data["per_window"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(per_window.len() > 10, "{per_window:?}");
+    // Of the most the margin allows: 20 per 1.05 s.
+    let steady = &per_window[2..per_window.len() - 1];
+    let used = steady.iter().sum::<u64>() as f64 / (steady.len() as f64 * 20.0 / 1.05);
+    assert!(
+        used >= 0.95,
+        "the backlog used {:.1} % of the budget: {per_window:?}",
+        used * 100.0
+    );
+    stack.cleanup().await;
+}

@@ -2,7 +2,7 @@
 //! backlog, judged by the simulator (the API's side): accepted calls per
 //! window as a share of N, the most in any sliding window, and 429s.
 //!
-//! `bench-budget --limit 20 --window 2 --margin-ms 20 --windows 30 [--sim-limit 1000]`
+//! `bench-budget --limit 20 --window 2 --margin-ms 20 --windows 30 [--sim-limit 1000] [--workers 4] [--reserve 0.2]`
 
 use anyhow::{ensure, Result};
 use std::time::Duration;
@@ -16,6 +16,9 @@ async fn main() -> Result<()> {
     let margin_ms = flag("--margin-ms", 20.0) as u64;
     let windows = flag("--windows", 30.0) as usize;
     let workers = flag("--workers", 4.0) as usize;
+    // SIGNAL9_INTERACTIVE_RESERVE: 0 by default; 0.2 was the default before
+    // priority moved to the moment of contention.
+    let reserve = flag("--reserve", 0.0);
     // The API's own limit; by default the same as the budget, so its
     // Remaining/Reset feedback takes part.
     let sim_limit = flag("--sim-limit", limit as f64) as u64;
@@ -33,6 +36,7 @@ async fn main() -> Result<()> {
         ("SIGNAL9_DATA_WINDOW_SECS", window.to_string()),
         ("SIGNAL9_BUDGET_MARGIN_MS", margin_ms.to_string()),
         ("SIGNAL9_BUDGET_WAIT_SECS", "600".to_string()),
+        ("SIGNAL9_INTERACTIVE_RESERVE", reserve.to_string()),
         ("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into())),
     ] {
         stack.extra_env.push((name.into(), value));
@@ -65,10 +69,11 @@ async fn main() -> Result<()> {
     let full = &per_window[1..per_window.len().saturating_sub(1)];
     let mean = full.iter().sum::<u64>() as f64 / full.len() as f64;
     println!(
-        "limit {limit} per {window} s  (API limit {sim_limit})  margin {margin_ms} ms  workers {workers}  full windows {}  mean {:.1} calls ({:.1} % of N)  min {}  max {}  windows over N {}  most in any sliding window {}  429s {}",
+        "limit {limit} per {window} s  (API limit {sim_limit})  margin {margin_ms} ms  reserve {reserve}  workers {workers}  full windows {}  mean {:.1} calls ({:.1} % of N, {:.1} % of the most the margin allows)  min {}  max {}  windows over N {}  most in any sliding window {}  429s {}",
         full.len(),
         mean,
         100.0 * mean / limit as f64,
+        100.0 * mean / (limit as f64 * window / (window + margin_ms as f64 / 1000.0)),
         full.iter().min().unwrap_or(&0),
         full.iter().max().unwrap_or(&0),
         full.iter().filter(|c| **c > limit).count(),

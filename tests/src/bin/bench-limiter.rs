@@ -1,10 +1,15 @@
 //! Benchmark of the Redis budget itself: acquire latency and throughput
-//! against the local Redis, and exactness at the window's edge.
+//! against the local Redis, and exactness at the window's edge; and of the
+//! whole gate a call passes (the pool's breaker, then the budget), as a
+//! worker meets it.
 //!
 //! `bench-limiter` prints one line per measurement.
 
 use anyhow::Result;
-use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize};
+use signal9_alpaca::{Api, Gate, Priority};
+use signal9_shared::breaker::{Admission, BreakerPolicy};
+use signal9_shared::guard::ApiGuard;
+use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize, Share};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +54,68 @@ async fn latency(concurrency: usize, per_task: usize) -> Result<()> {
     all.sort();
     println!(
         "signal9 acquire  concurrency {concurrency:>2}  acquires {:>6}  per second {:>7.0}  p50 {:>6.0} µs  p99 {:>6.0} µs",
+        all.len(),
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.5).as_secs_f64() * 1e6,
+        percentile(&all, 0.99).as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+/// The gate's admit with a budget too large to bind: `one_trip`, as the
+/// gate does it (breaker and budget in one script); otherwise as it did
+/// before (the breaker's admit, then the budget's acquire: two round trips).
+async fn gate(concurrency: usize, per_task: usize, one_trip: bool) -> Result<()> {
+    let size = BudgetSize {
+        limit: u32::MAX,
+        window: Duration::from_secs(1),
+        margin: Duration::ZERO,
+    };
+    let policy = BreakerPolicy {
+        failures: 5,
+        backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(60),
+    };
+    let pool = redis_pool("redis://127.0.0.1:6379")?;
+    let gate = Arc::new(ApiGuard::new(
+        pool,
+        &namespace(),
+        size,
+        size,
+        policy,
+        Duration::from_secs(5),
+    ));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let gate = Arc::clone(&gate);
+            tokio::spawn(async move {
+                let mut times = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let t = Instant::now();
+                    if one_trip {
+                        assert!(gate.admit(Api::Data, Priority::Bulk).await.is_ok());
+                    } else {
+                        let admitted = gate.breaker(Api::Data).admit().await;
+                        assert_eq!(admitted, Ok(Admission::Go));
+                        let granted = gate.budget(Api::Data).try_acquire_as(Share::Shared).await;
+                        assert!(matches!(granted, Ok(Acquire::Granted { .. })));
+                    }
+                    times.push(t.elapsed());
+                }
+                times
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    println!(
+        "signal9 gate admit, {}  concurrency {concurrency:>2}  admits {:>6}  per second {:>7.0}  p50 {:>6.0} µs  p99 {:>6.0} µs",
+        if one_trip { "one script (now)   " } else { "two round trips (before)" },
         all.len(),
         all.len() as f64 / elapsed,
         percentile(&all, 0.5).as_secs_f64() * 1e6,
@@ -112,6 +179,11 @@ async fn exactness(limit: u32, window: Duration, run: Duration) -> Result<()> {
 async fn main() -> Result<()> {
     for concurrency in [1, 8, 32] {
         latency(concurrency, 20_000 / concurrency).await?;
+    }
+    for one_trip in [false, true] {
+        for concurrency in [1, 8, 32] {
+            gate(concurrency, 20_000 / concurrency, one_trip).await?;
+        }
     }
     exactness(50, Duration::from_secs(1), Duration::from_millis(3_500)).await?;
     Ok(())
