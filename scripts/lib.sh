@@ -177,6 +177,12 @@ ensure_alpaca_py() {
     log "installing alpaca-py (the official Alpaca SDK) from PyPI"
     "$VENV/bin/pip" install -q 'alpaca-py==0.44.0'
   fi
+  # The Arrow tests read the read API's Arrow streams with pyarrow, and
+  # show them into pandas (alpaca-py's own dependency) and polars.
+  if ! (cd / && "$VENV/bin/python" -c 'import pyarrow, polars') >/dev/null 2>&1; then
+    log "installing pyarrow and polars from PyPI"
+    "$VENV/bin/pip" install -q 'pyarrow==22.0.0' 'polars==1.35.2'
+  fi
   export SIGNAL9_TEST_PYTHON="$VENV/bin/python"
 }
 

@@ -212,7 +212,7 @@ impl BarsQuery {
         })
     }
 
-    fn series(&self, symbol: &Symbol) -> SeriesKey {
+    pub(crate) fn series(&self, symbol: &Symbol) -> SeriesKey {
         SeriesKey {
             symbol: symbol.clone(),
             timeframe: self.timeframe,

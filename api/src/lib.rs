@@ -2,7 +2,9 @@
 //! operator console.
 //!
 //! - [`bars`]: Alpaca's bars routes, answered from the store; what the
-//!   store lacks is fetched by interactive jobs through [`fetch`];
+//!   store lacks is fetched by interactive jobs through [`fetch`]; with
+//!   `Accept: application/vnd.apache.arrow.stream`, the whole range as an
+//!   Arrow IPC stream ([`ipc`]);
 //! - [`assets`]: `/v2/assets` and `/v2/assets/{symbol_or_id}` from the store;
 //! - [`auth`]: tokens with roles, from a file of SHA-256 hashes;
 //! - [`console`]: the operator's pages at `/console`;
@@ -21,6 +23,7 @@ pub mod bars;
 pub mod cache;
 pub mod console;
 pub mod fetch;
+pub mod ipc;
 pub mod quota;
 pub mod serve;
 pub mod settings;
@@ -184,7 +187,7 @@ async fn crypto_bars(
 }
 
 async fn serve_bars(
-    state: &AppState,
+    state: &Shared,
     headers: &HeaderMap,
     market: Market,
     single: Option<&str>,
@@ -205,7 +208,7 @@ async fn serve_bars(
 }
 
 async fn answer_bars(
-    state: &AppState,
+    state: &Shared,
     headers: &HeaderMap,
     market: Market,
     single: Option<&str>,
@@ -215,6 +218,13 @@ async fn answer_bars(
     let settings = &state.settings;
     let now = chrono::Utc::now();
     let query = BarsQuery::parse(market, single, params, now, settings.max_symbols)?;
+    let arrow = ipc::wanted(headers);
+    if arrow && (params.contains_key("limit") || params.contains_key("page_token")) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit and page_token do not apply to an Arrow stream: it carries the whole range",
+        ));
+    }
     if let Some(fault) = settings.fault_panic_symbol.as_deref().filter(|s| !s.is_empty()) {
         if query.symbols.iter().any(|s| s.as_str() == fault) {
             panic!("fault injected for {fault} (SIGNAL9_FAULT_PANIC_SYMBOL)");
@@ -280,11 +290,16 @@ async fn answer_bars(
         }
     }
     let cacheable = source == bars::Source::Store;
-    let body = bars::page(state, &query, single.is_some(), cacheable).await?;
     metrics::get().read_bars.with_label_values(&[source.as_str()]).inc();
+    let (content_type, body) = if arrow {
+        (ipc::MEDIA_TYPE, ipc::body(Arc::clone(state), query))
+    } else {
+        let page = bars::page(state, &query, single.is_some(), cacheable).await?;
+        ("application/json", axum::body::Body::from(page))
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
                 header::HeaderName::from_static("x-signal9-source"),
                 HeaderValue::from_static(source.as_str()),

@@ -1,7 +1,8 @@
 //! `signal9-api` end to end: the real broker, Redis, a worker, the store
 //! and the simulator over HTTP. Alpaca's own SDK and the project's client
 //! read bars and assets through it; covered ranges cost no call, missing
-//! ones are fetched by interactive jobs; tokens and roles are enforced.
+//! ones are fetched by interactive jobs; tokens and roles are enforced;
+//! the same bars come as JSON pages or as one Arrow stream (pyarrow).
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
@@ -98,6 +99,101 @@ async fn alpaca_py_reads_from_signal9_api_the_bars_and_assets_the_simulator_serv
         stack.data_calls().await.unwrap(),
         calls,
         "a covered range costs no Alpaca call"
+    );
+    stack.cleanup().await;
+}
+
+fn arrow_report(
+    api: &ApiProcess,
+    token: &str,
+    symbols: &str,
+    timeframe: &str,
+    range: (&str, &str),
+    sort: &str,
+) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/arrow_against_api.py");
+    let out = Command::new(python())
+        .args([
+            script,
+            &api.base_url(),
+            token,
+            symbols,
+            timeframe,
+            range.0,
+            range.1,
+            sort,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (scripts/test installs pyarrow): {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pyarrow against signal9-api: {stdout}\n{}\napi log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        api.logs()
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[tokio::test]
+async fn the_same_request_as_json_and_as_an_arrow_stream_gives_the_same_bars() {
+    let (mut stack, api) = started(&[], &[], true).await;
+    let range = ("2026-10-26T00:00:00Z", "2026-11-21T00:00:00Z");
+    // Minute bars of three symbols, several JSON pages; then daily bars newest first.
+    for (symbols, timeframe, sort, at_least) in [
+        ("AAPL,BRK.B,MSFT", "1Min", "asc", 20_000),
+        ("AAPL,MSFT", "1Day", "desc", 30),
+    ] {
+        let report = arrow_report(&api, READER, symbols, timeframe, range, sort);
+        assert_eq!(report["differences"], Value::Array(vec![]), "{report}");
+        assert_eq!(report["content_type"], "application/vnd.apache.arrow.stream");
+        let bars = report["json_bars"].as_u64().unwrap();
+        assert!(bars >= at_least, "{report}");
+        assert_eq!(report["arrow_bars"].as_u64().unwrap(), bars, "{report}");
+        assert_eq!(report["pandas_rows"].as_u64().unwrap(), bars, "{report}");
+        assert_eq!(report["polars_rows"].as_u64().unwrap(), bars, "{report}");
+        assert_eq!(report["pandas_timestamp_dtype"], "datetime64[ns, UTC]", "{report}");
+    }
+
+    // Same auth, same pricing headers; an Arrow stream is not paged.
+    let url = format!(
+        "{}/v2/stocks/bars?symbols=AAPL&timeframe=1Day&start={}&end={}",
+        api.base_url(),
+        range.0,
+        range.1
+    );
+    let client = reqwest::Client::new();
+    let arrow = "application/vnd.apache.arrow.stream";
+    let anonymous = client.get(&url).header("Accept", arrow).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let paged = client
+        .get(format!("{url}&limit=10"))
+        .header("Accept", arrow)
+        .header("Authorization", format!("Bearer {READER}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paged.status().as_u16(), 400);
+    assert!(paged
+        .text()
+        .await
+        .unwrap()
+        .contains("limit and page_token do not apply"));
+    let calls = stack.data_calls().await.unwrap();
+    let stored = client
+        .get(&url)
+        .header("Accept", arrow)
+        .header("Authorization", format!("Bearer {READER}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status().as_u16(), 200);
+    assert_eq!(stored.headers()["x-signal9-source"], "store");
+    assert_eq!(stored.headers()["x-signal9-calls"], "0");
+    assert_eq!(
+        stack.data_calls().await.unwrap(),
+        calls,
+        "a covered range costs no call"
     );
     stack.cleanup().await;
 }
