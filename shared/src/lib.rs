@@ -44,6 +44,8 @@ pub mod limiter;
 pub mod outbox;
 pub mod plan;
 pub mod redis_conn;
+#[cfg(feature = "test-support")]
+pub mod saturation;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;

@@ -7,8 +7,7 @@
 use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize, Refusal, Share};
 use std::time::{Duration, Instant};
 
-#[path = "support/saturation.rs"]
-mod saturation;
+use signal9_shared::saturation;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 

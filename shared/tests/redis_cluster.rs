@@ -9,8 +9,7 @@ use signal9_shared::workers::{self, Heartbeat};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[path = "support/saturation.rs"]
-mod saturation;
+use signal9_shared::saturation;
 
 fn cluster() -> String {
     std::env::var("SIGNAL9_TEST_REDIS_CLUSTER")

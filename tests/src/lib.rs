@@ -82,6 +82,11 @@ impl SimProcess {
     }
 
     /// `http://127.0.0.1:PORT`.
+    /// The simulator's process id (for its CPU time in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -298,6 +303,11 @@ impl Stack {
             .map(|i| std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log"))).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n---\n")
+    }
+
+    /// The process ids of the workers this stack started.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().map(Child::id).collect()
     }
 
     /// Every bar the stack's SQLite store holds: a count over its chunks,

@@ -3,7 +3,8 @@
 //! whole gate a call passes (the pool's breaker, then the budget), as a
 //! worker meets it.
 //!
-//! `bench-limiter` prints one line per measurement.
+//! `bench-limiter` prints one line per measurement; `--no-saturation`
+//! leaves out the 40-second priority run.
 
 use anyhow::Result;
 use signal9_alpaca::{Api, Gate, Priority};
@@ -124,6 +125,32 @@ async fn gate(concurrency: usize, per_task: usize, one_trip: bool) -> Result<()>
     Ok(())
 }
 
+/// Priority under saturation: `bulk` callers hold the budget full while
+/// interactive calls arrive one after another; their waits, and how much of
+/// the budget the pool used once steady.
+async fn saturation(limit: u32, window: Duration, run: Duration, bulk: usize, interactive: usize) -> Result<()> {
+    let seen =
+        signal9_shared::saturation::saturate("redis://127.0.0.1:6379", limit, window, run, bulk, interactive).await;
+    let mut waits = seen.interactive_waits.clone();
+    waits.sort();
+    let interval = window / limit;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "signal9 saturation  limit {limit} per {:.0} s (one token per {:.0} ms)  {bulk} bulk callers  {} interactive calls: wait p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({:.0} % within one interval + 50 ms jitter)  steady use {:.1} % of N  most in any window {} of {limit}",
+        window.as_secs_f64(),
+        ms(interval),
+        waits.len(),
+        ms(percentile(&waits, 0.5)),
+        ms(percentile(&waits, 0.9)),
+        ms(percentile(&waits, 0.99)),
+        ms(*waits.last().unwrap_or(&Duration::ZERO)),
+        100.0 * waits.iter().filter(|w| **w <= interval + Duration::from_millis(50)).count() as f64 / waits.len() as f64,
+        100.0 * seen.steady_per_window / f64::from(limit),
+        seen.most_in_a_window,
+    );
+    Ok(())
+}
+
 async fn exactness(limit: u32, window: Duration, run: Duration) -> Result<()> {
     let ns = namespace();
     let size = BudgetSize {
@@ -186,5 +213,8 @@ async fn main() -> Result<()> {
         }
     }
     exactness(50, Duration::from_secs(1), Duration::from_millis(3_500)).await?;
+    if !std::env::args().any(|a| a == "--no-saturation") {
+        saturation(20, Duration::from_secs(2), Duration::from_secs(40), 8, 100).await?;
+    }
     Ok(())
 }

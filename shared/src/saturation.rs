@@ -1,14 +1,16 @@
 //! A saturating bulk load on one budget, and interactive calls arriving in
-//! the middle of it: shared by the single-server and the cluster tests
-//! (`#[path]`-included by both). Callers wait as the gate's callers do: the
-//! wait they are told, plus up to 10 % (at most 50 ms) of jitter.
+//! the middle of it (feature `test-support`): the limiter tests (one
+//! server, a cluster) and `bench-limiter` run it. Callers wait as the
+//! gate's callers do: the wait they are told, plus up to 10 % (at most
+//! 50 ms) of jitter. Panics on a Redis error: it is a test's tool.
 
+use crate::limiter::{redis_pool, Acquire, Budget, BudgetSize, Share};
 use rand::Rng;
-use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize, Share};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What one saturation run saw.
+#[derive(Debug)]
 pub struct Saturation {
     /// How long each interactive call waited for its token.
     pub interactive_waits: Vec<Duration>,
@@ -28,6 +30,7 @@ fn jitter(wait: Duration) -> Duration {
 
 /// Takes one token for `share`, trying again as told; returns its grant
 /// time on Redis's clock (ms).
+#[allow(clippy::unwrap_used)]
 async fn take(budget: &Budget, share: Share) -> i64 {
     let waiter = uuid::Uuid::new_v4().simple().to_string();
     loop {
@@ -41,6 +44,7 @@ async fn take(budget: &Budget, share: Share) -> i64 {
 /// `bulk` callers take tokens as fast as the budget (`limit` per `window`,
 /// no margin) lets them for `run`; after two windows, `interactive` calls
 /// arrive one after another, 0–2 intervals apart.
+#[allow(clippy::unwrap_used)]
 pub async fn saturate(
     url: &str,
     limit: u32,
