@@ -11,8 +11,8 @@
 //! start), `open`, `high`, `low`, `close`, `volume` (float64),
 //! `trade_count` (uint64), `vwap` (float64).
 //!
-//! The body streams: the next window is read from the store while the last
-//! is encoded and sent, so memory stays one or two windows whatever the
+//! The body streams: the next two windows are read from the store while
+//! the last is encoded and sent, so memory stays a few windows whatever the
 //! range. A store error after the first bytes cuts the stream short (no
 //! end-of-stream marker), which every Arrow reader reports as an error.
 
@@ -33,6 +33,9 @@ pub const MEDIA_TYPE: &str = "application/vnd.apache.arrow.stream";
 
 /// About how many bars one store window (one record batch) holds.
 const BARS_PER_WINDOW: i64 = 50_000;
+
+/// Store windows read ahead of the one being sent.
+const READS_AHEAD: usize = 2;
 
 /// Whether the request asks for Arrow (its `Accept` names the stream type).
 pub fn wanted(headers: &HeaderMap) -> bool {
@@ -155,9 +158,17 @@ async fn produce(
         jobs.extend(windows.iter().map(|w| (symbol.clone(), *w)));
     }
     let mut jobs = jobs.into_iter();
-    let mut next = jobs.next().map(|(symbol, w)| read(state, query, &symbol, w));
-    while let Some(reading) = next.take() {
-        next = jobs.next().map(|(symbol, w)| read(state, query, &symbol, w));
+    // Two reads ahead: the SQLite store reads them on two connections at
+    // once while this task encodes and sends.
+    let mut ahead: std::collections::VecDeque<Read> = jobs
+        .by_ref()
+        .take(READS_AHEAD)
+        .map(|(symbol, w)| read(state, query, &symbol, w))
+        .collect();
+    while let Some(reading) = ahead.pop_front() {
+        if let Some((symbol, w)) = jobs.next() {
+            ahead.push_back(read(state, query, &symbol, w));
+        }
         let (symbol, bars) = reading.await.map_err(|e| format!("store task: {e}"))?;
         let mut bars = bars?;
         if bars.is_empty() {
@@ -170,9 +181,7 @@ async fn produce(
         writer.write(&batch).map_err(|e| e.to_string())?;
         let chunk = std::mem::take(writer.get_mut());
         if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
-            if let Some(reading) = next {
-                reading.abort();
-            }
+            ahead.iter().for_each(Read::abort);
             return Ok(()); // the client went away
         }
     }

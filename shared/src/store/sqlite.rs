@@ -128,6 +128,10 @@ fn enqueue_events<'a>(tx: &Connection, events: impl IntoIterator<Item = &'a Even
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections for bar reads, opened on first use: a bulk
+    /// read (an Arrow stream) reads two windows at once beside the writer
+    /// (SQLite in WAL mode lets readers run with a writer).
+    readers: Arc<[Mutex<Option<Connection>>; 2]>,
 }
 
 impl SqliteStore {
@@ -156,6 +160,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new([Mutex::new(None), Mutex::new(None)]),
         })
     }
 
@@ -171,6 +176,37 @@ impl SqliteStore {
     /// The file behind this store.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs blocking read-only work on a reader connection, the first free
+    /// one (or waits for the first), on the blocking pool.
+    async fn with_reader<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = match readers.iter().find_map(|r| r.try_lock().ok()) {
+                Some(free) => free,
+                None => readers[0]
+                    .lock()
+                    .map_err(|_| StoreError::Backend("reader mutex poisoned".into()))?,
+            };
+            if slot.is_none() {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&path, flags).map_err(backend)?;
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+                *slot = Some(conn);
+            }
+            let conn = slot
+                .as_ref()
+                .ok_or_else(|| StoreError::Backend("no reader connection".into()))?;
+            work(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
     /// Runs blocking SQLite work on the blocking pool.
@@ -792,7 +828,8 @@ impl Store for SqliteStore {
 
     async fn bars(&self, series: &SeriesKey, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<Bar>, StoreError> {
         let series = series.clone();
-        self.with(move |conn| read_bars(conn, &series, start, end, true)).await
+        self.with_reader(move |conn| read_bars(conn, &series, start, end, true))
+            .await
     }
 
     async fn chunked_bars(

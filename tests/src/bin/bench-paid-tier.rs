@@ -159,29 +159,44 @@ async fn main() -> Result<()> {
     let per_sec = LIMIT as f64 / (WINDOW_SECS + MARGIN_MS as f64 / 1000.0);
     let calls_needed = (per_sec * (warm + secs) * 1.3) as usize;
     let jobs = if minute { calls_needed / 2 } else { calls_needed };
-    let symbols = active_symbols(42, 40_000, jobs);
-    ensure!(symbols.len() == jobs, "not enough symbols for {jobs} jobs");
+    // One job per symbol and day (or month), over as many days (months) as
+    // it takes.
+    let symbols = active_symbols(42, 40_000, jobs.min(15_000));
     let file = stack.symbols_file(&symbols);
-    let args: Vec<&str> = if minute {
-        vec![
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Min",
-            "--start",
-            "2026-10-01",
-            "--end",
-            "2026-10-31",
-            "--feed",
-            "iex",
-        ]
-    } else {
-        fetch_day(&file, "2026-11-20", None)
-    };
     let queued = Instant::now();
-    let out = stack.producer(&args).await?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut published = 0;
+    for (day, month) in [
+        ("2026-11-20", ("2026-10-01", "2026-10-31")),
+        ("2026-11-19", ("2026-09-01", "2026-09-30")),
+        ("2026-11-18", ("2026-08-01", "2026-08-31")),
+        ("2026-11-17", ("2026-07-01", "2026-07-31")),
+    ] {
+        if published >= jobs {
+            break;
+        }
+        let args: Vec<&str> = if minute {
+            vec![
+                "fetch-bars",
+                "--symbols-file",
+                &file,
+                "--timeframe",
+                "1Min",
+                "--start",
+                month.0,
+                "--end",
+                month.1,
+                "--feed",
+                "iex",
+            ]
+        } else {
+            fetch_day(&file, day, None)
+        };
+        let out = stack.producer(&args).await?;
+        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        published += symbols.len();
+    }
+    ensure!(published >= jobs, "not enough work queued ({published} of {jobs} jobs)");
+    let jobs = published;
     println!(
         "queued {jobs} {timeframe} jobs in {:.1} s; budget {LIMIT} per {WINDOW_SECS} s (+{MARGIN_MS} ms), the simulator enforcing {LIMIT} per {WINDOW_SECS} s",
         queued.elapsed().as_secs_f64()
