@@ -44,11 +44,11 @@ pub mod limiter;
 pub mod outbox;
 pub mod plan;
 pub mod redis_conn;
-#[cfg(feature = "test-support")]
-pub mod saturation;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod workers;

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-fn namespace() -> String {
-    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+use signal9_shared::testing::namespace;
 
 /// Polls `queue` until a message arrives or `within` runs out.
 async fn get(channel: &Channel, queue: &str, within: Duration) -> Option<lapin::message::BasicGetMessage> {

@@ -11,7 +11,7 @@ use signal9_shared::limiter::{redis_pool, BudgetSize};
 use std::time::{Duration, Instant};
 
 fn guard(limit: u32, window: Duration, wait: Duration) -> ApiGuard {
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let ns = signal9_shared::testing::namespace();
     let size = BudgetSize {
         limit,
         window,
@@ -174,7 +174,7 @@ fn shared_breaker(ns: &str, failures: u32) -> Breaker {
 
 #[tokio::test]
 async fn failures_seen_by_several_processes_open_the_one_breaker_for_all() {
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let ns = signal9_shared::testing::namespace();
     // Three processes' breakers of one API in one namespace.
     let pool: Vec<Breaker> = (0..3).map(|_| shared_breaker(&ns, 5)).collect();
     // Five consecutive failures between them; before, each counted its own
@@ -195,7 +195,7 @@ async fn failures_seen_by_several_processes_open_the_one_breaker_for_all() {
 
 #[tokio::test]
 async fn after_the_back_off_exactly_one_call_in_the_pool_probes_and_its_answer_decides() {
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let ns = signal9_shared::testing::namespace();
     let pool: Vec<Breaker> = (0..3).map(|_| shared_breaker(&ns, 2)).collect();
     for _ in 0..2 {
         pool[0].record(true).await;
@@ -238,7 +238,7 @@ async fn after_the_back_off_exactly_one_call_in_the_pool_probes_and_its_answer_d
 
 #[tokio::test]
 async fn a_probe_that_never_calls_gives_its_lease_back() {
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let ns = signal9_shared::testing::namespace();
     let a = shared_breaker(&ns, 1);
     let b = shared_breaker(&ns, 1);
     a.record(true).await;

@@ -7,13 +7,11 @@
 use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize, Refusal, Share};
 use std::time::{Duration, Instant};
 
-use signal9_shared::saturation;
+use signal9_shared::testing::saturation;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-fn namespace() -> String {
-    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+use signal9_shared::testing::namespace;
 
 fn size(limit: u32, window_ms: u64) -> BudgetSize {
     BudgetSize {

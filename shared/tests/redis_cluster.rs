@@ -9,16 +9,14 @@ use signal9_shared::workers::{self, Heartbeat};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use signal9_shared::saturation;
+use signal9_shared::testing::saturation;
 
 fn cluster() -> String {
     std::env::var("SIGNAL9_TEST_REDIS_CLUSTER")
         .unwrap_or_else(|_| "redis-cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103".into())
 }
 
-fn namespace() -> String {
-    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+use signal9_shared::testing::namespace;
 
 fn size(limit: u32, window_ms: u64) -> BudgetSize {
     BudgetSize {

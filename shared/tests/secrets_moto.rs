@@ -14,7 +14,7 @@ async fn config() -> aws_config::SdkConfig {
 }
 
 fn name(what: &str) -> String {
-    format!("t{}/{what}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!("{}/{what}", signal9_shared::testing::namespace())
 }
 
 fn json(key: &str, secret: &str, paper: bool) -> String {

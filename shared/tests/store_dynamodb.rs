@@ -12,7 +12,7 @@ fn endpoint() -> String {
 /// A store whose tables no other test shares.
 async fn fresh() -> DynamoStore {
     let config = AwsTarget::local(endpoint()).load().await;
-    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let prefix = signal9_shared::testing::namespace();
     DynamoStore::from_config(&config, prefix)
 }
 
@@ -64,7 +64,7 @@ async fn init_gives_old_coverage_its_symbol_so_actions_find_it() {
     use signal9_shared::store::SeriesKey;
 
     let config = AwsTarget::local(endpoint()).load().await;
-    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let prefix = signal9_shared::testing::namespace();
     let client = aws_sdk_dynamodb::Client::new(&config);
     let table = format!("{prefix}-coverage");
     let attribute = |name: &str, kind: ScalarAttributeType| {

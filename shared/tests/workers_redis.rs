@@ -24,7 +24,7 @@ fn beat(id: &str, host: &str) -> Heartbeat {
 async fn heartbeats_are_listed_by_host_then_id_and_forgotten() {
     let pool = redis_pool("redis://127.0.0.1:6379").expect("pool");
     workers::ping(&pool).await.expect("Redis answers");
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let ns = signal9_shared::testing::namespace();
     assert!(workers::live(&pool, &ns).await.expect("live").is_empty());
     workers::beat(&pool, &ns, &beat("b", "host-2")).await.expect("beat");
     workers::beat(&pool, &ns, &beat("a", "host-2")).await.expect("beat");

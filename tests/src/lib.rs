@@ -124,7 +124,7 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 impl Stack {
     /// Starts a simulator with `sim_args` and prepares a namespace.
     pub fn start(sim_args: &[&str]) -> anyhow::Result<Self> {
-        let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let namespace = signal9_shared::testing::namespace();
         Ok(Stack {
             namespace,
             sim: SimProcess::start(sim_args)?,

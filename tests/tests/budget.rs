@@ -18,7 +18,7 @@ fn guard(redis: &str, limit: u32, window: Duration, wait: Duration) -> ApiGuard 
         window,
         margin: Duration::ZERO,
     };
-    let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let namespace = signal9_shared::testing::namespace();
     let breaker = BreakerPolicy {
         failures: 5,
         backoff: Duration::from_secs(2),

@@ -14,7 +14,7 @@ async fn a_worker_with_a_bus_puts_every_event_on_eventbridge() {
     let config = signal9_shared::aws::AwsTarget::local(aws_endpoint()).load().await;
     let events = aws_sdk_eventbridge::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let name = format!("signal9-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = format!("signal9-{}", signal9_shared::testing::namespace());
 
     // The bus, a rule for everything signal9 sends, and a queue behind it.
     events.create_event_bus().name(&name).send().await.unwrap();

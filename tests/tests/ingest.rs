@@ -57,7 +57,7 @@ fn metered(base: &str, limit: u32) -> signal9_alpaca::AlpacaClient {
     };
     let guard = ApiGuard::new(
         redis_pool("redis://127.0.0.1:6379").unwrap(),
-        &format!("test-ingest-{}", uuid::Uuid::new_v4().simple()),
+        &signal9_shared::testing::namespace(),
         size,
         size,
         BreakerPolicy {
@@ -267,10 +267,7 @@ async fn a_fetch_stopped_by_the_budget_goes_on_where_it_stopped_on_dynamodb_too(
     let config = signal9_shared::aws::AwsTarget::local(signal9_e2e::aws_endpoint())
         .load()
         .await;
-    let store = signal9_shared::store::DynamoStore::from_config(
-        &config,
-        format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-    );
+    let store = signal9_shared::store::DynamoStore::from_config(&config, signal9_shared::testing::namespace());
     stop_and_resume(&store).await;
     store.drop_tables().await.unwrap();
 }

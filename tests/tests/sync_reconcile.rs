@@ -104,10 +104,7 @@ fn temp_sqlite() -> (tempfile::TempDir, SqliteStore) {
 
 async fn fresh_dynamo(prefix: &str) -> DynamoStore {
     let config = signal9_shared::aws::AwsTarget::local(aws_endpoint()).load().await;
-    let store = DynamoStore::from_config(
-        &config,
-        format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-    );
+    let store = DynamoStore::from_config(&config, format!("{prefix}-{}", signal9_shared::testing::namespace()));
     store.init().await.unwrap();
     store
 }

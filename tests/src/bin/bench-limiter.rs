@@ -14,9 +14,7 @@ use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize, Share};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn namespace() -> String {
-    format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
-}
+use signal9_shared::testing::namespace;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -130,7 +128,8 @@ async fn gate(concurrency: usize, per_task: usize, one_trip: bool) -> Result<()>
 /// the budget the pool used once steady.
 async fn saturation(limit: u32, window: Duration, run: Duration, bulk: usize, interactive: usize) -> Result<()> {
     let seen =
-        signal9_shared::saturation::saturate("redis://127.0.0.1:6379", limit, window, run, bulk, interactive).await;
+        signal9_shared::testing::saturation::saturate("redis://127.0.0.1:6379", limit, window, run, bulk, interactive)
+            .await;
     let mut waits = seen.interactive_waits.clone();
     waits.sort();
     let interval = window / limit;

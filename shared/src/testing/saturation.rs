@@ -53,7 +53,7 @@ pub async fn saturate(
     bulk: usize,
     interactive: usize,
 ) -> Saturation {
-    let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let namespace = super::namespace();
     let size = BudgetSize {
         limit,
         window,
