@@ -122,22 +122,8 @@ async fn heartbeats_and_leases_work_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_interactive_calls_wait_about_one_token_interval_under_a_saturating_bulk_load() {
     let seen = saturation::saturate(&cluster(), 10, Duration::from_secs(2), Duration::from_secs(9), 6, 8).await;
-    assert!(
-        seen.most_in_a_window <= 10,
-        "{} tokens in one window",
-        seen.most_in_a_window
-    );
-    let longest = seen.interactive_waits.iter().max().unwrap();
-    assert!(
-        *longest <= Duration::from_millis(600),
-        "interactive waits {:?}",
-        seen.interactive_waits
-    );
-    assert!(
-        seen.steady_per_window >= 9.5,
-        "{:.2} per window of 10",
-        seen.steady_per_window
-    );
+    // As on one server (limiter_redis.rs says why three intervals).
+    seen.check(10, Duration::from_millis(600), 0.95).unwrap();
 }
 
 #[tokio::test]

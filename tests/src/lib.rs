@@ -751,6 +751,15 @@ pub fn fetch_day<'a>(file: &'a str, day: &'a str, wait_secs: Option<&'a str>) ->
     fetch_daily(file, day, day, None, wait_secs)
 }
 
+/// An interactive request for the daily bars of the week 2026-11-16..20,
+/// waited for up to 30 s: the request another service makes while bulk or
+/// backfill work holds the budget.
+pub fn fetch_interactive_week(file: &str) -> Vec<&str> {
+    let mut args = fetch_daily(file, "2026-11-16", "2026-11-20", None, Some("30"));
+    args.extend_from_slice(&["--priority", "interactive"]);
+    args
+}
+
 /// A finished command's stdout then stderr, for assertions and messages.
 pub fn text(output: &std::process::Output) -> String {
     format!(

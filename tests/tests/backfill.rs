@@ -7,7 +7,7 @@
 use alpaca_sim::bars::Frame;
 use chrono::{DateTime, Utc};
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
-use signal9_e2e::{active_symbols, sim_bar_count, text, Stack};
+use signal9_e2e::{active_symbols, fetch_interactive_week, sim_bar_count, text, Stack};
 use signal9_shared::ingest::BarsRequest;
 use signal9_shared::plan::PAGE_BARS;
 use signal9_shared::store::{SqliteStore, Store};
@@ -154,25 +154,7 @@ async fn a_saturating_backfill_leaves_interactive_requests_and_the_daily_pipelin
     // An interactive request meanwhile: answered within 2 s.
     let one = stack.symbols_file(&symbols[30..31]);
     let asked = std::time::Instant::now();
-    let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &one,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-16",
-            "--end",
-            "2026-11-20",
-            "--priority",
-            "interactive",
-            "--wait",
-            "--wait-timeout-secs",
-            "30",
-        ])
-        .await
-        .unwrap();
+    let out = stack.producer(&fetch_interactive_week(&one)).await.unwrap();
     let took = asked.elapsed();
     assert!(text(&out).contains("succeeded 1, dead-lettered 0"), "{}", text(&out));
     assert!(

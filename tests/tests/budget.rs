@@ -5,7 +5,7 @@
 use alpaca_sim::{spawn, SimConfig};
 use signal9_alpaca::class::Classify;
 use signal9_alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
-use signal9_e2e::{active_symbols, client_with, fetch_day, queue_depth, text, Stack, SIM_NOW};
+use signal9_e2e::{active_symbols, client_with, fetch_day, fetch_interactive_week, queue_depth, text, Stack, SIM_NOW};
 use signal9_shared::breaker::BreakerPolicy;
 use signal9_shared::guard::ApiGuard;
 use signal9_shared::limiter::{redis_pool, BudgetSize};
@@ -410,25 +410,7 @@ async fn an_interactive_request_is_served_through_a_bulk_backlog_that_keeps_usin
         stack.worker_logs()
     );
     let one = stack.symbols_file(&symbols[400..]);
-    let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &one,
-            "--timeframe",
-            "1Day",
-            "--start",
-            "2026-11-16",
-            "--end",
-            "2026-11-20",
-            "--priority",
-            "interactive",
-            "--wait",
-            "--wait-timeout-secs",
-            "30",
-        ])
-        .await
-        .unwrap();
+    let out = stack.producer(&fetch_interactive_week(&one)).await.unwrap();
     assert!(text(&out).contains("succeeded 1, dead-lettered 0"), "{}", text(&out));
     let calls_then = stack.data_calls().await.unwrap();
     assert!(

@@ -23,6 +23,30 @@ pub struct Saturation {
     pub most_in_a_window: usize,
 }
 
+impl Saturation {
+    /// What a test asks of a run with budget `limit`: never more than it in
+    /// a window, no interactive wait past `longest`, and at least `share`
+    /// of it per window once steady.
+    pub fn check(&self, limit: u32, longest: Duration, share: f64) -> Result<(), String> {
+        if self.most_in_a_window > limit as usize {
+            return Err(format!("{} tokens in one window, limit {limit}", self.most_in_a_window));
+        }
+        if self.interactive_waits.iter().any(|w| *w > longest) {
+            return Err(format!(
+                "interactive waits {:?}, longest allowed {longest:?}",
+                self.interactive_waits
+            ));
+        }
+        if self.steady_per_window < f64::from(limit) * share {
+            return Err(format!(
+                "{:.2} tokens per window of {limit} under a bulk backlog",
+                self.steady_per_window
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn jitter(wait: Duration) -> Duration {
     let extra = (wait / 10).min(Duration::from_millis(50));
     wait + extra.mul_f64(rand::rng().random_range(0.0..1.0))

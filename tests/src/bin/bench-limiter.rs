@@ -20,25 +20,32 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn latency(concurrency: usize, per_task: usize) -> Result<()> {
-    let ns = namespace();
-    let size = BudgetSize {
+/// A budget too large ever to bind.
+fn unbounded() -> BudgetSize {
+    BudgetSize {
         limit: u32::MAX,
         window: Duration::from_secs(1),
         margin: Duration::ZERO,
-    };
-    let pool = redis_pool("redis://127.0.0.1:6379")?;
-    let budget = Arc::new(Budget::new(pool, &ns, "data", size));
+    }
+}
+
+/// Runs `call` `per_task` times on each of `concurrency` tasks (each call
+/// must succeed) and prints the rate and the latency under `label`.
+async fn timed<F, Fut>(label: &str, concurrency: usize, per_task: usize, call: F) -> Result<()>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let budget = Arc::clone(&budget);
+            let call = Arc::clone(&call);
             tokio::spawn(async move {
                 let mut times = Vec::with_capacity(per_task);
                 for _ in 0..per_task {
                     let t = Instant::now();
-                    let granted = matches!(budget.try_acquire().await, Ok(Acquire::Granted { .. }));
-                    assert!(granted);
+                    assert!(call().await, "a call failed");
                     times.push(t.elapsed());
                 }
                 times
@@ -52,7 +59,7 @@ async fn latency(concurrency: usize, per_task: usize) -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
     println!(
-        "signal9 acquire  concurrency {concurrency:>2}  acquires {:>6}  per second {:>7.0}  p50 {:>6.0} µs  p99 {:>6.0} µs",
+        "signal9 {label}  concurrency {concurrency:>2}  calls {:>6}  per second {:>7.0}  p50 {:>6.0} µs  p99 {:>6.0} µs",
         all.len(),
         all.len() as f64 / elapsed,
         percentile(&all, 0.5).as_secs_f64() * 1e6,
@@ -61,66 +68,46 @@ async fn latency(concurrency: usize, per_task: usize) -> Result<()> {
     Ok(())
 }
 
-/// The gate's admit with a budget too large to bind: `one_trip`, as the
-/// gate does it (breaker and budget in one script); otherwise as it did
-/// before (the breaker's admit, then the budget's acquire: two round trips).
+/// The budget's acquire alone.
+async fn latency(concurrency: usize, per_task: usize) -> Result<()> {
+    let pool = redis_pool("redis://127.0.0.1:6379")?;
+    let budget = Arc::new(Budget::new(pool, &namespace(), "data", unbounded()));
+    timed("acquire", concurrency, per_task, move || {
+        let budget = Arc::clone(&budget);
+        async move { matches!(budget.try_acquire().await, Ok(Acquire::Granted { .. })) }
+    })
+    .await
+}
+
+/// The gate's admit: `one_trip`, as the gate does it (breaker and budget in
+/// one script); otherwise as it did before (the breaker's admit, then the
+/// budget's acquire: two round trips).
 async fn gate(concurrency: usize, per_task: usize, one_trip: bool) -> Result<()> {
-    let size = BudgetSize {
-        limit: u32::MAX,
-        window: Duration::from_secs(1),
-        margin: Duration::ZERO,
-    };
     let policy = BreakerPolicy {
         failures: 5,
         backoff: Duration::from_secs(1),
         max_backoff: Duration::from_secs(60),
     };
     let pool = redis_pool("redis://127.0.0.1:6379")?;
-    let gate = Arc::new(ApiGuard::new(
-        pool,
-        &namespace(),
-        size,
-        size,
-        policy,
-        Duration::from_secs(5),
-    ));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let gate = Arc::clone(&gate);
-            tokio::spawn(async move {
-                let mut times = Vec::with_capacity(per_task);
-                for _ in 0..per_task {
-                    let t = Instant::now();
-                    if one_trip {
-                        assert!(gate.admit(Api::Data, Priority::Bulk).await.is_ok());
-                    } else {
-                        let admitted = gate.breaker(Api::Data).admit().await;
-                        assert_eq!(admitted, Ok(Admission::Go));
-                        let granted = gate.budget(Api::Data).try_acquire_as(Share::Shared).await;
-                        assert!(matches!(granted, Ok(Acquire::Granted { .. })));
-                    }
-                    times.push(t.elapsed());
-                }
-                times
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await?);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    println!(
-        "signal9 gate admit, {}  concurrency {concurrency:>2}  admits {:>6}  per second {:>7.0}  p50 {:>6.0} µs  p99 {:>6.0} µs",
-        if one_trip { "one script (now)   " } else { "two round trips (before)" },
-        all.len(),
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5).as_secs_f64() * 1e6,
-        percentile(&all, 0.99).as_secs_f64() * 1e6
-    );
-    Ok(())
+    let (size, wait) = (unbounded(), Duration::from_secs(5));
+    let gate = Arc::new(ApiGuard::new(pool, &namespace(), size, size, policy, wait));
+    let label = if one_trip {
+        "gate admit, one script (now)     "
+    } else {
+        "gate admit, two round trips (before)"
+    };
+    timed(label, concurrency, per_task, move || {
+        let gate = Arc::clone(&gate);
+        async move {
+            if one_trip {
+                return gate.admit(Api::Data, Priority::Bulk).await.is_ok();
+            }
+            let admitted = gate.breaker(Api::Data).admit().await;
+            let granted = gate.budget(Api::Data).try_acquire_as(Share::Shared).await;
+            admitted == Ok(Admission::Go) && matches!(granted, Ok(Acquire::Granted { .. }))
+        }
+    })
+    .await
 }
 
 /// Priority under saturation: `bulk` callers hold the budget full while
