@@ -85,7 +85,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// Where the client gets its key pair. A fixed pair never changes; a
-/// Secrets Manager source ([`crate::secrets::SecretsSource`]) can fetch a
+/// Secrets Manager source (`signal9_shared::secrets::SecretsSource`) can fetch a
 /// rotated one.
 #[async_trait]
 pub trait CredentialSource: Send + Sync + fmt::Debug {

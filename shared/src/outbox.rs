@@ -2,8 +2,9 @@
 //! they describe, and removes each from the outbox once the broker has
 //! confirmed it.
 //!
-//! A change and its event are written together (one SQLite transaction, one
-//! DynamoDB TransactWriteItems), so an event cannot be lost between the
+//! A change and its event are written together (one SQLite transaction; on
+//! DynamoDB, one single-item write of the changed item, which holds its
+//! events: see `store::dynamo`), so an event cannot be lost between the
 //! store write and the publish: a crash or a broker outage there leaves it
 //! in the outbox, and the next relay pass (on any worker) sends it. An event
 //! is removed only after its confirm, so it may be sent twice (a crash

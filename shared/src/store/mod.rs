@@ -284,7 +284,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// stamped `seen_at = at` (never moved back); a changed one is rewritten,
     /// and a delisted one seen again is relisted. The event a change raises
     /// ([`Event::for_change`]) goes into the outbox in the same transaction
-    /// (SQLite) or the same TransactWriteItems (DynamoDB) as the change.
+    /// (SQLite) or the same single-item write (DynamoDB: the event lives in
+    /// the changed item) as the change.
     async fn upsert_assets_seen(
         &self,
         assets: &[Asset],
