@@ -37,7 +37,7 @@ fn answer(body: String) -> Response {
 
 /// `GET /v2/assets`: `status`, `asset_class` (default `us_equity`),
 /// `exchange` and `attributes` (any of a comma list).
-pub async fn list(state: &AppState, params: &HashMap<String, String>) -> Result<Response, ApiError> {
+pub(crate) async fn list(state: &AppState, params: &HashMap<String, String>) -> Result<Response, ApiError> {
     let param = |k: &str| params.get(k).map(String::as_str).filter(|s| !s.is_empty());
     let status = match param("status") {
         Some(s) => Some(
@@ -77,7 +77,7 @@ fn short(s: &str) -> String {
 
 /// `GET /v2/assets/{symbol_or_id}`: by id, else by symbol (the listed
 /// asset of a recycled ticker; `BTCUSD` finds `BTC/USD`).
-pub async fn one(state: &AppState, wanted: &str) -> Result<Response, ApiError> {
+pub(crate) async fn one(state: &AppState, wanted: &str) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("asset not found for {}", short(wanted)));
     if uuid::Uuid::parse_str(wanted).is_ok() {
         return match state

@@ -20,11 +20,11 @@ use std::fmt;
 use std::path::Path;
 
 /// The key id a client sends with a token as its secret key.
-pub const KEY_ID: &str = "signal9";
+pub(crate) const KEY_ID: &str = "signal9";
 
 /// What a token may do. `Operate` includes `Read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
+pub(crate) enum Role {
     /// The data routes and the console's pages.
     Read,
     /// And the console's actions (replay, purge).
@@ -33,7 +33,7 @@ pub enum Role {
 
 impl Role {
     /// The name in the tokens file.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",
             Role::Operate => "operate",
@@ -52,7 +52,7 @@ impl Role {
 /// The SHA-256 of the example tokens in `compose/api-tokens`
 /// (`compose-read-token`, `compose-operate-token`): public, so refused
 /// unless explicitly allowed.
-pub const EXAMPLE_HASHES: [&str; 2] = [
+pub(crate) const EXAMPLE_HASHES: [&str; 2] = [
     "8032ccfa14e47c2dbcd0bfd6674188b16b79ad37ba26eed42499c39f4c806991",
     "43b92e7d2bb8e811f31d29e7f657877ada39c171f18c5c0351f55d5150c346be",
 ];
@@ -62,23 +62,23 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// What one token may do and spend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// Its role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Its own quota of calls per window, if its line sets one.
-    pub calls: Option<u32>,
+    pub(crate) calls: Option<u32>,
 }
 
 /// A request's verified token: its role, the hash that names it (the
 /// quota's key; never the token) and its own quota, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// The token's SHA-256, hex.
-    pub hash: String,
+    pub(crate) hash: String,
     /// The token's own quota of calls per window.
-    pub calls: Option<u32>,
+    pub(crate) calls: Option<u32>,
 }
 
 /// The accepted tokens, by the hex SHA-256 of each.
@@ -96,7 +96,7 @@ impl fmt::Debug for Tokens {
 
 /// Why a request is not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// No token, or one the file does not hold: 401.
     Unauthenticated(&'static str),
     /// A valid token without the role: 403.
@@ -104,7 +104,7 @@ pub enum Denied {
 }
 
 /// The hex SHA-256 of a token, as the tokens file holds it.
-pub fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -114,7 +114,7 @@ impl Tokens {
     /// an error naming its line number (never its content); so is a file
     /// that holds no token, and one holding an example hash unless
     /// `allow_example`.
-    pub fn load(path: &Path, allow_example: bool) -> anyhow::Result<Tokens> {
+    pub(crate) fn load(path: &Path, allow_example: bool) -> anyhow::Result<Tokens> {
         let size = std::fs::metadata(path)
             .map_err(|e| anyhow::anyhow!("reading the tokens file {}: {e}", path.display()))?
             .len();
@@ -131,7 +131,7 @@ impl Tokens {
 
     /// [`Tokens::parse`], refusing a text with no token, or with an
     /// example hash unless `allow_example`.
-    pub fn from_text(text: &str, allow_example: bool) -> Result<Tokens, String> {
+    pub(crate) fn from_text(text: &str, allow_example: bool) -> Result<Tokens, String> {
         let tokens = Tokens::parse(text)?;
         if tokens.by_hash.is_empty() {
             return Err("it holds no token: add a line `read SHA256_HEX` (printf %s \"$TOKEN\" | sha256sum)".into());
@@ -200,7 +200,7 @@ impl Tokens {
     }
 
     /// The role of `token`, if the file holds it.
-    pub fn role_of(&self, token: &str) -> Option<Role> {
+    pub(crate) fn role_of(&self, token: &str) -> Option<Role> {
         if token.is_empty() {
             return None;
         }
@@ -208,12 +208,12 @@ impl Tokens {
     }
 
     /// The role of the token whose hash is `hash`, if the file still holds it.
-    pub fn role_of_hash(&self, hash: &str) -> Option<Role> {
+    pub(crate) fn role_of_hash(&self, hash: &str) -> Option<Role> {
         self.by_hash.get(hash).map(|g| g.role)
     }
 
     /// Checks a request's headers for a token with at least `needed`.
-    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<Caller, Denied> {
+    pub(crate) fn check(&self, headers: &HeaderMap, needed: Role) -> Result<Caller, Denied> {
         let token = token_of(headers)?;
         if token.is_empty() {
             return Err(Denied::Unauthenticated("the token is not valid"));
@@ -240,7 +240,7 @@ impl Tokens {
 /// is deleted, emptied or no longer parses revokes every token until it
 /// is fixed: auth fails closed.
 #[derive(Debug)]
-pub struct TokenFile {
+pub(crate) struct TokenFile {
     path: std::path::PathBuf,
     allow_example: bool,
     state: std::sync::RwLock<Loaded>,
@@ -255,7 +255,7 @@ struct Loaded {
 }
 
 /// How often the tokens file is looked at.
-pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn read_text(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
@@ -268,7 +268,7 @@ fn read_text(path: &Path) -> Option<String> {
 impl TokenFile {
     /// Reads the file: missing, empty, broken or (unless `allow_example`)
     /// holding an example hash stops the start.
-    pub fn open(path: &Path, allow_example: bool) -> anyhow::Result<TokenFile> {
+    pub(crate) fn open(path: &Path, allow_example: bool) -> anyhow::Result<TokenFile> {
         let tokens = Tokens::load(path, allow_example)?;
         Ok(TokenFile {
             path: path.to_owned(),
@@ -283,7 +283,7 @@ impl TokenFile {
 
     /// The tokens now, reading the file again if it is due (shared, not
     /// copied: every request asks).
-    pub fn current(&self) -> std::sync::Arc<Tokens> {
+    pub(crate) fn current(&self) -> std::sync::Arc<Tokens> {
         {
             let loaded = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if loaded.checked.elapsed() < RELOAD_EVERY {

@@ -245,7 +245,7 @@ impl BarsQuery {
 
     /// The last instant `t` in `[start, end]` whose range `[start, t]` has
     /// settled at `now`, if any.
-    pub fn settled_until(
+    pub(crate) fn settled_until(
         &self,
         symbol: &Symbol,
         now: DateTime<Utc>,
@@ -289,7 +289,7 @@ impl BarsQuery {
 
 /// Where a request's bars came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// All from the store, no job.
     Store,
     /// Every symbol's whole range was fetched.
@@ -300,7 +300,7 @@ pub enum Source {
 
 impl Source {
     /// The `X-Signal9-Source` value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Store => "store",
             Source::Fetched => "fetched",
@@ -311,7 +311,7 @@ impl Source {
 
 /// A recent fetch of an unsettled range by this process.
 #[derive(Debug, Clone, Copy)]
-pub struct Fresh {
+pub(crate) struct Fresh {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     at: DateTime<Utc>,
@@ -319,25 +319,25 @@ pub struct Fresh {
 
 /// What must be fetched for a query, and where the answer will come from.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Ranges to fetch.
-    pub needs: Vec<Need>,
+    pub(crate) needs: Vec<Need>,
     /// Unsettled ranges those fetch (remembered once fetched).
-    pub fresh: Vec<(String, Fresh)>,
+    pub(crate) fresh: Vec<(String, Fresh)>,
     /// Symbols with some part answered by the store.
-    pub from_store: usize,
+    pub(crate) from_store: usize,
     /// Symbols whose whole range is fetched.
-    pub fetched_whole: usize,
+    pub(crate) fetched_whole: usize,
     /// Planning stopped here: the request needs at least this many jobs,
     /// more than one request may cause.
-    pub over_cap: Option<u64>,
+    pub(crate) over_cap: Option<u64>,
 }
 
 impl Plan {
     /// What fetching costs, in Alpaca calls: each job's pages, from the
     /// same estimate the workers size their requests by (an upper bound:
     /// a real series has gaps, and jobs of one request may share a call).
-    pub fn calls(&self) -> u64 {
+    pub(crate) fn calls(&self) -> u64 {
         self.needs
             .iter()
             .map(|need| {
@@ -360,7 +360,7 @@ impl Plan {
     }
 
     /// The `X-Signal9-Source` of the answer.
-    pub fn source(&self) -> Source {
+    pub(crate) fn source(&self) -> Source {
         if self.needs.is_empty() {
             Source::Store
         } else if self.from_store == 0 {
@@ -406,7 +406,12 @@ fn split(
 /// Decides, per symbol, what the store answers and what must be fetched.
 /// Planning stops as soon as the jobs pass `max_jobs` ([`Plan::over_cap`]),
 /// so a request no one will serve costs no more than that to refuse.
-pub async fn plan(state: &AppState, query: &BarsQuery, now: DateTime<Utc>, max_jobs: usize) -> Result<Plan, ApiError> {
+pub(crate) async fn plan(
+    state: &AppState,
+    query: &BarsQuery,
+    now: DateTime<Utc>,
+    max_jobs: usize,
+) -> Result<Plan, ApiError> {
     let packing = state.settings.packing.packing();
     let max_bars = packing.max_pages * signal9_shared::plan::PAGE_BARS;
     let fresh_for = Duration::seconds(i64::try_from(state.settings.fresh_secs).unwrap_or(0));
@@ -588,7 +593,12 @@ async fn take_bars(
 /// One page of the answer, as Alpaca's JSON: each symbol read from the
 /// page's position for at most the bars the page still has room for,
 /// plus one to know whether more follow.
-pub async fn page(state: &AppState, query: &BarsQuery, single: bool, cacheable: bool) -> Result<String, ApiError> {
+pub(crate) async fn page(
+    state: &AppState,
+    query: &BarsQuery,
+    single: bool,
+    cacheable: bool,
+) -> Result<String, ApiError> {
     let mut page: BTreeMap<&str, Vec<Bar>> = BTreeMap::new();
     let mut count = 0usize;
     let mut last: Option<(&str, DateTime<Utc>)> = None;

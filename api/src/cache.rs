@@ -27,7 +27,7 @@ struct Inner {
 /// Ranges by key (`series|start|end`), at most `capacity` of them and
 /// `max_bytes` of bars and keys together.
 #[derive(Debug)]
-pub struct Cache {
+pub(crate) struct Cache {
     capacity: usize,
     max_bytes: usize,
     ttl: Duration,
@@ -41,7 +41,7 @@ fn cost(key: &str, bars: &[Bar]) -> usize {
 
 impl Cache {
     /// A cache of `capacity` ranges (0: off) and `max_bytes`, each kept at most `ttl`.
-    pub fn new(capacity: usize, max_bytes: usize, ttl: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, max_bytes: usize, ttl: Duration) -> Self {
         Cache {
             capacity,
             max_bytes,
@@ -55,7 +55,7 @@ impl Cache {
     }
 
     /// The range under `key`, if cached and not expired.
-    pub fn get(&self, key: &str) -> Option<Arc<Vec<Bar>>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Vec<Bar>>> {
         if self.capacity == 0 {
             return None;
         }
@@ -77,7 +77,7 @@ impl Cache {
     }
 
     /// True when `key` is cached and not expired.
-    pub fn contains(&self, key: &str) -> bool {
+    pub(crate) fn contains(&self, key: &str) -> bool {
         self.capacity > 0
             && self
                 .lock()
@@ -87,12 +87,13 @@ impl Cache {
     }
 
     /// The bytes held now.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.lock().bytes
     }
 
     /// Drops every range of `series` (a key's part before its range).
-    pub fn evict_series(&self, series: &str) -> usize {
+    pub(crate) fn evict_series(&self, series: &str) -> usize {
         let prefix = format!("{series}|");
         let mut inner = self.lock();
         let before = inner.entries.len();
@@ -110,7 +111,7 @@ impl Cache {
     }
 
     /// Drops every range.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.entries.clear();
         inner.bytes = 0;
@@ -118,7 +119,7 @@ impl Cache {
 
     /// Keeps `bars` under `key`, evicting the least recently used ranges
     /// until both bounds hold; a range larger than the whole cache is not kept.
-    pub fn put(&self, key: String, bars: Arc<Vec<Bar>>) {
+    pub(crate) fn put(&self, key: String, bars: Arc<Vec<Bar>>) {
         let bytes = cost(&key, &bars);
         if self.capacity == 0 || bytes > self.max_bytes {
             return;
@@ -157,7 +158,7 @@ impl Cache {
 /// bound to `bars.invalidated`, reconnected after a lost connection, and
 /// the whole cache dropped at each (re)connection, since events may have
 /// passed unheard meanwhile.
-pub async fn listen(cache: std::sync::Arc<Cache>, broker: signal9_shared::config::BrokerSettings) {
+pub(crate) async fn listen(cache: std::sync::Arc<Cache>, broker: signal9_shared::config::BrokerSettings) {
     use futures::StreamExt;
     let topology = broker.topology();
     let mut backoff = Duration::from_secs(1);

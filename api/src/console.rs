@@ -62,7 +62,7 @@ struct Login {
 
 /// Console sessions, by cookie value, and failed logins by address.
 #[derive(Debug)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     inner: Mutex<HashMap<String, Login>>,
     max: usize,
     attempts: u32,
@@ -82,7 +82,7 @@ fn random_hex() -> String {
 
 impl Sessions {
     /// At most `max` sessions; `attempts` failed logins per address a minute.
-    pub fn new(max: usize, attempts: u32) -> Self {
+    pub(crate) fn new(max: usize, attempts: u32) -> Self {
         Sessions {
             inner: Mutex::new(HashMap::new()),
             max: max.max(1),
@@ -119,13 +119,9 @@ impl Sessions {
     }
 
     /// How many sessions are held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// True when no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
     }
 
     fn open(&self, role: Role, token: String) -> String {
@@ -261,7 +257,7 @@ fn error_page(status: StatusCode, login: Option<&Login>, message: &str) -> Respo
 }
 
 /// The console's routes.
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/console", get(overview))
         .route("/console/login", get(login_form).post(login))

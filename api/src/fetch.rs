@@ -22,9 +22,9 @@ use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 
 /// One range of one series to fetch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Need {
+pub(crate) struct Need {
     /// The job's payload.
-    pub fetch: FetchBars,
+    pub(crate) fetch: FetchBars,
 }
 
 impl Need {
@@ -44,7 +44,7 @@ impl Need {
 
 /// Why the missing ranges could not be had.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// Not every job answered in time (they go on).
     #[error("{pending} of {total} fetch jobs did not finish within {secs} s; they go on, and a later request finds their bars stored")]
     Timeout {
@@ -82,13 +82,13 @@ type Waiters = HashMap<String, Vec<oneshot::Sender<Arc<Value>>>>;
 
 /// A job replayed from the console, and its outcome once a worker replied.
 #[derive(Debug, Clone)]
-pub struct Replay {
+pub(crate) struct Replay {
     /// The job id.
-    pub id: String,
+    pub(crate) id: String,
     /// When it was replayed.
-    pub at: chrono::DateTime<chrono::Utc>,
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
     /// The worker's reply: `status` succeeded or dead-lettered, with `detail` or `error`.
-    pub outcome: Option<Arc<Value>>,
+    pub(crate) outcome: Option<Arc<Value>>,
 }
 
 /// The console's replays remembered.
@@ -118,7 +118,7 @@ struct Link {
 
 /// Publishes fetch jobs and waits for their replies.
 #[derive(Debug)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     settings: BrokerSettings,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     book: Arc<Mutex<Book>>,
@@ -139,7 +139,7 @@ fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
 
 impl Fetcher {
     /// A fetcher on `settings`' broker; it connects at its first use.
-    pub fn new(settings: BrokerSettings) -> Self {
+    pub(crate) fn new(settings: BrokerSettings) -> Self {
         Fetcher {
             settings,
             link: tokio::sync::Mutex::new(None),
@@ -205,12 +205,12 @@ impl Fetcher {
 
     /// The reply queue (connecting if need be): the console replays jobs
     /// with it, to show their outcomes.
-    pub async fn reply_queue(&self) -> Result<String> {
+    pub(crate) async fn reply_queue(&self) -> Result<String> {
         Ok(self.link().await?.reply_queue.clone())
     }
 
     /// Remembers jobs replayed with [`Fetcher::reply_queue`] as theirs.
-    pub fn watch(&self, ids: &[String]) {
+    pub(crate) fn watch(&self, ids: &[String]) {
         let mut book = lock(&self.book);
         let at = chrono::Utc::now();
         for id in ids {
@@ -226,13 +226,13 @@ impl Fetcher {
     }
 
     /// The replays remembered, newest first.
-    pub fn replays(&self) -> Vec<Replay> {
+    pub(crate) fn replays(&self) -> Vec<Replay> {
         lock(&self.book).replays.iter().rev().cloned().collect()
     }
 
     /// Checks that `needs` fit under `cap` jobs in flight (those already
     /// in flight for the same range are shared, so they add nothing).
-    pub fn room(&self, needs: &[Need], cap: usize) -> Result<(), FetchError> {
+    pub(crate) fn room(&self, needs: &[Need], cap: usize) -> Result<(), FetchError> {
         let book = lock(&self.book);
         check_room(&book, needs, cap)
     }
@@ -240,7 +240,7 @@ impl Fetcher {
     /// Fetches every range of `needs` through the queue and waits up to
     /// `wait` for all of them to be stored; refused ([`FetchError::Busy`])
     /// when that would put more than `cap` jobs in flight.
-    pub async fn fetch(&self, needs: &[Need], wait: Duration, cap: usize) -> Result<(), FetchError> {
+    pub(crate) async fn fetch(&self, needs: &[Need], wait: Duration, cap: usize) -> Result<(), FetchError> {
         if needs.is_empty() {
             return Ok(());
         }

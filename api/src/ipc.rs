@@ -29,7 +29,7 @@ use crate::bars::BarsQuery;
 use crate::AppState;
 
 /// The media type of an Arrow IPC stream.
-pub const MEDIA_TYPE: &str = "application/vnd.apache.arrow.stream";
+pub(crate) const MEDIA_TYPE: &str = "application/vnd.apache.arrow.stream";
 
 /// About how many bars one store window (one record batch) holds.
 const BARS_PER_WINDOW: i64 = 50_000;
@@ -38,7 +38,7 @@ const BARS_PER_WINDOW: i64 = 50_000;
 const READS_AHEAD: usize = 2;
 
 /// Whether the request asks for Arrow (its `Accept` names the stream type).
-pub fn wanted(headers: &HeaderMap) -> bool {
+pub(crate) fn wanted(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -47,7 +47,7 @@ pub fn wanted(headers: &HeaderMap) -> bool {
 }
 
 /// The stream's schema.
-pub fn schema() -> Arc<Schema> {
+pub(crate) fn schema() -> Arc<Schema> {
     let price = |name| Field::new(name, DataType::Float64, false);
     Arc::new(Schema::new(vec![
         Field::new("symbol", DataType::Utf8, false),
@@ -67,7 +67,7 @@ pub fn schema() -> Arc<Schema> {
 }
 
 /// One symbol's bars as a record batch.
-pub fn batch(schema: &Arc<Schema>, symbol: &str, bars: &[Bar]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+pub(crate) fn batch(schema: &Arc<Schema>, symbol: &str, bars: &[Bar]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let column = |f: fn(&Bar) -> f64| -> ArrayRef { Arc::new(bars.iter().map(f).collect::<Float64Array>()) };
     let times: TimestampNanosecondArray = bars
         .iter()
@@ -113,7 +113,7 @@ fn windows(query: &BarsQuery) -> Vec<Window> {
 /// The answer's body: every symbol's bars of the query's range, read from
 /// the store window by window (the next read under way while the last is
 /// sent).
-pub fn body(state: Arc<AppState>, query: BarsQuery) -> Body {
+pub(crate) fn body(state: Arc<AppState>, query: BarsQuery) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::spawn(async move {
         if let Err(error) = produce(&state, &query, &tx).await {

@@ -17,16 +17,20 @@
 //! Every door bounds what it takes (`signal9_shared::bounds`): a request out
 //! of bounds is a 4xx naming the reason, never a panic or unbounded work.
 
-pub mod assets;
-pub mod auth;
-pub mod bars;
-pub mod cache;
-pub mod console;
-pub mod fetch;
-pub mod ipc;
-pub mod quota;
-pub mod serve;
-pub mod settings;
+mod assets;
+mod auth;
+mod bars;
+mod cache;
+mod console;
+mod fetch;
+mod ipc;
+mod quota;
+mod serve;
+mod settings;
+
+pub use auth::Tokens;
+pub use bars::{decode_token, encode_token, BarsQuery, Market};
+pub use settings::ApiSettings;
 
 use anyhow::Context;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
@@ -45,32 +49,30 @@ use signal9_shared::store::{Store, StoreError};
 use signal9_shared::telemetry::metrics;
 
 use auth::{Denied, Role};
-use bars::{BarsQuery, Market};
-use settings::ApiSettings;
 
 /// What every handler shares.
 #[derive(Debug)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The settings.
-    pub settings: ApiSettings,
+    pub(crate) settings: ApiSettings,
     /// The accepted tokens (the file, read again when it changes).
-    pub tokens: auth::TokenFile,
+    pub(crate) tokens: auth::TokenFile,
     /// The store.
-    pub store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// Publishes fetch jobs and waits for them.
-    pub fetcher: fetch::Fetcher,
+    pub(crate) fetcher: fetch::Fetcher,
     /// The budgets (read by the console).
-    pub guard: Arc<ApiGuard>,
+    pub(crate) guard: Arc<ApiGuard>,
     /// Recently read covered ranges.
-    pub cache: Arc<cache::Cache>,
+    pub(crate) cache: Arc<cache::Cache>,
     /// Unsettled ranges this process fetched lately, by series.
-    pub fresh: Mutex<HashMap<String, bars::Fresh>>,
+    pub(crate) fresh: Mutex<HashMap<String, bars::Fresh>>,
     /// Console sessions.
-    pub sessions: console::Sessions,
+    pub(crate) sessions: console::Sessions,
     /// One console action (replay, purge) at a time.
-    pub action: tokio::sync::Mutex<()>,
+    pub(crate) action: tokio::sync::Mutex<()>,
     /// The price list's buckets.
-    pub quota: quota::Quota,
+    pub(crate) quota: quota::Quota,
 }
 
 tokio::task_local! {
@@ -79,7 +81,7 @@ tokio::task_local! {
 }
 
 /// The id of the request this task serves (`-` outside one).
-pub fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
 }
 
@@ -378,7 +380,7 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The routes on `state`, with their layers; `/healthz` and `/metrics`
 /// stay outside the concurrency limit and the request timeout, so they
 /// answer while the API sheds load.
-pub fn router(state: Shared) -> Router {
+pub(crate) fn router(state: Shared) -> Router {
     let settings = &state.settings;
     let limited = Router::new()
         .route("/v2/stocks/bars", get(stock_bars))
@@ -411,7 +413,7 @@ pub fn router(state: Shared) -> Router {
 
 /// Builds the shared state from `settings`: reads the tokens, opens the store
 /// and the budgets (the broker is reached at the first fetch).
-pub async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
+pub(crate) async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
     anyhow::ensure!(
         settings.request_timeout_secs > settings.fetch_timeout_secs,
         "SIGNAL9_API_REQUEST_TIMEOUT_SECS ({}) must exceed SIGNAL9_API_FETCH_TIMEOUT_SECS ({}): a request waits for its fetch",

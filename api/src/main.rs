@@ -10,7 +10,7 @@ use clap::Parser;
 #[command(version, about)]
 struct Cli {
     #[command(flatten)]
-    settings: signal9_api::settings::ApiSettings,
+    settings: signal9_api::ApiSettings,
 }
 
 #[tokio::main]

@@ -51,18 +51,18 @@ return { 1, 0, 0 }
 
 /// The quota's sizes.
 #[derive(Debug, Clone, Copy)]
-pub struct QuotaSizes {
+pub(crate) struct QuotaSizes {
     /// A token's calls per window, unless its line sets its own.
-    pub token_calls: u32,
+    pub(crate) token_calls: u32,
     /// Every token's calls together per window.
-    pub total_calls: u32,
+    pub(crate) total_calls: u32,
     /// The window.
-    pub window: Duration,
+    pub(crate) window: Duration,
 }
 
 /// Why a priced request is not let through now.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The token's bucket (or the total) is short: come back later.
     #[error("this request costs about {cost} calls and {whose} quota holds fewer now: retry in {retry_secs} s")]
     Later {
@@ -92,7 +92,7 @@ pub enum Refused {
 
 /// The buckets, on the budget's Redis.
 #[derive(Debug, Clone)]
-pub struct Quota {
+pub(crate) struct Quota {
     pool: RedisPool,
     keys: RedisKeys,
     sizes: QuotaSizes,
@@ -100,7 +100,7 @@ pub struct Quota {
 
 impl Quota {
     /// The quota under `namespace` on `pool`.
-    pub fn new(pool: RedisPool, namespace: &str, sizes: QuotaSizes) -> Self {
+    pub(crate) fn new(pool: RedisPool, namespace: &str, sizes: QuotaSizes) -> Self {
         Quota {
             pool,
             keys: RedisKeys::new(namespace),
@@ -110,7 +110,7 @@ impl Quota {
 
     /// Takes `cost` calls from the token named by `hash` (with its own
     /// `calls` quota, if any) and from the total, or refuses.
-    pub async fn take(&self, hash: &str, calls: Option<u32>, cost: u64) -> Result<(), Refused> {
+    pub(crate) async fn take(&self, hash: &str, calls: Option<u32>, cost: u64) -> Result<(), Refused> {
         if cost == 0 {
             return Ok(());
         }

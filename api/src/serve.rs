@@ -18,11 +18,12 @@ use tower::ServiceExt as _;
 use signal9_shared::shutdown::Shutdown;
 
 /// The largest request body read (the console's forms are a few hundred bytes).
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The console's pages need their own inline styles and nothing else: no
 /// script, no frame, no form posted elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// How long requests in flight get to finish after a stop.
@@ -30,7 +31,7 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 /// The answer when the concurrency limit sheds a request (or a layer
 /// fails): 503 with `Retry-After`, in the API's error shape.
-pub async fn shed(error: tower::BoxError) -> Response {
+pub(crate) async fn shed(error: tower::BoxError) -> Response {
     if error.is::<tower::load_shed::error::Overloaded>() {
         return crate::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -44,7 +45,7 @@ pub async fn shed(error: tower::BoxError) -> Response {
 
 /// `router` with the security headers every answer carries (set where a
 /// handler did not set its own).
-pub fn with_security_headers(router: Router) -> Router {
+pub(crate) fn with_security_headers(router: Router) -> Router {
     use tower_http::set_header::SetResponseHeaderLayer as Set;
     router
         .layer(Set::if_not_present(
@@ -69,7 +70,12 @@ pub fn with_security_headers(router: Router) -> Router {
 /// header read timeout and the peer's address (`ConnectInfo`, for the
 /// console's login throttle); after the stop, requests in flight get
 /// [`DRAIN`] to finish.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, header_timeout: Duration, mut shutdown: Shutdown) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    mut shutdown: Shutdown,
+) {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

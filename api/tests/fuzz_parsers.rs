@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
-use signal9_api::auth::Tokens;
-use signal9_api::bars::{decode_token, encode_token, BarsQuery, Market};
+use signal9_api::{decode_token, encode_token, BarsQuery, Market, Tokens};
 use signal9_shared::bounds;
 
 fn config() -> ProptestConfig {

@@ -15,21 +15,21 @@ use signal9_shared::plan::Packing;
 
 /// A parsed job and the delivery it came in.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// The job.
-    pub job: Job,
+    pub(crate) job: Job,
     /// Its delivery, to ack or republish.
-    pub delivery: Delivery,
+    pub(crate) delivery: Delivery,
     /// The job's span, a child of the producer's trace when the message
     /// carries one; stable fields job_id, kind, symbol, attempt, run_id.
-    pub span: tracing::Span,
+    pub(crate) span: tracing::Span,
     /// When it was delivered, for its duration.
-    pub received: std::time::Instant,
+    pub(crate) received: std::time::Instant,
 }
 
 impl Pending {
     /// Wraps a delivered job with its span.
-    pub fn new(job: Job, delivery: Delivery) -> Self {
+    pub(crate) fn new(job: Job, delivery: Delivery) -> Self {
         let kind = job.payload.kind();
         let symbol = job.payload.symbol().map(ToString::to_string).unwrap_or_default();
         let attempt = crate::outcome::attempts(&delivery);
@@ -53,7 +53,7 @@ impl Pending {
 
 /// What compatible jobs share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BatchKey {
+pub(crate) struct BatchKey {
     timeframe: Timeframe,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -61,7 +61,7 @@ pub struct BatchKey {
     feed: Option<Feed>,
     crypto: bool,
     /// Jobs of different priorities never share a batch.
-    pub priority: Priority,
+    pub(crate) priority: Priority,
     /// The most bars one symbol's series can hold in the range (derived
     /// from the fields above, computed once).
     bars: u64,
@@ -69,7 +69,7 @@ pub struct BatchKey {
 
 impl BatchKey {
     /// The key of a fetch-bars job.
-    pub fn of(payload: &FetchBars, priority: Priority) -> Self {
+    pub(crate) fn of(payload: &FetchBars, priority: Priority) -> Self {
         BatchKey {
             timeframe: payload.timeframe,
             start: payload.start,
@@ -98,7 +98,7 @@ struct Group {
 
 /// Groups waiting jobs by key until a group is full or has waited long enough.
 #[derive(Debug)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     groups: HashMap<BatchKey, Group>,
     max: usize,
     wait: Duration,
@@ -109,7 +109,7 @@ impl Batcher {
     /// Batches of at most `max` jobs, none waiting longer than `wait`; a
     /// batch also closes when it holds as many symbols as one request packed
     /// by `packing` should carry.
-    pub fn new(max: usize, wait: Duration, packing: Packing) -> Self {
+    pub(crate) fn new(max: usize, wait: Duration, packing: Packing) -> Self {
         Batcher {
             groups: HashMap::new(),
             max: max.max(1),
@@ -119,7 +119,7 @@ impl Batcher {
     }
 
     /// Adds a job; returns its group if that made the group full.
-    pub fn add(&mut self, key: BatchKey, item: Pending) -> Option<(BatchKey, Vec<Pending>)> {
+    pub(crate) fn add(&mut self, key: BatchKey, item: Pending) -> Option<(BatchKey, Vec<Pending>)> {
         let (max, packing) = (self.max, self.packing);
         let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
             opened: Instant::now(),
@@ -136,12 +136,12 @@ impl Batcher {
     }
 
     /// When the oldest group is due, if any group is waiting.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.groups.values().map(|g| g.opened + self.wait).min()
     }
 
     /// Removes and returns every group that has waited long enough.
-    pub fn due(&mut self, now: Instant) -> Vec<(BatchKey, Vec<Pending>)> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(BatchKey, Vec<Pending>)> {
         let keys: Vec<BatchKey> = self
             .groups
             .iter()
@@ -154,7 +154,7 @@ impl Batcher {
     }
 
     /// Removes every waiting job (for shutdown).
-    pub fn drain(&mut self) -> Vec<Pending> {
+    pub(crate) fn drain(&mut self) -> Vec<Pending> {
         self.groups.drain().flat_map(|(_, g)| g.items).collect()
     }
 }

@@ -32,7 +32,7 @@ const REDIS_FAILURES_TO_OPEN: u32 = 3;
 
 /// A part the worker writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dependency {
+pub(crate) enum Dependency {
     /// The bar and asset store.
     Store,
     /// Redis: the budget, the breakers, the heartbeats.
@@ -41,10 +41,10 @@ pub enum Dependency {
 
 impl Dependency {
     /// Both.
-    pub const ALL: [Dependency; 2] = [Dependency::Store, Dependency::Redis];
+    pub(crate) const ALL: [Dependency; 2] = [Dependency::Store, Dependency::Redis];
 
     /// The name in errors, metrics and `/readyz`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dependency::Store => "store",
             Dependency::Redis => "redis",
@@ -57,7 +57,7 @@ impl Dependency {
 }
 
 /// The two breakers.
-pub struct Dependencies {
+pub(crate) struct Dependencies {
     store: Breaker,
     redis: Breaker,
 }
@@ -83,7 +83,7 @@ fn breaker(failures: u32) -> Breaker {
 
 impl Dependencies {
     /// Both closed.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Dependencies {
             store: breaker(STORE_FAILURES_TO_OPEN),
             redis: breaker(REDIS_FAILURES_TO_OPEN),
@@ -100,7 +100,7 @@ impl Dependencies {
     /// Records a job's end: a failure of `failed` (a dependency's name, as
     /// `Classify::dependency` gives it) counts against that breaker; a
     /// job that succeeded is a success of the store's.
-    pub fn record_job(&self, failed: Option<&str>, succeeded: bool) {
+    pub(crate) fn record_job(&self, failed: Option<&str>, succeeded: bool) {
         match failed.and_then(Dependency::parse) {
             Some(dependency) => self.breaker(dependency).on_error(),
             None if succeeded => self.store.on_success(),
@@ -109,7 +109,7 @@ impl Dependencies {
     }
 
     /// Records one Redis ping.
-    pub fn record_redis(&self, answered: bool) {
+    pub(crate) fn record_redis(&self, answered: bool) {
         if answered {
             self.redis.on_success();
         } else {
@@ -118,7 +118,7 @@ impl Dependencies {
     }
 
     /// The first dependency whose breaker is open, if any.
-    pub fn open(&self) -> Option<Dependency> {
+    pub(crate) fn open(&self) -> Option<Dependency> {
         // is_call_permitted moves an open breaker whose back-off passed to
         // half-open: the next outcome (a probe's) decides it.
         Dependency::ALL
@@ -129,7 +129,7 @@ impl Dependencies {
     /// Waits until every dependency answers, probing each at its breaker's
     /// back-off; `held` is told which one holds the worker meanwhile.
     /// False when `shutdown` fired first.
-    pub async fn wait_until_up(
+    pub(crate) async fn wait_until_up(
         &self,
         store: &Arc<dyn Store>,
         redis: &RedisPool,

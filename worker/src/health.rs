@@ -18,15 +18,15 @@ use signal9_shared::workers::{self, Heartbeat};
 
 /// What the health endpoints and the heartbeat read.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     /// The worker's id in its heartbeat.
-    pub id: String,
+    pub(crate) id: String,
     /// True while a broker session consumes.
-    pub broker_up: AtomicBool,
+    pub(crate) broker_up: AtomicBool,
     /// Jobs finished since start.
-    pub jobs_done: AtomicU64,
+    pub(crate) jobs_done: AtomicU64,
     /// The gate, for its breakers and its Redis pool.
-    pub guard: Arc<ApiGuard>,
+    pub(crate) guard: Arc<ApiGuard>,
     /// The failing dependency that holds the worker from consuming, if any.
     held_by: std::sync::Mutex<Option<&'static str>>,
     /// Wakes the heartbeat early (the broker session came or went).
@@ -36,7 +36,7 @@ pub struct Health {
 
 impl Health {
     /// Health for a worker using `guard`.
-    pub fn new(guard: Arc<ApiGuard>) -> Self {
+    pub(crate) fn new(guard: Arc<ApiGuard>) -> Self {
         Health {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             broker_up: AtomicBool::new(false),
@@ -49,7 +49,7 @@ impl Health {
     }
 
     /// Records whether a broker session is up, and beats at once.
-    pub fn set_broker_up(&self, up: bool) {
+    pub(crate) fn set_broker_up(&self, up: bool) {
         if self.broker_up.swap(up, Ordering::Relaxed) != up {
             self.changed.notify_one();
         }
@@ -57,7 +57,7 @@ impl Health {
 
     /// Records which failing dependency holds the worker (`None`: none),
     /// for `/readyz` and `signal9_dependency_holding`.
-    pub fn set_held_by(&self, dependency: Option<&'static str>) {
+    pub(crate) fn set_held_by(&self, dependency: Option<&'static str>) {
         let mut held = self.held_by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *held != dependency {
             match dependency {
@@ -125,7 +125,7 @@ impl Health {
 /// Serves the endpoints on `addr` until `shutdown`. Returns the bound
 /// address, or `None` (logged) when the address cannot be bound: the worker
 /// works without them.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: std::net::SocketAddr,
     health: Arc<Health>,
     mut shutdown: signal9_shared::shutdown::Shutdown,
@@ -169,7 +169,7 @@ async fn readyz(axum::extract::State(health): axum::extract::State<Arc<Health>>)
 
 /// Renews the heartbeat every few seconds until `stop` fires, then
 /// removes it.
-pub async fn keep_heartbeat(
+pub(crate) async fn keep_heartbeat(
     health: Arc<Health>,
     namespace: String,
     concurrency: u16,

@@ -10,13 +10,15 @@
 //! broker goes away, and on shutdown stops consuming, lets in-flight jobs
 //! finish within a deadline and hands everything else back to the queue.
 
-pub mod batch;
-pub mod dependencies;
-pub mod handlers;
-pub mod health;
-pub mod outcome;
-pub mod relay;
-pub mod settings;
+mod batch;
+mod dependencies;
+mod handlers;
+mod health;
+mod outcome;
+mod relay;
+mod settings;
+
+pub use settings::WorkerSettings;
 
 use anyhow::{Context as _, Result};
 use futures::stream::{select_all, BoxStream, StreamExt};
@@ -38,7 +40,6 @@ use signal9_shared::telemetry::events::{Event, JobEnd, JobFinished, MalformedJob
 use batch::{BatchKey, Batcher, Pending};
 use handlers::Context;
 use outcome::Failure;
-use settings::WorkerSettings;
 
 /// Everything a session needs, built once per process.
 #[derive(Debug, Clone)]

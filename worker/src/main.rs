@@ -9,7 +9,7 @@ use clap::Parser;
 #[command(version, about)]
 struct Cli {
     #[command(flatten)]
-    settings: signal9_worker::settings::WorkerSettings,
+    settings: signal9_worker::WorkerSettings,
 }
 
 #[tokio::main]

@@ -21,21 +21,21 @@ use signal9_shared::job::{is_routing_key, Job};
 
 /// Why a job failed, as the queue needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Retry or give up.
-    pub class: ErrorClass,
+    pub(crate) class: ErrorClass,
     /// What went wrong, for the dead letter and the logs.
-    pub message: String,
+    pub(crate) message: String,
     /// The job was never tried (budget or breaker), or a dependency
     /// failed under it: delay it, count nothing, dead-letter nothing.
-    pub deferred: bool,
+    pub(crate) deferred: bool,
     /// The dependency that failed (`store`, `redis`), if one did.
-    pub dependency: Option<&'static str>,
+    pub(crate) dependency: Option<&'static str>,
 }
 
 impl Failure {
     /// A failure from any classified error.
-    pub fn from_error<E: signal9_alpaca::class::Classify + std::fmt::Display>(error: &E) -> Self {
+    pub(crate) fn from_error<E: signal9_alpaca::class::Classify + std::fmt::Display>(error: &E) -> Self {
         let dependency = error.dependency();
         Failure {
             class: error.class(),
@@ -46,7 +46,7 @@ impl Failure {
     }
 
     /// A permanent failure.
-    pub fn permanent(message: impl Into<String>) -> Self {
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
         Failure {
             class: ErrorClass::Permanent,
             message: message.into(),
@@ -58,7 +58,7 @@ impl Failure {
 
 /// Where a failed job went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// Back through the first delay tier, without counting an attempt.
     Defer,
     /// To retry tier `n` (0-based).
@@ -68,7 +68,7 @@ pub enum Route {
 }
 
 /// Decides a failed job's route from its class and the attempts so far.
-pub fn route(class: ErrorClass, attempt: u32, tiers: usize) -> Route {
+pub(crate) fn route(class: ErrorClass, attempt: u32, tiers: usize) -> Route {
     match class {
         ErrorClass::Permanent => Route::Dead,
         ErrorClass::Transient if (attempt as usize) < tiers => Route::Retry(attempt as usize),
@@ -77,12 +77,12 @@ pub fn route(class: ErrorClass, attempt: u32, tiers: usize) -> Route {
 }
 
 /// The failures a job has had so far, from our own header.
-pub fn attempts(delivery: &Delivery) -> u32 {
+pub(crate) fn attempts(delivery: &Delivery) -> u32 {
     header_u32(delivery.properties.headers().as_ref(), HEADER_ATTEMPT).unwrap_or(0)
 }
 
 /// Acks a succeeded job and sends its reply, if it asked for one.
-pub async fn succeed(
+pub(crate) async fn succeed(
     publisher: &Publisher,
     delivery: &Delivery,
     job_id: &str,
@@ -102,7 +102,7 @@ pub async fn succeed(
 /// `job` is the parsed job (`None` for a malformed message): its own routing
 /// key replaces one that `{ns}.jobs` does not bind (a job published straight
 /// to its queue), so the job finds its queue again when its delay expires.
-pub async fn fail(
+pub(crate) async fn fail(
     publisher: &Publisher,
     topology: &Topology,
     delivery: &Delivery,

@@ -21,24 +21,24 @@ const SYNC_WATCH_TICK: Duration = Duration::from_secs(15);
 
 /// What the relay needs.
 #[derive(Debug)]
-pub struct RelayContext {
+pub(crate) struct RelayContext {
     /// Where the outbox is.
-    pub store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// A confirm-mode channel of its own.
-    pub publisher: Publisher,
+    pub(crate) publisher: Publisher,
     /// The namespace's names.
-    pub topology: Topology,
+    pub(crate) topology: Topology,
     /// Redis, home of the relay lease (one relay at a time in the pool, so
     /// two workers do not send the same events at once).
-    pub redis_url: String,
+    pub(crate) redis_url: String,
     /// Woken after writes that may have added events.
-    pub written: Arc<Notify>,
+    pub(crate) written: Arc<Notify>,
     /// Where every event also goes (EventBridge), if anywhere.
-    pub sink: Option<Arc<dyn outbox::EventSink>>,
+    pub(crate) sink: Option<Arc<dyn outbox::EventSink>>,
 }
 
 /// Relays the outbox until shutdown, then makes one last pass.
-pub async fn run(ctx: RelayContext, mut shutdown: Shutdown) {
+pub(crate) async fn run(ctx: RelayContext, mut shutdown: Shutdown) {
     let pool = match signal9_shared::limiter::redis_pool(&ctx.redis_url) {
         Ok(pool) => pool,
         Err(error) => {
@@ -91,7 +91,7 @@ pub async fn run(ctx: RelayContext, mut shutdown: Shutdown) {
 /// `signal9_gaps_missing_series_days` from the scheduler's last gap check
 /// in Redis, so every worker reports them and the alerts see them whichever
 /// process wrote them.
-pub async fn watch_sync_runs(
+pub(crate) async fn watch_sync_runs(
     store: Arc<dyn Store>,
     redis: signal9_shared::redis_conn::RedisPool,
     namespace: String,

@@ -12,7 +12,7 @@ use crate::batch::Pending;
 use crate::outcome::Failure;
 
 /// Runs a batch; returns one result per job, in the batch's order.
-pub async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>> {
+pub(crate) async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>> {
     let payloads: Vec<_> = batch
         .iter()
         .filter_map(|p| match &p.job.payload {

@@ -11,7 +11,7 @@ use super::Context;
 use crate::outcome::Failure;
 
 /// Looks the asset up (one call) and stores it.
-pub async fn run(ctx: &Context, job: &StatusCheck) -> Result<Value, Failure> {
+pub(crate) async fn run(ctx: &Context, job: &StatusCheck) -> Result<Value, Failure> {
     let response = ctx
         .client
         .get_asset(job.symbol.as_str())

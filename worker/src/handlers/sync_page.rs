@@ -24,7 +24,7 @@ fn store_failure(error: StoreError) -> Failure {
 }
 
 /// Lists, validates and upserts one slice; closes the run if it was the last page.
-pub async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Value, Failure> {
+pub(crate) async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Value, Failure> {
     let run_id = job.run_id.as_deref();
     let report = sync::sync_slice(&ctx.client, ctx.store.as_ref(), &slice_query(page), run_id)
         .await
