@@ -481,7 +481,7 @@ async fn overview(State(state): State<Shared>, headers: HeaderMap) -> Response {
             let _ = write!(body, "<div class=\"warn\">Queues unavailable: {}</div>", esc(&error));
         }
         Ok(session) => {
-            let snap = status::snapshot(&session.connection, &session.topology, &state.guard, ns).await;
+            let snap = status::snapshot(&session.connection, &session.topology, &state.gate, ns).await;
             let _ = session.connection.close(200, "console".into()).await;
             match snap {
                 Err(error) => {
@@ -498,7 +498,7 @@ async fn overview(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
     body.push_str("<h2>Budgets</h2><div class=\"charts\">");
     for api in [Api::Data, Api::Trading] {
-        let budget = state.guard.budget(api);
+        let budget = state.gate.budget(api);
         match budget.history(60).await {
             Ok(history) => body.push_str(&chart(api.as_str(), &history, budget.size().limit, now_minute)),
             Err(error) => {

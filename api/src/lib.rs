@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use signal9_shared::guard::ApiGuard;
+use signal9_shared::gate::ApiGate;
 use signal9_shared::shutdown::Shutdown;
 use signal9_shared::store::{Store, StoreError};
 use signal9_shared::telemetry::metrics;
@@ -62,7 +62,7 @@ pub(crate) struct AppState {
     /// Publishes fetch jobs and waits for them.
     pub(crate) fetcher: fetch::Fetcher,
     /// The budgets (read by the console).
-    pub(crate) guard: Arc<ApiGuard>,
+    pub(crate) gate: Arc<ApiGate>,
     /// Recently read covered ranges.
     pub(crate) cache: Arc<cache::Cache>,
     /// Unsettled ranges this process fetched lately, by series.
@@ -422,14 +422,14 @@ pub(crate) async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
     );
     let tokens = auth::TokenFile::open(&settings.tokens_file, settings.allow_example_tokens)?;
     let store = settings.store.open().await.context("opening the store")?;
-    let guard = Arc::new(
+    let gate = Arc::new(
         settings
             .budget
-            .guard(&settings.broker.namespace)
+            .gate(&settings.broker.namespace)
             .context("connecting to Redis")?,
     );
     let quota = quota::Quota::new(
-        guard.budget(signal9_alpaca::Api::Data).pool().clone(),
+        gate.budget(signal9_alpaca::Api::Data).pool().clone(),
         &settings.broker.namespace,
         quota::QuotaSizes {
             token_calls: settings.token_calls,
@@ -446,7 +446,7 @@ pub(crate) async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
         )),
         tokens,
         store,
-        guard,
+        gate,
         fresh: Mutex::new(HashMap::new()),
         sessions: console::Sessions::new(settings.max_sessions, settings.login_attempts),
         action: tokio::sync::Mutex::new(()),

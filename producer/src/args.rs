@@ -33,7 +33,7 @@ impl ApiAccess {
     pub(crate) async fn client(&self) -> Result<signal9_alpaca::AlpacaClient> {
         let gate = std::sync::Arc::new(
             self.budget
-                .guard(&self.broker.namespace)
+                .gate(&self.broker.namespace)
                 .context("building the API budget")?,
         );
         self.alpaca.client(gate).await.context("setting up the Alpaca client")

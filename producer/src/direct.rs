@@ -45,7 +45,7 @@ pub async fn run(args: DirectArgs) -> Result<()> {
     let store = args.store.open().await.context("opening the store")?;
     let gate = Arc::new(
         args.budget
-            .guard(&args.broker.namespace)
+            .gate(&args.broker.namespace)
             .context("building the API budget")?,
     );
     let client = args

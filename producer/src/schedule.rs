@@ -106,7 +106,7 @@ pub async fn run_until(args: ScheduleArgs, mut shutdown: signal9_shared::shutdow
     let client = match args.actions_days {
         0 => None,
         _ => {
-            let gate = std::sync::Arc::new(args.budget.guard(&namespace).context("building the API budget")?);
+            let gate = std::sync::Arc::new(args.budget.gate(&namespace).context("building the API budget")?);
             let client = args.alpaca.client(gate).await.context(
                 "the corporate-actions check needs the Alpaca key (or SIGNAL9_ACTIONS_LOOKBACK_DAYS=0 to turn it off)",
             )?;

@@ -62,7 +62,7 @@ pub struct Snapshot {
 pub async fn snapshot(
     connection: &lapin::Connection,
     topology: &signal9_shared::broker::Topology,
-    guard: &signal9_shared::guard::ApiGuard,
+    guard: &signal9_shared::gate::ApiGate,
     namespace: &str,
 ) -> Result<Snapshot> {
     let mut queues = Vec::new();
@@ -137,7 +137,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         .context("connecting to RabbitMQ")?;
     let guard = args
         .budget
-        .guard(&args.broker.namespace)
+        .gate(&args.broker.namespace)
         .context("connecting to Redis")?;
     let snap = snapshot(&connection, &topology, &guard, &args.broker.namespace).await;
     let _ = connection.close(200, "status".into()).await;

@@ -326,7 +326,7 @@ fn positive_secs(text: &str) -> Result<f64, String> {
 impl BudgetSettings {
     /// The gate every Alpaca call of this process goes through: the budgets
     /// in Redis under `namespace`, and a breaker per API.
-    pub fn guard(&self, namespace: &str) -> Result<crate::guard::ApiGuard, crate::limiter::LimiterError> {
+    pub fn gate(&self, namespace: &str) -> Result<crate::gate::ApiGate, crate::limiter::LimiterError> {
         let pool = crate::limiter::redis_pool(&self.redis_url)?;
         let margin = Duration::from_millis(self.margin_ms);
         let size = |limit, secs: f64| crate::limiter::BudgetSize {
@@ -340,7 +340,7 @@ impl BudgetSettings {
             backoff,
             max_backoff: backoff.max(Duration::from_secs(60)),
         };
-        Ok(crate::guard::ApiGuard::new(
+        Ok(crate::gate::ApiGate::new(
             pool,
             namespace,
             size(self.trading_limit, self.trading_window_secs),
@@ -542,7 +542,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_without_a_secret_uses_the_key_pair_and_without_one_refuses() {
         // The real gate: building a client makes no call, so Redis is not asked.
-        let guard = all(&[]).expect("defaults").budget.guard("t-config").expect("guard");
+        let guard = all(&[]).expect("defaults").budget.gate("t-config").expect("guard");
         let gate: std::sync::Arc<dyn Gate> = std::sync::Arc::new(guard);
         let with_keys = AlpacaSettings {
             secret: None,
@@ -574,11 +574,11 @@ mod tests {
     #[test]
     fn the_guard_builds_from_the_budget_settings() {
         let parsed = all(&["--data-limit", "3", "--data-window-secs", "1.5"]).expect("valid flags");
-        assert!(parsed.budget.guard("t-config").is_ok());
+        assert!(parsed.budget.gate("t-config").is_ok());
         let bad = BudgetSettings {
             redis_url: "not a url".into(),
             ..parsed.budget
         };
-        assert!(bad.guard("t-config").is_err());
+        assert!(bad.gate("t-config").is_err());
     }
 }

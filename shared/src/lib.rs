@@ -3,7 +3,7 @@
 //! error classes and validation rules).
 //!
 //! - [`broker`]: the RabbitMQ topology, confirms and headers;
-//! - [`limiter`], [`breaker`], [`guard`]: the global API budget in Redis, the
+//! - [`limiter`], [`breaker`], [`gate`]: the global API budget in Redis, the
 //!   circuit breaker per API, and the gate that puts both before every call;
 //! - [`store`]: the `Store` trait, the embedded SQLite and the DynamoDB backends;
 //! - [`secrets`]: the Alpaca key pair from AWS Secrets Manager;
@@ -35,7 +35,7 @@ pub mod config;
 pub mod corporate;
 pub mod eventbridge;
 pub mod events;
-pub mod guard;
+pub mod gate;
 pub mod ingest;
 pub mod job;
 pub mod keys;

@@ -6,11 +6,11 @@
 use signal9_alpaca::class::Classify;
 use signal9_alpaca::{AlpacaError, Api, CallOutcome, Gate, RateLimit};
 use signal9_shared::breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
-use signal9_shared::guard::ApiGuard;
+use signal9_shared::gate::ApiGate;
 use signal9_shared::limiter::{redis_pool, BudgetSize};
 use std::time::{Duration, Instant};
 
-fn guard(limit: u32, window: Duration, wait: Duration) -> ApiGuard {
+fn guard(limit: u32, window: Duration, wait: Duration) -> ApiGate {
     let ns = signal9_shared::testing::namespace();
     let size = BudgetSize {
         limit,
@@ -22,7 +22,7 @@ fn guard(limit: u32, window: Duration, wait: Duration) -> ApiGuard {
         backoff: Duration::from_secs(2),
         max_backoff: Duration::from_secs(4),
     };
-    ApiGuard::new(
+    ApiGate::new(
         redis_pool("redis://127.0.0.1:6379").unwrap(),
         &ns,
         size,
@@ -43,7 +43,7 @@ fn outcome(status: Option<u16>, rate: RateLimit) -> CallOutcome {
 
 /// Polls until the budget reports a pause; returns when it was asked and
 /// the pause left then.
-async fn pause_seen(gate: &ApiGuard, api: Api) -> (Instant, Duration) {
+async fn pause_seen(gate: &ApiGate, api: Api) -> (Instant, Duration) {
     for _ in 0..100 {
         let asked = Instant::now();
         let paused = gate.usage(api).await.unwrap().paused_for;
@@ -150,7 +150,7 @@ async fn consecutive_failures_open_the_breaker_of_that_api_and_4xx_answers_do_no
 
 /// Waits (up to 3 s) until this process has seen `state`: outcomes reach
 /// the shared breaker in the background.
-async fn settle(gate: &ApiGuard, api: Api, state: BreakerState) {
+async fn settle(gate: &ApiGate, api: Api, state: BreakerState) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while gate.breaker(api).state() != state {
         assert!(Instant::now() < deadline, "the breaker never became {state:?}");
@@ -261,7 +261,7 @@ async fn an_unreachable_redis_means_no_call() {
         backoff: Duration::from_secs(2),
         max_backoff: Duration::from_secs(4),
     };
-    let gate = ApiGuard::new(
+    let gate = ApiGate::new(
         redis_pool("redis://127.0.0.1:9").unwrap(),
         "t",
         size,

@@ -7,12 +7,12 @@ use signal9_alpaca::class::Classify;
 use signal9_alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, client_with, fetch_day, fetch_interactive_week, queue_depth, text, Stack, SIM_NOW};
 use signal9_shared::breaker::BreakerPolicy;
-use signal9_shared::guard::ApiGuard;
+use signal9_shared::gate::ApiGate;
 use signal9_shared::limiter::{redis_pool, BudgetSize};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn guard(redis: &str, limit: u32, window: Duration, wait: Duration) -> ApiGuard {
+fn new_gate(redis: &str, limit: u32, window: Duration, wait: Duration) -> ApiGate {
     let size = BudgetSize {
         limit,
         window,
@@ -24,7 +24,7 @@ fn guard(redis: &str, limit: u32, window: Duration, wait: Duration) -> ApiGuard 
         backoff: Duration::from_secs(2),
         max_backoff: Duration::from_secs(10),
     };
-    ApiGuard::new(redis_pool(redis).unwrap(), &namespace, size, size, breaker, wait)
+    ApiGate::new(redis_pool(redis).unwrap(), &namespace, size, size, breaker, wait)
 }
 
 fn bars_query() -> BarsQuery {
@@ -68,7 +68,7 @@ async fn no_client_call_reaches_the_api_without_a_token() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let gate = Arc::new(guard(
+    let gate = Arc::new(new_gate(
         &format!("redis://{closed}"),
         100,
         Duration::from_secs(60),
@@ -103,7 +103,7 @@ async fn no_client_call_reaches_the_api_without_a_token() {
     assert_eq!(total_requests(&sim.base_url()).await, 0, "no call without a token");
 
     // With Redis: the budget admits N calls per window and holds the next one back.
-    let gate = Arc::new(guard(
+    let gate = Arc::new(new_gate(
         "redis://127.0.0.1:6379",
         2,
         Duration::from_secs(30),
@@ -283,7 +283,7 @@ async fn workers_on_a_redis_cluster_take_their_tokens_finish_jobs_and_show_in_st
         .await
         .unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());
-    let guard = ApiGuard::new(
+    let guard = ApiGate::new(
         redis_pool(&cluster).unwrap(),
         &stack.namespace,
         BudgetSize {

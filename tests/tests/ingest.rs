@@ -11,7 +11,7 @@ use signal9_alpaca::class::{Classify, ErrorClass};
 use signal9_alpaca::{Adjustment, AssetClass, AssetQuery, AssetStatus, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, sim_client, SIM_NOW};
 use signal9_shared::breaker::BreakerPolicy;
-use signal9_shared::guard::ApiGuard;
+use signal9_shared::gate::ApiGate;
 use signal9_shared::ingest::{fetch_bars, BarsRequest, IngestError, SymbolOutcome};
 use signal9_shared::limiter::{redis_pool, BudgetSize};
 use signal9_shared::plan::{Packing, PAGE_BARS};
@@ -55,7 +55,7 @@ fn metered(base: &str, limit: u32) -> signal9_alpaca::AlpacaClient {
         window: Duration::from_secs(600),
         margin: Duration::ZERO,
     };
-    let guard = ApiGuard::new(
+    let guard = ApiGate::new(
         redis_pool("redis://127.0.0.1:6379").unwrap(),
         &signal9_shared::testing::namespace(),
         size,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use signal9_alpaca::Api;
-use signal9_shared::guard::ApiGuard;
+use signal9_shared::gate::ApiGate;
 use signal9_shared::workers::{self, Heartbeat};
 
 /// What the health endpoints and the heartbeat read.
@@ -26,7 +26,7 @@ pub(crate) struct Health {
     /// Jobs finished since start.
     pub(crate) jobs_done: AtomicU64,
     /// The gate, for its breakers and its Redis pool.
-    pub(crate) guard: Arc<ApiGuard>,
+    pub(crate) gate: Arc<ApiGate>,
     /// The failing dependency that holds the worker from consuming, if any.
     held_by: std::sync::Mutex<Option<&'static str>>,
     /// Wakes the heartbeat early (the broker session came or went).
@@ -35,14 +35,14 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    /// Health for a worker using `guard`.
-    pub(crate) fn new(guard: Arc<ApiGuard>) -> Self {
+    /// Health for a worker using `gate`.
+    pub(crate) fn new(gate: Arc<ApiGate>) -> Self {
         Health {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             broker_up: AtomicBool::new(false),
             jobs_done: AtomicU64::new(0),
             held_by: std::sync::Mutex::new(None),
-            guard,
+            gate,
             changed: tokio::sync::Notify::new(),
             started_at: chrono::Utc::now(),
         }
@@ -90,7 +90,7 @@ impl Health {
         if !self.broker_up.load(Ordering::Relaxed) {
             problems.push("no broker session".to_owned());
         }
-        if let Err(error) = workers::ping(self.guard.budget(Api::Data).pool()).await {
+        if let Err(error) = workers::ping(self.gate.budget(Api::Data).pool()).await {
             problems.push(error.to_string());
         }
         (!problems.is_empty()).then(|| problems.join("; "))
@@ -102,7 +102,7 @@ impl Health {
             .map(|api| {
                 (
                     api.as_str().to_owned(),
-                    self.guard.breaker(api).state().as_str().to_owned(),
+                    self.gate.breaker(api).state().as_str().to_owned(),
                 )
             })
             .collect();
@@ -176,7 +176,7 @@ pub(crate) async fn keep_heartbeat(
     metrics_addr: Option<String>,
     mut stop: signal9_shared::shutdown::Shutdown,
 ) {
-    let pool = health.guard.budget(Api::Data).pool().clone();
+    let pool = health.gate.budget(Api::Data).pool().clone();
     loop {
         let beat = health.heartbeat(concurrency, metrics_addr.clone());
         if let Err(error) = workers::beat(&pool, &namespace, &beat).await {

@@ -60,7 +60,7 @@ pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()>
     let gate = Arc::new(
         settings
             .budget
-            .guard(&settings.broker.namespace)
+            .gate(&settings.broker.namespace)
             .context("building the API budget")?,
     );
     let client = settings
@@ -103,7 +103,7 @@ pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()>
     };
     let sync_watch = tokio::spawn(relay::watch_sync_runs(
         Arc::clone(&ctx.store),
-        health.guard.budget(signal9_alpaca::Api::Data).pool().clone(),
+        health.gate.budget(signal9_alpaca::Api::Data).pool().clone(),
         settings.broker.namespace.clone(),
         shutdown.clone(),
     ));
@@ -123,7 +123,7 @@ pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()>
     let redis_watch = tokio::spawn({
         let (deps, pool, mut shutdown) = (
             Arc::clone(&deps),
-            health.guard.budget(signal9_alpaca::Api::Data).pool().clone(),
+            health.gate.budget(signal9_alpaca::Api::Data).pool().clone(),
             shutdown.clone(),
         );
         async move {
@@ -154,7 +154,7 @@ async fn sessions(shared: &Shared, shutdown: &mut Shutdown) -> Result<()> {
         // Nothing is consumed (nothing spent) until the store and Redis
         // can take the results.
         let health = Arc::clone(&shared.health);
-        let pool = health.guard.budget(signal9_alpaca::Api::Data).pool().clone();
+        let pool = health.gate.budget(signal9_alpaca::Api::Data).pool().clone();
         let up = shared
             .deps
             .wait_until_up(&shared.ctx.store, &pool, shutdown, |held| {

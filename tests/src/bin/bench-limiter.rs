@@ -9,7 +9,7 @@
 use anyhow::Result;
 use signal9_alpaca::{Api, Gate, Priority};
 use signal9_shared::breaker::{Admission, BreakerPolicy};
-use signal9_shared::guard::ApiGuard;
+use signal9_shared::gate::ApiGate;
 use signal9_shared::limiter::{redis_pool, Acquire, Budget, BudgetSize, Share};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,7 +90,7 @@ async fn gate(concurrency: usize, per_task: usize, one_trip: bool) -> Result<()>
     };
     let pool = redis_pool("redis://127.0.0.1:6379")?;
     let (size, wait) = (unbounded(), Duration::from_secs(5));
-    let gate = Arc::new(ApiGuard::new(pool, &namespace(), size, size, policy, wait));
+    let gate = Arc::new(ApiGate::new(pool, &namespace(), size, size, policy, wait));
     let label = if one_trip {
         "gate admit, one script (now)     "
     } else {

@@ -33,13 +33,13 @@ struct Lane {
 
 /// The budget-and-breaker gate for both APIs.
 #[derive(Debug)]
-pub struct ApiGuard {
+pub struct ApiGate {
     trading: Lane,
     data: Lane,
     wait_deadline: Duration,
 }
 
-impl ApiGuard {
+impl ApiGate {
     /// Builds the gate on a Redis pool under `namespace`.
     pub fn new(
         pool: crate::redis_conn::RedisPool,
@@ -56,7 +56,7 @@ impl ApiGuard {
             budget: Arc::new(Budget::new(pool.clone(), namespace, name, size)),
             breaker: Breaker::new(pool.clone(), namespace, name, breaker, probe_lease),
         };
-        ApiGuard {
+        ApiGate {
             trading: lane("trading", trading),
             data: lane("data", data),
             wait_deadline,
@@ -101,7 +101,7 @@ fn jitter(wait: Duration) -> Duration {
 }
 
 #[async_trait]
-impl Gate for ApiGuard {
+impl Gate for ApiGate {
     async fn admit(&self, api: Api, priority: Priority) -> Result<(), AlpacaError> {
         let span = tracing::info_span!("limiter wait", api = api.as_str(), priority = priority.as_str());
         let started = Instant::now();
@@ -131,7 +131,7 @@ impl Gate for ApiGuard {
     }
 }
 
-impl ApiGuard {
+impl ApiGate {
     async fn wait_for_token(&self, api: Api, share: Share) -> Result<(), AlpacaError> {
         let lane = self.lane(api);
         let deadline = Instant::now() + self.wait_deadline;
