@@ -158,7 +158,7 @@ impl Cache {
 /// bound to `bars.invalidated`, reconnected after a lost connection, and
 /// the whole cache dropped at each (re)connection, since events may have
 /// passed unheard meanwhile.
-pub(crate) async fn listen(cache: std::sync::Arc<Cache>, broker: signal9_shared::config::BrokerSettings) {
+pub(crate) async fn listen(cache: std::sync::Arc<Cache>, broker: signal9_shared::settings::BrokerSettings) {
     use futures::StreamExt;
     let topology = broker.topology();
     let mut backoff = Duration::from_secs(1);

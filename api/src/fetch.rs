@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 use signal9_producer::publish::job_properties;
 use signal9_producer::session::Session;
 use signal9_shared::broker::{Publisher, Topology};
-use signal9_shared::config::BrokerSettings;
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
+use signal9_shared::settings::BrokerSettings;
 
 /// One range of one series to fetch.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use signal9_shared::config::{BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
+use signal9_shared::settings::{BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 
 /// Everything `signal9-api` needs to know.
 #[derive(Debug, Clone, Args)]

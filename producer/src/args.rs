@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
-use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::job::{FetchBars, Priority};
+use signal9_shared::settings::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::store::active_equity_symbols;
 
 /// What a command that calls Alpaca itself needs: the key, the budget

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use signal9_alpaca::{Symbol, Timeframe};
-use signal9_shared::config::{BudgetSettings, PackingSettings};
 use signal9_shared::job::{Job, Payload, Priority};
 use signal9_shared::plan::{self, Packing, PAGE_BARS};
+use signal9_shared::settings::{BudgetSettings, PackingSettings};
 use signal9_shared::store::Store;
 
 use crate::args::{BarsSelection, PublishOptions};

@@ -24,8 +24,8 @@ use signal9_shared::broker::{
     self, header_str, header_u32, set_str, set_u32, BrokerError, HEADER_ATTEMPT, HEADER_ERROR_CLASS, HEADER_LAST_ERROR,
     HEADER_LAST_FAILURE, HEADER_REPLAYS, HEADER_ROUTING_KEY,
 };
-use signal9_shared::config::BrokerSettings;
 use signal9_shared::job::{is_routing_key, Job};
+use signal9_shared::settings::BrokerSettings;
 
 /// The dead-letter commands.
 #[derive(Debug, Subcommand)]

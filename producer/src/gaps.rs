@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 
 use signal9_alpaca::Symbol;
 use signal9_shared::calendar;
-use signal9_shared::config::PackingSettings;
 use signal9_shared::ingest::BarsRequest;
 use signal9_shared::job::{Job, Payload, Priority};
 use signal9_shared::plan::{self, Packing};
+use signal9_shared::settings::PackingSettings;
 use signal9_shared::store::{SeriesKey, Store};
 
 use crate::args::{BarsSelection, PublishOptions, Scope};

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use signal9_shared::config::{StoreKind, StoreSettings};
+use signal9_shared::settings::{StoreKind, StoreSettings};
 use signal9_shared::store::Store;
 
 /// Flags of `init-store`.

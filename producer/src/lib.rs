@@ -7,18 +7,18 @@
 //! - `publish`: publishing with confirms and reconnects, the one way every
 //!   command enqueues; `replies`: the outcomes `--wait` collects;
 //! - one module per command: `enqueue` (fetch-bars, status-check), `sync`,
-//!   `schedule`, `backfill`, `gaps`, `dlq`, `direct` (ingest-direct), `init_store`,
-//!   `status`, `check_credentials`, `actions` (corporate-actions), `migrate`
+//!   `schedule`, `backfill`, `gaps`, `dlq`, `ingest_direct`, `init_store`,
+//!   `status`, `check_credentials`, `corporate_actions`, `migrate`
 //!   (migrate-store).
 
-mod actions;
 pub mod args;
 mod backfill;
 mod check_credentials;
-mod direct;
+mod corporate_actions;
 pub mod dlq;
 mod enqueue;
 mod gaps;
+mod ingest_direct;
 mod init_store;
 mod migrate;
 pub mod publish;
@@ -61,7 +61,7 @@ pub enum Command {
     /// 7 days, whole market, through the budget) and drop the stored
     /// adjusted series they change, as the scheduler does daily; --dry-run
     /// only lists them.
-    CorporateActions(Box<actions::ActionsArgs>),
+    CorporateActions(Box<corporate_actions::ActionsArgs>),
     /// Enqueue status-check jobs, one per symbol.
     StatusCheck(args::StatusCheckArgs),
     /// Inspect, replay or purge the dead-letter queue.
@@ -69,7 +69,7 @@ pub enum Command {
     Dlq(dlq::DlqCommand),
     /// Ingest assets and recent daily bars in this one process, without the
     /// queue (under the same Redis budget as the workers).
-    IngestDirect(direct::DirectArgs),
+    IngestDirect(ingest_direct::DirectArgs),
     /// Create the store's tables if they do not exist (SQLite file or
     /// DynamoDB tables); safe to run again.
     InitStore(init_store::InitStoreArgs),
@@ -94,9 +94,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Backfill(args) => backfill::run(*args).await,
         Command::StatusCheck(args) => enqueue::status_check(args).await,
         Command::Gaps(args) => gaps::run(*args).await,
-        Command::CorporateActions(args) => actions::run(*args).await,
+        Command::CorporateActions(args) => corporate_actions::run(*args).await,
         Command::Dlq(command) => dlq::run(command).await,
-        Command::IngestDirect(args) => direct::run(args).await,
+        Command::IngestDirect(args) => ingest_direct::run(args).await,
         Command::InitStore(args) => init_store::run(args).await,
         Command::MigrateStore(args) => migrate::run(args).await,
         Command::Status(args) => status::run(args).await,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::time::Instant;
 
-use signal9_shared::config::StoreSettings;
+use signal9_shared::settings::StoreSettings;
 use signal9_shared::store::migrate::migrate_bars;
 
 /// Settings of `migrate-store`.

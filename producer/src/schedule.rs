@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use signal9_alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
-use signal9_shared::config::{AlpacaSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 use signal9_shared::keys::RedisKeys;
 use signal9_shared::limiter::redis_pool;
+use signal9_shared::settings::{AlpacaSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::store::{active_equity_symbols, RunStatus};
 
 use crate::args::PublishOptions;
@@ -322,7 +322,7 @@ async fn after_run(
             Ok(report) => print!(
                 "scheduler: run {}: {}",
                 run.run_id,
-                crate::actions::describe(&report, false)
+                crate::corporate_actions::describe(&report, false)
             ),
             Err(error) => eprintln!("scheduler: corporate actions for run {}: {error:#}", run.run_id),
         }

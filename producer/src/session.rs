@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 
 use signal9_shared::broker::{self, Publisher, Topology};
-use signal9_shared::config::BrokerSettings;
+use signal9_shared::settings::BrokerSettings;
 
 /// The reply queue of a session: its channel, name and consumer.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use signal9_alpaca::Api;
 use signal9_shared::broker;
-use signal9_shared::config::{BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::job::{JobKind, Priority};
+use signal9_shared::settings::{BrokerSettings, BudgetSettings, StoreSettings};
 use signal9_shared::workers;
 
 /// Flags of `status`.

@@ -12,8 +12,8 @@ use chrono::Utc;
 use clap::Args;
 
 use signal9_alpaca::AssetClass;
-use signal9_shared::config::StoreSettings;
 use signal9_shared::job::{Job, Payload, Priority, SyncPage};
+use signal9_shared::settings::StoreSettings;
 use signal9_shared::store::{RunStatus, Store};
 
 use crate::args::PublishOptions;

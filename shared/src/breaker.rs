@@ -18,7 +18,7 @@
 //! counted its own failures, so 20 workers cost 20 × 5 failures and 20
 //! probes per back-off.
 
-use crate::telemetry::events::{BreakerCreated, BreakerOpened, BreakerStateSeen, Event};
+use crate::telemetry::events::{BreakerCreated, BreakerOpened, BreakerStateSeen, Emit};
 use deadpool_redis::redis::Script;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};

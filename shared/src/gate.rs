@@ -7,7 +7,7 @@
 //! queue without counting an attempt. Nothing is called without a token:
 //! if Redis cannot be asked, no call is made.
 
-use crate::telemetry::events::{ApiCalled, BudgetWaited, Event, TokenGranted};
+use crate::telemetry::events::{ApiCalled, BudgetWaited, Emit, TokenGranted};
 use async_trait::async_trait;
 use chrono::Utc;
 use rand::Rng;
@@ -26,7 +26,7 @@ const MIN_PAUSE_MS: i64 = 1_000;
 
 /// One API's breaker and budget.
 #[derive(Debug)]
-struct Lane {
+struct PerApi {
     budget: Arc<Budget>,
     breaker: Breaker,
 }
@@ -34,8 +34,8 @@ struct Lane {
 /// The budget-and-breaker gate for both APIs.
 #[derive(Debug)]
 pub struct ApiGate {
-    trading: Lane,
-    data: Lane,
+    trading: PerApi,
+    data: PerApi,
     wait_deadline: Duration,
 }
 
@@ -52,18 +52,18 @@ impl ApiGate {
         // A probe may wait for a token up to the deadline, then wait for
         // its answer up to the HTTP timeout (30 s by default).
         let probe_lease = wait_deadline + Duration::from_secs(60);
-        let lane = |name: &'static str, size| Lane {
+        let per_api = |name: &'static str, size| PerApi {
             budget: Arc::new(Budget::new(pool.clone(), namespace, name, size)),
             breaker: Breaker::new(pool.clone(), namespace, name, breaker, probe_lease),
         };
         ApiGate {
-            trading: lane("trading", trading),
-            data: lane("data", data),
+            trading: per_api("trading", trading),
+            data: per_api("data", data),
             wait_deadline,
         }
     }
 
-    fn lane(&self, api: Api) -> &Lane {
+    fn per_api(&self, api: Api) -> &PerApi {
         match api {
             Api::Trading => &self.trading,
             Api::Data => &self.data,
@@ -80,17 +80,17 @@ impl ApiGate {
 
     /// The API's breaker.
     pub fn breaker(&self, api: Api) -> &Breaker {
-        &self.lane(api).breaker
+        &self.per_api(api).breaker
     }
 
     /// The API's budget.
     pub fn budget(&self, api: Api) -> &Budget {
-        &self.lane(api).budget
+        &self.per_api(api).budget
     }
 
     /// Tokens in the API's current window.
     pub async fn usage(&self, api: Api) -> Result<Usage, LimiterError> {
-        self.lane(api).budget.usage().await
+        self.per_api(api).budget.usage().await
     }
 }
 
@@ -133,34 +133,34 @@ impl Gate for ApiGate {
 
 impl ApiGate {
     async fn wait_for_token(&self, api: Api, share: Share) -> Result<(), AlpacaError> {
-        let lane = self.lane(api);
+        let per_api = self.per_api(api);
         let deadline = Instant::now() + self.wait_deadline;
         let mut redis_backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         // One id for every try of this call: its claim on the next token
         // (interactive) and the breaker's probe lease, once taken, stay its own.
         let waiter = uuid::Uuid::new_v4().simple().to_string();
-        let lease = Some(lane.breaker.probe_lease());
+        let lease = Some(per_api.breaker.probe_lease());
         let mut probing = false;
         loop {
             // The breaker and the budget in one script: one round trip a try.
-            let (wait, reason) = match lane.budget.acquire(share, &waiter, lease).await {
+            let (wait, reason) = match per_api.budget.acquire(share, &waiter, lease).await {
                 Ok(Acquire::Granted { in_window, probe, .. }) => {
                     if probe {
-                        lane.breaker.hold_probe(&waiter);
+                        per_api.breaker.hold_probe(&waiter);
                     } else {
-                        lane.breaker.see(BreakerState::Closed);
+                        per_api.breaker.see(BreakerState::Closed);
                     }
                     TokenGranted { api, in_window }.emit();
                     return Ok(());
                 }
                 Ok(Acquire::Wait { wait, why, probe, .. }) => {
                     if probe && !probing {
-                        lane.breaker.hold_probe(&waiter);
+                        per_api.breaker.hold_probe(&waiter);
                     }
                     probing = probe;
                     let why = match why {
                         Refusal::BreakerOpen => {
-                            lane.breaker.see(BreakerState::Open);
+                            per_api.breaker.see(BreakerState::Open);
                             format!("{} API circuit breaker is open", api.as_str())
                         }
                         Refusal::Paused => format!("{} budget paused by the API's rate-limit feedback", api.as_str()),
@@ -179,7 +179,7 @@ impl ApiGate {
             };
             if Instant::now() + wait > deadline {
                 if probing {
-                    lane.breaker.release_probe().await;
+                    per_api.breaker.release_probe().await;
                 }
                 return Err(AlpacaError::NotAdmitted(format!(
                     "{reason} beyond the {} s wait deadline",
@@ -192,12 +192,12 @@ impl ApiGate {
 
     /// Feeds a call's outcome to the breaker and the budget.
     fn feed_back(&self, api: Api, outcome: &CallOutcome) {
-        let lane = self.lane(api);
+        let per_api = self.per_api(api);
         // observe() is synchronous; the shared breaker is one script call.
-        let breaker = lane.breaker.clone();
+        let breaker = per_api.breaker.clone();
         let failed = outcome.is_api_failure();
         tokio::spawn(async move { breaker.record(failed).await });
-        let window_ms = i64::try_from(lane.budget.size().window.as_millis()).unwrap_or(60_000);
+        let window_ms = i64::try_from(per_api.budget.size().window.as_millis()).unwrap_or(60_000);
         let now = Utc::now().timestamp_millis();
         let until = match (outcome.status, outcome.rate.remaining, outcome.rate.reset) {
             // Never straight back into a 429: a reset in the past (clock skew,
@@ -209,7 +209,7 @@ impl ApiGate {
             _ => None,
         };
         if let Some(until) = until {
-            let budget = Arc::clone(&lane.budget);
+            let budget = Arc::clone(&per_api.budget);
             let api = api.as_str();
             // observe() is synchronous; the pause is one script call.
             tokio::spawn(async move {

@@ -12,7 +12,7 @@
 //!   metrics, and the internal events that write a log line and its counters together;
 //! - [`backoff`], [`shutdown`], [`lease`]: the one back-off of every retry
 //!   loop, the one shutdown signal of every long-running part, a lease in Redis;
-//! - [`config`]: the settings every binary reads from flags and environment;
+//! - [`settings`]: the settings every binary reads from flags and environment;
 //! - [`ingest`]: fetch, validate and store one set of bars;
 //! - [`corporate`]: corporate actions drop the adjusted series they change;
 //! - [`sync`]: list one slice of assets, the delisting guard, reconcile a run;
@@ -31,7 +31,6 @@ pub mod bounds;
 pub mod breaker;
 pub mod broker;
 pub mod calendar;
-pub mod config;
 pub mod corporate;
 pub mod eventbridge;
 pub mod events;
@@ -45,6 +44,7 @@ pub mod outbox;
 pub mod plan;
 pub mod redis_conn;
 pub mod secrets;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod sync;

@@ -284,7 +284,7 @@ impl Inner {
                 SecretError::Missing { .. } => "missing",
                 SecretError::Malformed { .. } => "malformed",
             };
-            crate::telemetry::events::Event::emit(crate::telemetry::events::SecretRefreshFailed { reason });
+            crate::telemetry::events::Emit::emit(crate::telemetry::events::SecretRefreshFailed { reason });
         }
         result
     }

@@ -35,7 +35,7 @@ use signal9_shared::backoff::Backoff;
 use signal9_shared::broker::{self, Publisher, Topology};
 use signal9_shared::job::{Job, JobKind, Payload, Priority};
 use signal9_shared::shutdown::Shutdown;
-use signal9_shared::telemetry::events::{Event, JobEnd, JobFinished, MalformedJob, Outcome};
+use signal9_shared::telemetry::events::{Emit, JobEnd, JobFinished, MalformedJob, Outcome};
 
 use batch::{BatchKey, Batcher, Pending};
 use handlers::Context;

@@ -10,7 +10,7 @@ use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
-use signal9_shared::telemetry::events::{Event, FailureRouted};
+use signal9_shared::telemetry::events::{Emit, FailureRouted};
 
 use signal9_alpaca::class::ErrorClass;
 use signal9_shared::broker::{

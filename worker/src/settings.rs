@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
+use signal9_shared::settings::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 
 /// Everything a worker needs to know.
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,5 @@
 //! Internal events, as vector does it: each thing worth telling an operator
-//! is one struct whose [`Event::emit`] writes its log line and bumps its
+//! is one struct whose [`Emit::emit`] writes its log line and bumps its
 //! counters together, so a log line and its metric cannot drift apart and
 //! label values are spelled once. Emit inside the span the event belongs to
 //! (a job's, a call's), so its log line joins that trace. A log line keeps
@@ -21,7 +21,7 @@ use crate::breaker::BreakerState;
 use crate::job::JobKind;
 
 /// Something that happened, told once: a log line and its metrics.
-pub trait Event {
+pub trait Emit {
     /// Writes the log line and records the metrics.
     fn emit(self);
 }
@@ -114,7 +114,7 @@ pub struct JobFinished<'a> {
     pub elapsed: Duration,
 }
 
-impl Event for JobFinished<'_> {
+impl Emit for JobFinished<'_> {
     fn emit(self) {
         match self.end {
             JobEnd::Succeeded { quiet: true } => tracing::debug!(target: WORKER, "Job succeeded"),
@@ -153,7 +153,7 @@ pub struct MalformedJob<'a> {
     pub error: &'a str,
 }
 
-impl Event for MalformedJob<'_> {
+impl Emit for MalformedJob<'_> {
     fn emit(self) {
         tracing::warn!(target: WORKER,
             routing_key = self.routing_key,
@@ -177,7 +177,7 @@ pub struct FailureRouted {
     pub dead: bool,
 }
 
-impl Event for FailureRouted {
+impl Emit for FailureRouted {
     fn emit(self) {
         let m = metrics::get();
         let counter = if self.dead { &m.dead_letters } else { &m.retries };
@@ -199,7 +199,7 @@ pub(crate) struct ApiCalled<'a> {
     pub elapsed: Duration,
 }
 
-impl Event for ApiCalled<'_> {
+impl Emit for ApiCalled<'_> {
     fn emit(self) {
         let m = metrics::get();
         let status = self.status.map_or_else(|| "none".to_owned(), |s| s.to_string());
@@ -221,7 +221,7 @@ pub(crate) struct BudgetWaited {
     pub waited: Duration,
 }
 
-impl Event for BudgetWaited {
+impl Emit for BudgetWaited {
     fn emit(self) {
         metrics::get()
             .limiter_wait
@@ -239,7 +239,7 @@ pub(crate) struct TokenGranted {
     pub in_window: u32,
 }
 
-impl Event for TokenGranted {
+impl Emit for TokenGranted {
     fn emit(self) {
         metrics::get()
             .tokens_in_window
@@ -260,7 +260,7 @@ pub(crate) struct BreakerOpened<'a> {
     pub probe_failed: bool,
 }
 
-impl Event for BreakerOpened<'_> {
+impl Emit for BreakerOpened<'_> {
     fn emit(self) {
         let m = metrics::get();
         m.breaker_opened.with_label_values(&[self.api]).inc();
@@ -284,7 +284,7 @@ pub(crate) struct BreakerCreated<'a> {
     pub api: &'a str,
 }
 
-impl Event for BreakerCreated<'_> {
+impl Emit for BreakerCreated<'_> {
     fn emit(self) {
         metrics::get()
             .breaker_state
@@ -303,7 +303,7 @@ pub(crate) struct BreakerStateSeen<'a> {
     pub state: BreakerState,
 }
 
-impl Event for BreakerStateSeen<'_> {
+impl Emit for BreakerStateSeen<'_> {
     fn emit(self) {
         metrics::get()
             .breaker_state
@@ -339,7 +339,7 @@ pub(crate) struct SecretRefreshFailed {
     pub reason: &'static str,
 }
 
-impl Event for SecretRefreshFailed {
+impl Emit for SecretRefreshFailed {
     fn emit(self) {
         metrics::get()
             .secret_refresh_failures
@@ -364,7 +364,7 @@ pub struct SyncPageListed {
     pub rejected: usize,
 }
 
-impl Event for SyncPageListed {
+impl Emit for SyncPageListed {
     fn emit(self) {
         let m = metrics::get();
         m.sync_pages.with_label_values(&["listed"]).inc();
@@ -394,7 +394,7 @@ pub struct SyncRunClosed<'a> {
     pub relisted_pages: u64,
 }
 
-impl Event for SyncRunClosed<'_> {
+impl Emit for SyncRunClosed<'_> {
     fn emit(self) {
         let m = metrics::get();
         m.sync_runs.with_label_values(&[self.status]).inc();

@@ -6,7 +6,7 @@
 //! marked `suspect`.
 
 use serde_json::{json, Value};
-use signal9_shared::telemetry::events::{Event, SyncPageListed, SyncRunClosed};
+use signal9_shared::telemetry::events::{Emit, SyncPageListed, SyncRunClosed};
 
 use signal9_alpaca::class::ErrorClass;
 use signal9_shared::job::{Job, SyncPage};

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use signal9_alpaca::{Adjustment, AssetClass, AssetQuery, Feed, Timeframe};
-use signal9_shared::config::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
+use signal9_shared::settings::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::store::active_equity_symbols;
 
 /// Settings of `ingest-direct`.

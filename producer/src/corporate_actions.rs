@@ -9,8 +9,8 @@ use clap::Args;
 use serde_json::json;
 
 use crate::args::ApiAccess;
-use signal9_shared::config::StoreSettings;
 use signal9_shared::corporate::{self, ActionsCheck, DEFAULT_LOOKBACK_DAYS};
+use signal9_shared::settings::StoreSettings;
 
 /// Settings of `corporate-actions`.
 #[derive(Debug, Args)]
