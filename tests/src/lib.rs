@@ -721,12 +721,24 @@ fn fetch_daily<'a>(
     feed: Option<&'a str>,
     wait_secs: Option<&'a str>,
 ) -> Vec<&'a str> {
+    fetch_bars_args(file, "1Day", (start, end), feed, wait_secs)
+}
+
+/// `fetch-bars` of the symbols in `file` at `timeframe` over `start..=end`,
+/// from `feed` (the API's default when `None`), waited for up to `wait_secs`.
+fn fetch_bars_args<'a>(
+    file: &'a str,
+    timeframe: &'a str,
+    (start, end): (&'a str, &'a str),
+    feed: Option<&'a str>,
+    wait_secs: Option<&'a str>,
+) -> Vec<&'a str> {
     let mut args = vec![
         "fetch-bars",
         "--symbols-file",
         file,
         "--timeframe",
-        "1Day",
+        timeframe,
         "--start",
         start,
         "--end",
@@ -744,6 +756,32 @@ fn fetch_daily<'a>(
 /// A daily-bar fetch from the IEX feed over `start..=end`.
 pub fn fetch_iex_days<'a>(file: &'a str, start: &'a str, end: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {
     fetch_daily(file, start, end, Some("iex"), wait_secs)
+}
+
+/// A minute-bar fetch from the IEX feed over `start..=end`.
+pub fn fetch_iex_minutes<'a>(file: &'a str, start: &'a str, end: &'a str, wait_secs: Option<&'a str>) -> Vec<&'a str> {
+    fetch_bars_args(file, "1Min", (start, end), Some("iex"), wait_secs)
+}
+
+/// The query of one JSON page of IEX minute bars for `symbols` over
+/// `start..=end`, 10,000 bars a page (the API's most), after `page_token`.
+pub fn iex_minute_page_query(
+    symbols: &str,
+    (start, end): (&str, &str),
+    sort: &str,
+    page_token: Option<String>,
+) -> Vec<(&'static str, String)> {
+    let mut query = vec![
+        ("symbols", symbols.to_owned()),
+        ("timeframe", "1Min".to_owned()),
+        ("start", start.to_owned()),
+        ("end", end.to_owned()),
+        ("feed", "iex".to_owned()),
+        ("limit", "10000".to_owned()),
+        ("sort", sort.to_owned()),
+    ];
+    query.extend(page_token.map(|t| ("page_token", t)));
+    query
 }
 
 /// A daily-bar fetch of one `day` from the API's default feed.

@@ -7,7 +7,7 @@
 use alpaca_sim::bars::Frame;
 use chrono::{DateTime, Utc};
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
-use signal9_e2e::{active_symbols, fetch_interactive_week, sim_bar_count, text, Stack};
+use signal9_e2e::{active_symbols, fetch_iex_minutes, fetch_interactive_week, sim_bar_count, text, Stack};
 use signal9_shared::ingest::BarsRequest;
 use signal9_shared::plan::PAGE_BARS;
 use signal9_shared::store::{SqliteStore, Store};
@@ -72,22 +72,7 @@ async fn a_history_request_larger_than_a_budget_window_finishes_paying_each_page
     let file = stack.symbols_file(&symbols);
     let (start, end) = ("2026-08-24", "2026-11-20");
     let out = stack
-        .producer(&[
-            "fetch-bars",
-            "--symbols-file",
-            &file,
-            "--timeframe",
-            "1Min",
-            "--start",
-            start,
-            "--end",
-            end,
-            "--feed",
-            "iex",
-            "--wait",
-            "--wait-timeout-secs",
-            "400",
-        ])
+        .producer(&fetch_iex_minutes(&file, start, end, Some("400")))
         .await
         .unwrap();
     assert!(out.status.success(), "{}\n{}", text(&out), stack.worker_logs());

@@ -19,7 +19,7 @@
 use alpaca_sim::bars::Frame;
 use anyhow::{ensure, Context, Result};
 use signal9_alpaca::Timeframe;
-use signal9_e2e::{active_symbols, flag, sim_truth, Stack};
+use signal9_e2e::{active_symbols, flag, iex_minute_page_query, sim_truth, Stack};
 use signal9_shared::store::{SqliteStore, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,18 +50,8 @@ async fn worst(client: &reqwest::Client, base: &str, symbols: &str, end: &str, d
     let mut token: Option<String> = None;
     let mut bars = 0u64;
     loop {
-        let mut query = vec![
-            ("symbols", symbols.to_owned()),
-            ("timeframe", "1Min".to_owned()),
-            ("start", START.to_owned()),
-            ("end", end.to_owned()),
-            ("feed", "iex".to_owned()),
-            ("limit", "10000".to_owned()),
-            ("sort", if desc { "desc" } else { "asc" }.to_owned()),
-        ];
-        if let Some(t) = &token {
-            query.push(("page_token", t.clone()));
-        }
+        let sort = if desc { "desc" } else { "asc" };
+        let query = iex_minute_page_query(symbols, (START, end), sort, token.clone());
         let response = client
             .get(format!("{base}/v2/stocks/bars"))
             .query(&query)

@@ -13,7 +13,7 @@ use alpaca_sim::bars::Frame;
 use anyhow::{ensure, Context, Result};
 use arrow_array::{Array, Float64Array};
 use signal9_alpaca::{MultiBarsPage, Timeframe};
-use signal9_e2e::{flag, sim_truth, Stack};
+use signal9_e2e::{flag, iex_minute_page_query, sim_truth, Stack};
 use signal9_shared::store::{SqliteStore, Store};
 use std::time::Instant;
 
@@ -24,17 +24,7 @@ async fn json_pass(client: &reqwest::Client, base: &str, start: &str, end: &str)
     let started = Instant::now();
     let (mut bars, mut token, mut close_sum) = (0usize, None::<String>, 0.0);
     loop {
-        let mut query = vec![
-            ("symbols", SYMBOL.to_owned()),
-            ("timeframe", "1Min".to_owned()),
-            ("start", start.to_owned()),
-            ("end", end.to_owned()),
-            ("feed", "iex".to_owned()),
-            ("limit", "10000".to_owned()),
-        ];
-        if let Some(t) = token.take() {
-            query.push(("page_token", t));
-        }
+        let query = iex_minute_page_query(SYMBOL, (start, end), "asc", token.take());
         let response = client
             .get(format!("{base}/v2/stocks/bars"))
             .query(&query)

@@ -21,7 +21,7 @@
 //! Other flags: `--workers 3 --concurrency 16 --secs 60 --warm 10`.
 
 use anyhow::{ensure, Context, Result};
-use signal9_e2e::{active_symbols, fetch_day, flag, Stack};
+use signal9_e2e::{active_symbols, fetch_day, fetch_iex_minutes, flag, Stack};
 use signal9_shared::limiter::redis_pool;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -175,19 +175,7 @@ async fn main() -> Result<()> {
             break;
         }
         let args: Vec<&str> = if minute {
-            vec![
-                "fetch-bars",
-                "--symbols-file",
-                &file,
-                "--timeframe",
-                "1Min",
-                "--start",
-                month.0,
-                "--end",
-                month.1,
-                "--feed",
-                "iex",
-            ]
+            fetch_iex_minutes(&file, month.0, month.1, None)
         } else {
             fetch_day(&file, day, None)
         };
