@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use signal9_alpaca::Api;
-use signal9_producer::dlq::{self, Filter};
-use signal9_producer::session::Session as BrokerSession;
-use signal9_producer::status;
+use signal9_shared::ops::dead_letters::{self as dlq, Filter};
+use signal9_shared::ops::status;
+use signal9_shared::ops::Session as BrokerSession;
 
 use crate::auth::Role;
 use crate::AppState;

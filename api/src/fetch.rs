@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-use signal9_producer::publish::job_properties;
-use signal9_producer::session::Session;
 use signal9_shared::broker::{Publisher, Topology};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
+use signal9_shared::ops::{job_properties, Session};
 use signal9_shared::settings::BrokerSettings;
 
 /// One range of one series to fetch.

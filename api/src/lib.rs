@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use signal9_shared::gate::ApiGate;
+use signal9_shared::services::Services;
 use signal9_shared::shutdown::Shutdown;
 use signal9_shared::store::{Store, StoreError};
 use signal9_shared::telemetry::metrics;
@@ -421,13 +422,8 @@ pub(crate) async fn state(settings: ApiSettings) -> anyhow::Result<Shared> {
         settings.fetch_timeout_secs
     );
     let tokens = auth::TokenFile::open(&settings.tokens_file, settings.allow_example_tokens)?;
-    let store = settings.store.open().await.context("opening the store")?;
-    let gate = Arc::new(
-        settings
-            .budget
-            .gate(&settings.broker.namespace)
-            .context("connecting to Redis")?,
-    );
+    let Services { store, gate } =
+        Services::open(&settings.store, &settings.budget, &settings.broker.namespace).await?;
     let quota = quota::Quota::new(
         gate.budget(signal9_alpaca::Api::Data).pool().clone(),
         &settings.broker.namespace,

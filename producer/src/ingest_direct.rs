@@ -8,11 +8,11 @@
 use anyhow::{Context, Result};
 use chrono::{Duration, DurationRound, Utc};
 use clap::Args;
-use std::sync::Arc;
 use std::time::Instant;
 
 use signal9_alpaca::{Adjustment, AssetClass, AssetQuery, Feed, Timeframe};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
+use signal9_shared::services::Services;
 use signal9_shared::settings::{AlpacaSettings, BrokerSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::store::active_equity_symbols;
 
@@ -42,17 +42,9 @@ pub struct DirectArgs {
 /// Runs the direct ingest and prints what it did.
 pub async fn run(args: DirectArgs) -> Result<()> {
     let started = Instant::now();
-    let store = args.store.open().await.context("opening the store")?;
-    let gate = Arc::new(
-        args.budget
-            .gate(&args.broker.namespace)
-            .context("building the API budget")?,
-    );
-    let client = args
-        .alpaca
-        .client(gate.clone())
-        .await
-        .context("setting up the Alpaca client")?;
+    let services = Services::open(&args.store, &args.budget, &args.broker.namespace).await?;
+    let client = services.client(&args.alpaca).await?;
+    let Services { store, .. } = services;
     let now = Utc::now();
 
     println!("== Assets ==");

@@ -2,10 +2,10 @@
 //! carries the operator commands.
 //!
 //! - [`args`]: the flags the publishing commands share, times and symbol files;
-//! - `session`: one RabbitMQ connection with a confirming publisher (and a
-//!   reply queue for `--wait`);
 //! - `publish`: publishing with confirms and reconnects, the one way every
 //!   command enqueues; `replies`: the outcomes `--wait` collects;
+//! - the operations themselves (dead letters, status, the AMQP session) are
+//!   `signal9_shared::ops`, shared with the console;
 //! - one module per command: `enqueue` (fetch-bars, status-check), `sync`,
 //!   `schedule`, `backfill`, `gaps`, `dlq`, `ingest_direct`, `init_store`,
 //!   `status`, `check_credentials`, `corporate_actions`, `migrate`
@@ -15,17 +15,16 @@ pub mod args;
 mod backfill;
 mod check_credentials;
 mod corporate_actions;
-pub mod dlq;
+mod dlq;
 mod enqueue;
 mod gaps;
 mod ingest_direct;
 mod init_store;
 mod migrate;
-pub mod publish;
+mod publish;
 mod replies;
 mod schedule;
-pub mod session;
-pub mod status;
+mod status;
 mod sync;
 
 use clap::{Parser, Subcommand};

@@ -7,38 +7,16 @@
 
 use anyhow::{bail, Result};
 use lapin::options::BasicPublishOptions;
-use lapin::types::FieldTable;
-use lapin::BasicProperties;
 use std::collections::HashSet;
 use std::time::Duration;
 use tracing::Instrument;
 
 use signal9_shared::backoff::Backoff;
-use signal9_shared::broker::{set_str, HEADER_ROUTING_KEY};
 use signal9_shared::job::Job;
+use signal9_shared::ops::{job_properties, Session};
 
 use crate::args::PublishOptions;
 use crate::replies::{self, Outcomes};
-use crate::session::Session;
-
-/// The properties of a job message.
-pub fn job_properties(job: &Job, reply_to: Option<&str>, span: &tracing::Span) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    set_str(&mut headers, HEADER_ROUTING_KEY, &job.routing_key());
-    // The job's trace continues in the worker (W3C traceparent header).
-    signal9_shared::telemetry::inject(span, &mut headers);
-    let mut properties = BasicProperties::default()
-        .with_message_id(job.id.as_str().into())
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    if let Some(queue) = reply_to {
-        properties = properties
-            .with_reply_to(queue.into())
-            .with_correlation_id(job.id.as_str().into());
-    }
-    properties
-}
 
 /// The books of one publication: the jobs not yet confirmed, those
 /// confirmed on the current session, and those confirmed on a session that

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use signal9_shared::job::Job;
 
-use crate::session::Replies;
+use signal9_shared::ops::Replies;
 
 /// What the replies of fetch-bars jobs said, summed.
 #[derive(Debug, Clone, Copy, Default)]

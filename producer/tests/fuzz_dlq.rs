@@ -6,11 +6,11 @@
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use proptest::prelude::*;
 
-use signal9_producer::dlq::DeadLetter;
 use signal9_shared::broker::{
     HEADER_ATTEMPT, HEADER_ERROR_CLASS, HEADER_FIRST_FAILURE, HEADER_LAST_ERROR, HEADER_LAST_FAILURE,
     HEADER_ROUTING_KEY,
 };
+use signal9_shared::ops::dead_letters::DeadLetter;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("FUZZ_CASES")

@@ -12,10 +12,13 @@
 //!   metrics, and the internal events that write a log line and its counters together;
 //! - [`backoff`], [`shutdown`], [`lease`]: the one back-off of every retry
 //!   loop, the one shutdown signal of every long-running part, a lease in Redis;
+//! - [`services`]: the store, the gate and the client, opened one way by every process;
 //! - [`settings`]: the settings every binary reads from flags and environment;
 //! - [`ingest`]: fetch, validate and store one set of bars;
 //! - [`corporate`]: corporate actions drop the adjusted series they change;
 //! - [`sync`]: list one slice of assets, the delisting guard, reconcile a run;
+//! - [`ops`]: operations (the dead-letter queue, a status snapshot, an AMQP
+//!   session) that the producer's commands and the console share;
 //! - [`outbox`]: the relay that publishes the events the store wrote beside their changes;
 //! - [`eventbridge`]: the optional EventBridge bus every event is also put on;
 //! - [`job`]: the job envelope and its checks;
@@ -40,10 +43,12 @@ pub mod job;
 pub mod keys;
 pub mod lease;
 pub mod limiter;
+pub mod ops;
 pub mod outbox;
 pub mod plan;
 pub mod redis_conn;
 pub mod secrets;
+pub mod services;
 pub mod settings;
 pub mod shutdown;
 pub mod store;

@@ -34,6 +34,7 @@ use tracing::{info, warn, Instrument};
 use signal9_shared::backoff::Backoff;
 use signal9_shared::broker::{self, Publisher, Topology};
 use signal9_shared::job::{Job, JobKind, Payload, Priority};
+use signal9_shared::services::Services;
 use signal9_shared::shutdown::Shutdown;
 use signal9_shared::telemetry::events::{Emit, JobEnd, JobFinished, MalformedJob, Outcome};
 
@@ -56,18 +57,9 @@ struct Shared {
 
 /// Runs the worker until `shutdown` fires. Returns after a graceful stop.
 pub async fn run(settings: WorkerSettings, mut shutdown: Shutdown) -> Result<()> {
-    let store = settings.store.open().await.context("opening the store")?;
-    let gate = Arc::new(
-        settings
-            .budget
-            .gate(&settings.broker.namespace)
-            .context("building the API budget")?,
-    );
-    let client = settings
-        .alpaca
-        .client(gate.clone())
-        .await
-        .context("setting up the Alpaca client")?;
+    let services = Services::open(&settings.store, &settings.budget, &settings.broker.namespace).await?;
+    let client = services.client(&settings.alpaca).await?;
+    let Services { store, gate } = services;
     if settings.check_credentials {
         // One GET /v2/account through the budget: a refused key or a
         // blocked account stops the worker here, before it takes any job.

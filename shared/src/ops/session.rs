@@ -1,12 +1,17 @@
-//! One connection to RabbitMQ with what the producer's commands need on
-//! it: a publisher channel in confirm mode, the declared topology and, for
-//! `--wait`, an exclusive reply queue with its consumer. `fetch-bars`,
-//! `status-check`, `sync`, `schedule`, `backfill` and `dlq` all open it here.
+//! One connection to RabbitMQ with what an operation needs on it: a
+//! publisher channel in confirm mode, the declared topology and, for
+//! replies, an exclusive reply queue with its consumer. The producer's
+//! publishing commands and `dlq`, the API's fetches and the console all
+//! open it here; [`job_properties`] is how each of them publishes a job.
 
 use anyhow::{Context, Result};
 
-use signal9_shared::broker::{self, Publisher, Topology};
-use signal9_shared::settings::BrokerSettings;
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+
+use crate::broker::{self, set_str, Publisher, Topology, HEADER_ROUTING_KEY};
+use crate::job::Job;
+use crate::settings::BrokerSettings;
 
 /// The reply queue of a session: its channel, name and consumer.
 #[derive(Debug)]
@@ -67,4 +72,24 @@ async fn open_replies(connection: &lapin::Connection) -> Result<Replies> {
         consumer,
         _channel: channel,
     })
+}
+
+/// The properties of a job message: persistent, its id as message id, its
+/// routing key recorded for replays, its trace continued in the worker
+/// (W3C traceparent header) and, with `reply_to`, where the worker replies.
+pub fn job_properties(job: &Job, reply_to: Option<&str>, span: &tracing::Span) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    set_str(&mut headers, HEADER_ROUTING_KEY, &job.routing_key());
+    crate::telemetry::inject(span, &mut headers);
+    let mut properties = BasicProperties::default()
+        .with_message_id(job.id.as_str().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if let Some(queue) = reply_to {
+        properties = properties
+            .with_reply_to(queue.into())
+            .with_correlation_id(job.id.as_str().into());
+    }
+    properties
 }
