@@ -5,7 +5,7 @@
 //! [`check`] reads the actions whose ex-date lies in a window of days (the
 //! whole market, `GET /v1/corporate-actions`, 1,000 actions a call, through
 //! the budget and the breaker like every call), and applies each that has
-//! taken effect ([`Store::apply_action`]): the coverage and the bars of every
+//! taken effect ([`BarStore::apply_action`](crate::store::BarStore::apply_action)): the coverage and the bars of every
 //! stored series of the symbol whose adjustment the action changes are
 //! dropped, and one `bars.invalidated` event per series goes out through the
 //! outbox, so an interactive request or the next backfill fetches them

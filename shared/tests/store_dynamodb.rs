@@ -3,6 +3,8 @@
 //! starts it and sets SIGNAL9_TEST_AWS_ENDPOINT).
 
 use signal9_shared::aws::AwsTarget;
+use signal9_shared::store::AssetStore;
+use signal9_shared::store::BarStore;
 use signal9_shared::store::{DynamoStore, Store};
 
 fn endpoint() -> String {

@@ -1,5 +1,6 @@
 //! The store contract, run against the embedded SQLite backend.
 
+use signal9_shared::store::AssetStore;
 use signal9_shared::store::SqliteStore;
 
 async fn fresh() -> SqliteStore {
@@ -12,7 +13,7 @@ signal9_shared::store_contract_tests!(fresh());
 
 #[tokio::test]
 async fn a_second_connection_sees_the_first_ones_writes() {
-    use signal9_shared::store::{contract, Store};
+    use signal9_shared::store::contract;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("shared.db");
     let first = SqliteStore::open(&path).expect("open");

@@ -10,7 +10,8 @@ use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, fetch_iex_minutes, fetch_interactive_week, sim_bar_count, text, Stack};
 use signal9_shared::ingest::BarsRequest;
 use signal9_shared::plan::PAGE_BARS;
-use signal9_shared::store::{SqliteStore, Store};
+use signal9_shared::store::BarStore;
+use signal9_shared::store::SqliteStore;
 
 const ASSETS: &str = "12000";
 

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use signal9_e2e::{active_symbols, fetch_iex_days, sim_bar_count, text, Stack};
-use signal9_shared::store::{SeriesKey, SqliteStore, Store};
+use signal9_shared::store::BarStore;
+use signal9_shared::store::{SeriesKey, SqliteStore};
 
 const START: &str = "2026-11-02T00:00:00Z";
 const END: &str = "2026-11-20T23:59:59Z";

@@ -5,7 +5,8 @@
 
 use signal9_alpaca::{Adjustment, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, eventually, rabbitmqctl, Stack};
-use signal9_shared::store::{SeriesKey, SqliteStore, Store};
+use signal9_shared::store::BarStore;
+use signal9_shared::store::{SeriesKey, SqliteStore};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,8 @@ use lapin::options::BasicPublishOptions;
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, rabbitmqctl, start_redis, Stack, AMQP_URL, SIM_NOW};
 use signal9_shared::job::{JobKind, Priority};
-use signal9_shared::store::{SeriesKey, SqliteStore, Store};
+use signal9_shared::store::BarStore;
+use signal9_shared::store::{SeriesKey, SqliteStore};
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,10 @@ use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use chrono::{DateTime, Utc};
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, text, Stack, SIM_NOW};
-use signal9_shared::store::{SeriesKey, Store};
+use signal9_shared::store::AssetStore;
+use signal9_shared::store::BarStore;
+use signal9_shared::store::RunStore;
+use signal9_shared::store::SeriesKey;
 
 const START: &str = "2026-11-16T00:00:00Z";
 const END: &str = "2026-11-20T23:59:59Z";

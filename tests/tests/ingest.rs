@@ -15,6 +15,8 @@ use signal9_shared::gate::ApiGate;
 use signal9_shared::ingest::{fetch_bars, BarsRequest, IngestError, SymbolOutcome};
 use signal9_shared::limiter::{redis_pool, BudgetSize};
 use signal9_shared::plan::{Packing, PAGE_BARS};
+use signal9_shared::store::BarStore;
+use signal9_shared::store::OutboxStore;
 use signal9_shared::store::{SqliteStore, Store};
 use signal9_shared::sync::sync_slice;
 use std::time::Duration;

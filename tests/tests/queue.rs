@@ -10,7 +10,9 @@ use lapin::BasicProperties;
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, eventually, fetch_iex_days, queue_depth, text, Stack, AMQP_URL, SIM_NOW};
 use signal9_shared::broker::{header_str, HEADER_ERROR_CLASS, HEADER_LAST_ERROR};
-use signal9_shared::store::{SeriesKey, SqliteStore, Store};
+use signal9_shared::store::AssetStore;
+use signal9_shared::store::BarStore;
+use signal9_shared::store::{SeriesKey, SqliteStore};
 use std::time::Duration;
 
 const START: &str = "2026-11-02T00:00:00Z";

@@ -4,6 +4,7 @@
 
 use signal9_e2e::{queue_depth, Stack};
 use signal9_shared::job::{JobKind, Priority};
+use signal9_shared::store::BarStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ async fn three_schedulers_fire_each_run_exactly_once() {
 async fn a_completed_run_is_followed_by_the_previous_trading_days_backfill_once() {
     use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
     use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
-    use signal9_shared::store::{SeriesKey, SqliteStore, Store};
+    use signal9_shared::store::{SeriesKey, SqliteStore};
 
     let mut stack = Stack::start(&["--limit", "0", "--assets", "300"]).unwrap();
     stack.start_worker(&[]).unwrap();

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use signal9_e2e::{active_symbols, aws_endpoint, eventually, fetch_iex_days, queue_depth, sim_bar_count, text, Stack};
-use signal9_shared::store::{SeriesKey, Store};
+use signal9_shared::store::BarStore;
+use signal9_shared::store::SeriesKey;
 
 const START: &str = "2026-11-02T00:00:00Z";
 const END: &str = "2026-11-20T23:59:59Z";

@@ -4,7 +4,9 @@
 
 use futures::StreamExt;
 use signal9_e2e::{text, Stack};
-use signal9_shared::store::{AssetFilter, RunStatus, SqliteStore, Store};
+use signal9_shared::store::AssetStore;
+use signal9_shared::store::RunStore;
+use signal9_shared::store::{AssetFilter, RunStatus, SqliteStore};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 

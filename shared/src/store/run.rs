@@ -1,4 +1,5 @@
-//! The records of a sync run: one per listed page, and the run's totals.
+//! Sync runs: the run's record and state, the [`RunStore`] contract, and
+//! the records of a run: one per listed page, and the run's totals.
 //!
 //! They are typed so that reconcile's inputs are checked by the compiler,
 //! and bounded: a page record holds counts and at most
@@ -6,9 +7,12 @@
 //! assets a run saw is stamped on the assets themselves (`seen_at`), so no
 //! record grows with the universe.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+use super::StoreError;
 
 use crate::job::SyncPage;
 use signal9_alpaca::AssetClass;
@@ -106,6 +110,139 @@ impl RunTotals {
     }
 }
 
+/// The state of a sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Pages are being listed.
+    Running,
+    /// All pages done; reconciled and closed.
+    Completed,
+    /// The delisting guard refused to reconcile.
+    Suspect,
+    /// Given up.
+    Failed,
+}
+
+impl RunStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Suspect => "suspect",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Suspect,
+            RunStatus::Failed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A sync run's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRun {
+    /// The run id (the UTC date for scheduled runs).
+    pub run_id: String,
+    /// When it was created.
+    pub started_at: DateTime<Utc>,
+    /// How many pages the run has.
+    pub pages_total: u32,
+    /// How many distinct pages are recorded done.
+    pub pages_done: u32,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// When it was closed.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The run's result, once closed.
+    pub result: Option<RunTotals>,
+    /// When its pages were published; `None` if whoever created the run
+    /// died before publishing them (the scheduler heals such a run).
+    pub published_at: Option<DateTime<Utc>>,
+    /// When its reconcile was last claimed, if ever.
+    pub reconcile_claimed_at: Option<DateTime<Utc>>,
+}
+
+/// Progress of a run after a page was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Distinct pages done.
+    pub pages_done: u32,
+    /// Pages in the run.
+    pub pages_total: u32,
+}
+
+impl RunProgress {
+    /// True once every page is done.
+    pub fn is_complete(self) -> bool {
+        self.pages_done >= self.pages_total
+    }
+}
+
+/// Sync runs: created once, a page recorded at a time, reconciled by one
+/// claimant, closed with their totals.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates a run if it does not exist. Returns false (changing nothing)
+    /// when it already exists.
+    async fn create_run(&self, run_id: &str, pages_total: u32, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Records one page of a run as done; recording the same page again
+    /// changes nothing (the first record stays).
+    async fn record_page(&self, run_id: &str, page: &PageRecord) -> Result<RunProgress, StoreError>;
+
+    /// Replaces a recorded page with a newer listing of it (reconcile lists
+    /// a page again when its listing is too old to compare with the others).
+    async fn replace_page(&self, run_id: &str, page: &PageRecord) -> Result<(), StoreError>;
+
+    /// Every recorded page of a run, ordered by page id.
+    async fn page_records(&self, run_id: &str) -> Result<Vec<PageRecord>, StoreError>;
+
+    /// Records that the run's pages were published.
+    async fn mark_published(&self, run_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Claims the run's reconcile at `at`. While the run is running, exactly
+    /// one caller gets `true`, unless the claim is older than `stale_after`
+    /// (its holder died): then one more caller may take it over. A closed
+    /// run is never claimed.
+    async fn claim_reconcile(
+        &self,
+        run_id: &str,
+        at: DateTime<Utc>,
+        stale_after: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Closes a run with its final status and result, and puts its
+    /// `sync.completed` or `sync.suspect` event in the outbox, together.
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        result: &RunTotals,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// One run.
+    async fn get_run(&self, run_id: &str) -> Result<Option<SyncRun>, StoreError>;
+
+    /// The most recently started run.
+    async fn latest_run(&self) -> Result<Option<SyncRun>, StoreError>;
+
+    /// The `limit` most recently started runs, newest first.
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError>;
+
+    /// The most recently started run that completed.
+    async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +288,23 @@ mod tests {
         let record = page(AssetClass::UsEquity, 4_000_000, MAX_REJECTIONS_KEPT);
         let bytes = serde_json::to_vec(&record).unwrap_or_default().len();
         assert!(bytes < 2_000, "{bytes} bytes");
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn run_statuses_read_back_as_written() {
+        for status in [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Suspect,
+            RunStatus::Failed,
+        ] {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(RunStatus::parse("paused"), None);
     }
 }

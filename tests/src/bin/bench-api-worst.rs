@@ -20,6 +20,7 @@ use alpaca_sim::bars::Frame;
 use anyhow::{ensure, Context, Result};
 use signal9_alpaca::Timeframe;
 use signal9_e2e::{active_symbols, flag, iex_minute_page_query, sim_truth, Stack};
+use signal9_shared::store::BarStore;
 use signal9_shared::store::{SqliteStore, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use anyhow::{ensure, Context, Result};
 use arrow_array::{Array, Float64Array};
 use signal9_alpaca::{MultiBarsPage, Timeframe};
 use signal9_e2e::{flag, iex_minute_page_query, sim_truth, Stack};
-use signal9_shared::store::{SqliteStore, Store};
+use signal9_shared::store::{BarStore, SqliteStore, Store};
 use std::time::Instant;
 
 const TOKEN: &str = "bench-arrow-token";

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use signal9_e2e::Stack;
 use signal9_shared::calendar::{ny_date, previous_trading_day};
-use signal9_shared::store::Store;
+use signal9_shared::store::AssetStore;
 
 fn calls(stats: &serde_json::Value, api: &str) -> u64 {
     stats["apis"][api]["accepted"].as_u64().unwrap_or(0)

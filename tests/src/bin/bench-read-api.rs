@@ -21,6 +21,7 @@ use anyhow::{ensure, Context, Result};
 use rand::Rng;
 use signal9_alpaca::Timeframe;
 use signal9_e2e::{active_symbols, flag, sim_truth, Stack};
+use signal9_shared::store::BarStore;
 use signal9_shared::store::{SqliteStore, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -45,12 +45,17 @@
 //!
 //! The module: `encoding` (items to and from the store's types), `schema`
 //! (tables, indexes, creation), `batch` (batch reads and writes with
-//! resends), `store` (the [`Store`] implementation).
+//! resends), then one file per domain of the store: `assets`, `bars`,
+//! `legacy`, `runs`, `outbox`; `init` (the whole [`Store`]) is here.
 
+mod assets;
+mod bars;
 mod batch;
 mod encoding;
+mod legacy;
+mod outbox;
+mod runs;
 mod schema;
-mod store;
 
 use batch::*;
 use encoding::*;
@@ -72,8 +77,9 @@ use std::time::Duration;
 
 use super::chunk::{self, Span};
 use super::{
-    plan_action, plan_asset, plan_delist, symbol_key_range, AssetFilter, AssetWrite, PageRecord, PendingEvent,
-    RunProgress, RunStatus, RunTotals, SeriesKey, Store, StoreError, StoredAsset, SyncRun,
+    plan_action, plan_asset, plan_delist, symbol_key_range, AssetFilter, AssetStore, AssetWrite, BarStore, LegacyPage,
+    LegacyStore, OutboxStore, PageRecord, PendingEvent, RunProgress, RunStatus, RunStore, RunTotals, SeriesKey, Store,
+    StoreError, StoredAsset, SyncRun,
 };
 use crate::events::Event;
 use signal9_alpaca::{Asset, AssetStatus, Bar, CorporateAction, Symbol};
@@ -247,5 +253,19 @@ impl DynamoStore {
     /// The full name of one of the store's tables.
     pub fn table(&self, name: &str) -> String {
         format!("{}-{name}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn init(&self) -> Result<(), StoreError> {
+        for spec in specs() {
+            let added = self.create_table(&spec).await?;
+            if added.contains(&COVERAGE_BY_SYMBOL) {
+                // Coverage written before the index lacks the `symbol` it reads.
+                self.backfill_coverage_symbols().await?;
+            }
+        }
+        Ok(())
     }
 }
