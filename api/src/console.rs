@@ -33,6 +33,7 @@ use signal9_alpaca::Api;
 use signal9_shared::ops::dead_letters::{self as dlq, Filter};
 use signal9_shared::ops::status;
 use signal9_shared::ops::Session as BrokerSession;
+use signal9_shared::reply::{Detail, ReplyOutcome};
 
 use crate::auth::Role;
 use crate::AppState;
@@ -792,25 +793,20 @@ fn replays_table(body: &mut String, replays: &[crate::fetch::Replay]) {
     for replay in replays {
         let (class, outcome) = match replay.outcome.as_deref() {
             None => ("", "waiting for a worker".to_owned()),
-            Some(reply) if reply["status"] == "succeeded" => {
-                let d = &reply["detail"];
-                let what = match (d["bars"].as_u64(), d["listed"].as_u64()) {
-                    (Some(1), _) => ": 1 bar".to_owned(),
-                    (Some(bars), _) => format!(": {bars} bars"),
-                    (None, Some(listed)) => format!(": {listed} listed"),
-                    _ => String::new(),
-                };
-                ("ok", format!("succeeded{what}"))
-            }
-            Some(reply) => (
-                "bad",
-                format!(
-                    "{} ({}): {}",
-                    reply["status"].as_str().unwrap_or("failed"),
-                    reply["error_class"].as_str().unwrap_or("?"),
-                    reply["error"].as_str().unwrap_or("")
-                ),
-            ),
+            Some(reply) => match &reply.outcome {
+                ReplyOutcome::Succeeded { detail } => {
+                    let what = match detail {
+                        Detail::FetchBars(d) if d.bars == 1 => ": 1 bar".to_owned(),
+                        Detail::FetchBars(d) => format!(": {} bars", d.bars),
+                        Detail::SyncPage(d) => format!(": {} listed", d.listed),
+                        Detail::StatusCheck(_) => String::new(),
+                    };
+                    ("ok", format!("succeeded{what}"))
+                }
+                ReplyOutcome::DeadLettered { error_class, error } => {
+                    ("bad", format!("dead-lettered ({error_class}): {error}"))
+                }
+            },
         };
         let _ = write!(
             body,

@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use serde_json::Value;
+use signal9_shared::reply::JobReply;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,7 +77,7 @@ pub(crate) enum FetchError {
     },
 }
 
-type Waiters = HashMap<String, Vec<oneshot::Sender<Arc<Value>>>>;
+type Waiters = HashMap<String, Vec<oneshot::Sender<Arc<JobReply>>>>;
 
 /// A job replayed from the console, and its outcome once a worker replied.
 #[derive(Debug, Clone)]
@@ -86,8 +86,8 @@ pub(crate) struct Replay {
     pub(crate) id: String,
     /// When it was replayed.
     pub(crate) at: chrono::DateTime<chrono::Utc>,
-    /// The worker's reply: `status` succeeded or dead-lettered, with `detail` or `error`.
-    pub(crate) outcome: Option<Arc<Value>>,
+    /// The worker's reply, once it came.
+    pub(crate) outcome: Option<Arc<JobReply>>,
 }
 
 /// The console's replays remembered.
@@ -168,10 +168,10 @@ impl Fetcher {
         tokio::spawn(async move {
             let mut replies = replies;
             while let Some(Ok(delivery)) = replies.consumer.next().await {
-                let Ok(reply) = serde_json::from_slice::<Value>(&delivery.data) else {
+                let Some(reply) = JobReply::parse(&delivery.data) else {
                     continue;
                 };
-                let id = reply["id"].as_str().unwrap_or_default().to_owned();
+                let id = reply.job_id().to_owned();
                 let reply = Arc::new(reply);
                 let waiting = {
                     let mut book = lock(&book);
@@ -302,15 +302,8 @@ impl Fetcher {
             match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(reply)) => {
                     pending -= 1;
-                    if reply["status"] != "succeeded" {
-                        return Err(FetchError::Failed {
-                            symbol,
-                            error: format!(
-                                "{} ({})",
-                                reply["error"].as_str().unwrap_or("no reason given"),
-                                reply["error_class"].as_str().unwrap_or("?")
-                            ),
-                        });
+                    if let Some(error) = reply.failure() {
+                        return Err(FetchError::Failed { symbol, error });
                     }
                 }
                 // The link closed under the wait: nobody will answer.

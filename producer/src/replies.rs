@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use signal9_shared::job::Job;
-
 use signal9_shared::ops::Replies;
+use signal9_shared::reply::{Detail, JobReply, ReplyOutcome};
 
 /// What the replies of fetch-bars jobs said, summed.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,44 +59,45 @@ pub(crate) async fn collect(
     while !waiting.is_empty() {
         let next = tokio::time::timeout_at(deadline, consumer.next()).await;
         let Ok(Some(Ok(delivery))) = next else { break };
-        let Ok(reply) = serde_json::from_slice::<serde_json::Value>(&delivery.data) else {
+        let Some(reply) = JobReply::parse(&delivery.data) else {
             continue;
         };
-        let id = reply["id"].as_str().unwrap_or_default().to_owned();
+        let id = reply.job_id().to_owned();
         let Some(symbol) = waiting.remove(&id) else { continue };
         if let Some(bar) = progress {
             bar.inc(1);
         }
-        if reply["status"] == "succeeded" {
-            succeeded += 1;
-            let detail = &reply["detail"];
-            outcomes.bars += detail["bars"].as_u64().unwrap_or(0);
-            outcomes.resumed += usize::from(detail["resumed"].as_bool().unwrap_or(false));
-            if let Some(batch) = detail["batch"].as_str() {
-                if batches.insert(batch.to_owned()) {
-                    outcomes.calls += detail["calls"].as_u64().unwrap_or(0);
+        match reply.outcome {
+            ReplyOutcome::Succeeded { detail } => {
+                succeeded += 1;
+                match detail {
+                    Detail::FetchBars(d) => {
+                        outcomes.bars += d.bars;
+                        outcomes.resumed += usize::from(d.resumed.unwrap_or(false));
+                        if let Some(batch) = d.batch {
+                            if batches.insert(batch) {
+                                outcomes.calls += d.calls.unwrap_or(0);
+                            }
+                        }
+                    }
+                    Detail::SyncPage(d) => println!(
+                        "  {id}: listed {}, new {}, updated {}, unchanged {}, status changes {}, rejected {}",
+                        d.listed,
+                        d.new,
+                        d.updated,
+                        d.unchanged,
+                        d.status_changes.len(),
+                        d.rejected
+                    ),
+                    Detail::StatusCheck(_) => {}
+                }
+                if let Some(bar) = progress {
+                    bar.set_message(format!("{} bars, {} calls", outcomes.bars, outcomes.calls));
                 }
             }
-            if let Some(bar) = progress {
-                bar.set_message(format!("{} bars, {} calls", outcomes.bars, outcomes.calls));
+            ReplyOutcome::DeadLettered { error_class, error } => {
+                failed.push(format!("{symbol} ({id}): {error_class} {error}"));
             }
-            if let Some(listed) = reply["detail"]["listed"].as_u64() {
-                let d = &reply["detail"];
-                println!(
-                    "  {id}: listed {listed}, new {}, updated {}, unchanged {}, status changes {}, rejected {}",
-                    d["new"],
-                    d["updated"],
-                    d["unchanged"],
-                    d["status_changes"].as_array().map_or(0, Vec::len),
-                    d["rejected"]
-                );
-            }
-        } else {
-            failed.push(format!(
-                "{symbol} ({id}): {} {}",
-                reply["error_class"].as_str().unwrap_or("?"),
-                reply["error"].as_str().unwrap_or("")
-            ));
         }
     }
     if let Some(bar) = progress {

@@ -21,7 +21,7 @@
 //!   session) that the producer's commands and the console share;
 //! - [`outbox`]: the relay that publishes the events the store wrote beside their changes;
 //! - [`eventbridge`]: the optional EventBridge bus every event is also put on;
-//! - [`job`]: the job envelope and its checks;
+//! - [`job`]: the job envelope and its checks; [`reply`]: the typed reply to a job;
 //! - [`bounds`]: what every door accepts (dates, ranges, symbol counts);
 //! - [`events`]: events for the downstream pipeline;
 //! - [`calendar`]: the US equity market calendar;
@@ -47,6 +47,7 @@ pub mod ops;
 pub mod outbox;
 pub mod plan;
 pub mod redis_conn;
+pub mod reply;
 pub mod secrets;
 pub mod services;
 pub mod settings;

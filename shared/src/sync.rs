@@ -18,7 +18,7 @@
 //!    in the outbox) and the run is closed with its totals and event.
 
 use chrono::{DateTime, DurationRound, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tracing::Instrument;
@@ -37,7 +37,7 @@ pub(crate) const DEFAULT_MAX_DELIST_FRACTION: f64 = 0.05;
 pub(crate) const DEFAULT_SNAPSHOT_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 /// A status or tradable change found by a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusChange {
     /// Asset id.
     pub id: String,

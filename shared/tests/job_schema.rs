@@ -123,3 +123,87 @@ fn semantic_checks_beyond_the_schema_are_the_documented_ones() {
         );
     }
 }
+
+fn reply_validator() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/reply.schema.json"))
+        .expect("reply schema file");
+    let schema: Value = serde_json::from_str(&text).expect("reply schema is JSON");
+    jsonschema::options().build(&schema).expect("reply schema compiles")
+}
+
+/// The replies a worker writes (through the typed `JobReply`) pass the
+/// published schema, and malformed ones fail both the schema and the type.
+#[test]
+fn replies_the_worker_writes_pass_the_reply_schema_and_malformed_ones_fail_both() {
+    use signal9_alpaca::AssetStatus;
+    use signal9_shared::reply::{BarsSource, Detail, FetchBarsDetail, JobReply, StatusCheckDetail, SyncPageDetail};
+    use signal9_shared::store::AssetChange;
+    let written = [
+        JobReply::succeeded(
+            "j1",
+            Detail::FetchBars(FetchBarsDetail {
+                symbol: "AAPL".into(),
+                bars: 21,
+                source: BarsSource::Api,
+                calls: Some(2),
+                batch: Some("b1".into()),
+                resumed: Some(true),
+            }),
+        ),
+        JobReply::succeeded(
+            "j2",
+            Detail::StatusCheck(StatusCheckDetail {
+                symbol: "AAPL".into(),
+                id: "a-1".into(),
+                status: AssetStatus::Active,
+                tradable: false,
+                change: AssetChange::Updated {
+                    status: None,
+                    tradable: Some((true, false)),
+                    relisted: false,
+                },
+            }),
+        ),
+        JobReply::succeeded(
+            "j3",
+            Detail::SyncPage(SyncPageDetail {
+                listed: 2,
+                new: 2,
+                updated: 0,
+                unchanged: 0,
+                status_changes: vec![],
+                rejected: 0,
+                rejected_seen: 0,
+                rejections: vec![],
+            }),
+        ),
+        JobReply::dead_lettered(Some("j4".into()), "permanent", "no such symbol".into()),
+        JobReply::dead_lettered(None, "transient", "broker gone".into()),
+    ];
+    let schema = reply_validator();
+    for reply in &written {
+        let value: Value = serde_json::from_str(&reply.to_json()).expect("JSON");
+        assert_eq!(value["v"], 1, "{value}");
+        assert!(schema.is_valid(&value), "the schema refuses {value}");
+    }
+    let malformed = [
+        json!({"v": 1, "id": "j", "status": "succeeded"}),
+        json!({"v": 1, "id": "j", "status": "dead-lettered", "error": "x"}),
+        json!({"v": 1, "id": "j", "status": "maybe"}),
+        json!({"v": 2, "id": "j", "status": "dead-lettered", "error_class": "transient", "error": "x"}),
+        json!({"v": 1, "id": "j", "status": "succeeded", "detail": {"symbol": "AAPL", "bars": -1, "source": "api"}}),
+    ];
+    for value in malformed {
+        assert!(!schema.is_valid(&value), "the schema takes {value}");
+    }
+    // The type refuses what has no valid shape at all.
+    for value in [
+        &json!({"v": 1, "id": "j", "status": "succeeded"}),
+        &json!({"status": "maybe"}),
+    ] {
+        assert!(
+            JobReply::parse(value.to_string().as_bytes()).is_none(),
+            "the type takes {value}"
+        );
+    }
+}

@@ -632,7 +632,7 @@ async fn finish(
     shared: &Shared,
     publisher: &Publisher,
     pending: Pending,
-    result: Result<serde_json::Value, Failure>,
+    result: Result<signal9_shared::reply::Detail, Failure>,
 ) -> Outcome {
     let job = &pending.job;
     let kind = job.payload.kind();

@@ -9,7 +9,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use serde_json::{json, Value};
+use signal9_shared::reply::{Detail, JobReply};
 use signal9_shared::telemetry::events::{Emit, FailureRouted};
 
 use signal9_alpaca::class::ErrorClass;
@@ -86,14 +86,9 @@ pub(crate) async fn succeed(
     publisher: &Publisher,
     delivery: &Delivery,
     job_id: &str,
-    detail: Value,
+    detail: Detail,
 ) -> Result<(), BrokerError> {
-    reply(
-        publisher,
-        delivery,
-        json!({"id": job_id, "status": "succeeded", "detail": detail}),
-    )
-    .await?;
+    reply(publisher, delivery, &JobReply::succeeded(job_id, detail)).await?;
     delivery.ack(BasicAckOptions::default()).await?;
     Ok(())
 }
@@ -155,14 +150,14 @@ pub(crate) async fn fail(
         let id = job_id
             .map(str::to_owned)
             .or_else(|| delivery.properties.message_id().as_ref().map(|m| m.to_string()));
-        let body = json!({"id": id, "status": "dead-lettered", "error_class": failure.class.as_str(), "error": cut(&failure.message)});
-        reply(publisher, delivery, body).await?;
+        let body = JobReply::dead_lettered(id, failure.class.as_str(), cut(&failure.message));
+        reply(publisher, delivery, &body).await?;
     }
     delivery.ack(BasicAckOptions::default()).await?;
     Ok(next)
 }
 
-async fn reply(publisher: &Publisher, delivery: &Delivery, body: Value) -> Result<(), BrokerError> {
+async fn reply(publisher: &Publisher, delivery: &Delivery, body: &JobReply) -> Result<(), BrokerError> {
     let Some(reply_to) = delivery.properties.reply_to().as_ref() else {
         return Ok(());
     };
@@ -171,7 +166,7 @@ async fn reply(publisher: &Publisher, delivery: &Delivery, body: Value) -> Resul
         properties = properties.with_correlation_id(correlation.clone());
     }
     match publisher
-        .publish_routed("", reply_to.as_str(), body.to_string().as_bytes(), properties)
+        .publish_routed("", reply_to.as_str(), body.to_json().as_bytes(), properties)
         .await
     {
         // The caller stopped waiting (its reply queue is gone): the job's

@@ -2,17 +2,17 @@
 //! each job's symbol is validated and stored on its own.
 
 use chrono::Utc;
-use serde_json::{json, Value};
 
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::job::Payload;
+use signal9_shared::reply::{BarsSource, Detail, FetchBarsDetail};
 
 use super::Context;
 use crate::batch::Pending;
 use crate::outcome::Failure;
 
 /// Runs a batch; returns one result per job, in the batch's order.
-pub(crate) async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, Failure>> {
+pub(crate) async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Detail, Failure>> {
     let payloads: Vec<_> = batch
         .iter()
         .filter_map(|p| match &p.job.payload {
@@ -53,17 +53,22 @@ pub(crate) async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Value, F
                 return Err(Failure::permanent("not a fetch-bars job"));
             };
             match report.outcomes.get(&p.symbol) {
-                Some(SymbolOutcome::Stored { bars }) => Ok(json!({
-                    "symbol": p.symbol,
-                    "bars": bars,
-                    "source": "api",
-                    "calls": report.calls,
-                    "batch": batch_id,
-                    "resumed": report.resumed > 0
+                Some(SymbolOutcome::Stored { bars }) => Ok(Detail::FetchBars(FetchBarsDetail {
+                    symbol: p.symbol.to_string(),
+                    bars: *bars as u64,
+                    source: BarsSource::Api,
+                    calls: Some(report.calls as u64),
+                    batch: Some(batch_id.clone()),
+                    resumed: Some(report.resumed > 0),
                 })),
-                Some(SymbolOutcome::Cached { bars }) => {
-                    Ok(json!({"symbol": p.symbol, "bars": bars, "source": "store"}))
-                }
+                Some(SymbolOutcome::Cached { bars }) => Ok(Detail::FetchBars(FetchBarsDetail {
+                    symbol: p.symbol.to_string(),
+                    bars: *bars as u64,
+                    source: BarsSource::Store,
+                    calls: None,
+                    batch: None,
+                    resumed: None,
+                })),
                 Some(SymbolOutcome::Rejected(rejection)) => Err(Failure::from_error(rejection)),
                 None => Err(Failure::permanent("the batch produced no outcome for this symbol")),
             }

@@ -1,17 +1,17 @@
 //! `status-check`: one asset lookup, validated and upserted.
 
 use chrono::Utc;
-use serde_json::{json, Value};
 
 use signal9_alpaca::validate;
 use signal9_shared::job::StatusCheck;
+use signal9_shared::reply::{Detail, StatusCheckDetail};
 use signal9_shared::store::AssetChange;
 
 use super::Context;
 use crate::outcome::Failure;
 
 /// Looks the asset up (one call) and stores it.
-pub(crate) async fn run(ctx: &Context, job: &StatusCheck) -> Result<Value, Failure> {
+pub(crate) async fn run(ctx: &Context, job: &StatusCheck) -> Result<Detail, Failure> {
     let response = ctx
         .client
         .get_asset(job.symbol.as_str())
@@ -25,7 +25,11 @@ pub(crate) async fn run(ctx: &Context, job: &StatusCheck) -> Result<Value, Failu
         .map_err(|e| Failure::from_error(&e))?;
     ctx.outbox_written.notify_one();
     let change = writes.first().map(|w| w.change).unwrap_or(AssetChange::Unchanged);
-    Ok(
-        json!({"symbol": asset.symbol, "id": asset.id, "status": asset.status, "tradable": asset.tradable, "change": change}),
-    )
+    Ok(Detail::StatusCheck(StatusCheckDetail {
+        symbol: asset.symbol.to_string(),
+        id: asset.id,
+        status: asset.status,
+        tradable: asset.tradable,
+        change,
+    }))
 }

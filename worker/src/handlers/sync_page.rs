@@ -5,11 +5,11 @@
 //! the per-class guard decides, and unseen assets are delisted or the run is
 //! marked `suspect`.
 
-use serde_json::{json, Value};
 use signal9_shared::telemetry::events::{Emit, SyncPageListed, SyncRunClosed};
 
 use signal9_alpaca::class::ErrorClass;
 use signal9_shared::job::{Job, SyncPage};
+use signal9_shared::reply::{Detail, SyncPageDetail};
 use signal9_shared::store::{RunStatus, StoreError};
 use signal9_shared::sync::{self, slice_query};
 
@@ -24,7 +24,7 @@ fn store_failure(error: StoreError) -> Failure {
 }
 
 /// Lists, validates and upserts one slice; closes the run if it was the last page.
-pub(crate) async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Value, Failure> {
+pub(crate) async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Detail, Failure> {
     let run_id = job.run_id.as_deref();
     let report = sync::sync_slice(&ctx.client, ctx.store.as_ref(), &slice_query(page), run_id)
         .await
@@ -39,10 +39,15 @@ pub(crate) async fn run(ctx: &Context, job: &Job, page: &SyncPage) -> Result<Val
     }
     .emit();
     let record = report.record(&job.id, page);
-    let summary = json!({
-        "listed": record.listed, "new": record.new, "updated": record.updated, "unchanged": record.unchanged,
-        "status_changes": report.status_changes, "rejected": record.rejected, "rejected_seen": report.rejected_seen,
-        "rejections": record.rejections,
+    let summary = Detail::SyncPage(SyncPageDetail {
+        listed: record.listed,
+        new: record.new,
+        updated: record.updated,
+        unchanged: record.unchanged,
+        status_changes: report.status_changes.clone(),
+        rejected: record.rejected,
+        rejected_seen: report.rejected_seen,
+        rejections: record.rejections.clone(),
     });
     let Some(run_id) = run_id else {
         return Ok(summary);
