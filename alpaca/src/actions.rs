@@ -20,6 +20,7 @@ use std::fmt;
 
 use crate::client::{AlpacaClient, Api, ApiResponse};
 use crate::error::AlpacaError;
+use crate::pages::PageCursor;
 use crate::query::Adjustment;
 use crate::symbol::Symbol;
 
@@ -307,9 +308,9 @@ impl AlpacaClient {
             query.kinds.clone()
         };
         let mut fetch = ActionsFetch::default();
-        let mut token: Option<String> = None;
+        let mut cursor = PageCursor::new(None);
         loop {
-            let page = self.corporate_actions_page(query, token.as_deref()).await?;
+            let page = self.corporate_actions_page(query, cursor.token()).await?;
             fetch.calls += 1;
             let groups = page.body.corporate_actions.unwrap_or_default();
             for (group, entries) in &groups {
@@ -327,23 +328,10 @@ impl AlpacaClient {
                     }
                 }
             }
-            match page.body.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) => {
-                    if token.as_deref() == Some(next.as_str()) {
-                        return Err(AlpacaError::BadBody {
-                            endpoint: ENDPOINT,
-                            detail: "next_page_token repeats the current token".into(),
-                        });
-                    }
-                    if fetch.calls >= crate::client::MAX_PAGES {
-                        return Err(AlpacaError::BadBody {
-                            endpoint: ENDPOINT,
-                            detail: format!("more than {} pages", crate::client::MAX_PAGES),
-                        });
-                    }
-                    token = Some(next);
-                }
-                None => return Ok(fetch),
+            // Corporate actions page on even when a page holds none of the
+            // kinds asked for: only the token ends the read.
+            if cursor.advance(ENDPOINT, page.body.next_page_token, false)?.is_none() {
+                return Ok(fetch);
             }
         }
     }

@@ -19,6 +19,7 @@ use super::error::AlpacaError;
 use super::model::{Bar, MultiBarsPage, SymbolBarsPage};
 use super::query::{AssetQuery, BarsQuery};
 use super::symbol::Symbol;
+use crate::pages::PageCursor;
 use crate::priority::Priority;
 
 /// Header carrying the key id.
@@ -26,7 +27,7 @@ pub(crate) const HEADER_KEY_ID: &str = "APCA-API-KEY-ID";
 /// Header carrying the secret key.
 pub(crate) const HEADER_SECRET_KEY: &str = "APCA-API-SECRET-KEY";
 /// The most pages one fetch follows before it calls the API a liar.
-pub const MAX_PAGES: u32 = 10_000;
+pub use crate::pages::MAX_PAGES;
 /// The longest excerpt of an API message kept in an error.
 const MAX_MESSAGE_CHARS: usize = 200;
 
@@ -494,18 +495,17 @@ impl AlpacaClient {
     }
 }
 
-/// The one pagination loop: asks for pages until the token is null or a
-/// page is empty; a token that repeats, or more than [`MAX_PAGES`] pages,
-/// is the API breaking its contract.
+/// The one pagination loop of the bar endpoints: asks for pages until the
+/// [`PageCursor`] says the read is over (a null token or an empty page).
 async fn follow_pages<F, Fut>(endpoint: &'static str, mut page: F) -> Result<BarsFetch, AlpacaError>
 where
     F: FnMut(Option<String>) -> Fut,
     Fut: std::future::Future<Output = Result<ApiResponse<MultiBarsPage>, AlpacaError>>,
 {
     let mut fetch = BarsFetch::default();
-    let mut token: Option<String> = None;
+    let mut cursor = PageCursor::new(None);
     loop {
-        let answer = page(token.clone()).await?;
+        let answer = page(cursor.token().map(str::to_owned)).await?;
         fetch.calls += 1;
         fetch.rate = answer.rate;
         let bars = answer.body.bars.unwrap_or_default();
@@ -513,17 +513,8 @@ where
         for (symbol, mut list) in bars {
             fetch.bars.entry(symbol).or_default().append(&mut list);
         }
-        match answer.body.next_page_token.filter(|t| !t.is_empty()) {
-            Some(next) if !empty => {
-                if token.as_deref() == Some(next.as_str()) {
-                    return Err(bad_body(endpoint, "next_page_token repeats the current token"));
-                }
-                if fetch.calls >= MAX_PAGES {
-                    return Err(bad_body(endpoint, format!("more than {MAX_PAGES} pages")));
-                }
-                token = Some(next);
-            }
-            _ => return Ok(fetch),
+        if cursor.advance(endpoint, answer.body.next_page_token, empty)?.is_none() {
+            return Ok(fetch);
         }
     }
 }

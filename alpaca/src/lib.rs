@@ -12,6 +12,7 @@ pub mod class;
 pub mod client;
 pub mod error;
 pub(crate) mod model;
+pub mod pages;
 pub mod priority;
 pub mod query;
 pub mod symbol;
@@ -29,7 +30,8 @@ pub use client::{
 };
 pub use error::AlpacaError;
 pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage};
+pub use pages::PageCursor;
 pub use priority::Priority;
-pub use query::{Adjustment, AssetQuery, BarsQuery, Feed};
+pub use query::{Adjustment, AssetQuery, BarRange, BarsQuery, Feed};
 pub use symbol::Symbol;
 pub use timeframe::{Timeframe, TimeframeUnit};

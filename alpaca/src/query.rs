@@ -127,12 +127,12 @@ impl FromStr for Feed {
     }
 }
 
-/// A bars request: symbols, timeframe, an inclusive `[start, end]` range,
-/// adjustment and feed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BarsQuery {
-    /// One or more symbols, all stocks or all crypto pairs.
-    pub symbols: Vec<Symbol>,
+/// One range of bars, whatever the symbols: a timeframe over an inclusive
+/// `[start, end]`, with its adjustment and feed. The one shape of "which
+/// bars" from the client's query ([`BarsQuery`]) through the job payload,
+/// the worker's batch key and ingest to the read API.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BarRange {
     /// Bar length.
     pub timeframe: Timeframe,
     /// Inclusive start.
@@ -143,6 +143,15 @@ pub struct BarsQuery {
     pub adjustment: Adjustment,
     /// Data feed (stocks only); the API's default when `None`.
     pub feed: Option<Feed>,
+}
+
+/// A bars request: symbols and one [`BarRange`] of them, with a page size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarsQuery {
+    /// One or more symbols, all stocks or all crypto pairs.
+    pub symbols: Vec<Symbol>,
+    /// The range asked for.
+    pub range: BarRange,
     /// Page size; counts bars across all symbols. The API's default when `None`.
     pub limit: Option<u32>,
 }
@@ -165,11 +174,11 @@ impl BarsQuery {
                 "a bars query cannot mix crypto pairs and stocks".into(),
             ));
         }
-        if self.end < self.start {
+        if self.range.end < self.range.start {
             return Err(AlpacaError::InvalidRequest(format!(
                 "end {} is before start {}",
-                rfc3339(self.end),
-                rfc3339(self.start)
+                rfc3339(self.range.end),
+                rfc3339(self.range.start)
             )));
         }
         if let Some(limit) = self.limit {
@@ -182,16 +191,16 @@ impl BarsQuery {
         let symbols = self.symbols.iter().map(Symbol::as_str).collect::<Vec<_>>().join(",");
         let mut params = vec![
             ("symbols", symbols),
-            ("timeframe", self.timeframe.to_string()),
-            ("start", rfc3339(self.start)),
-            ("end", rfc3339(self.end)),
+            ("timeframe", self.range.timeframe.to_string()),
+            ("start", rfc3339(self.range.start)),
+            ("end", rfc3339(self.range.end)),
         ];
         if let Some(limit) = self.limit {
             params.push(("limit", limit.to_string()));
         }
         if !self.is_crypto() {
-            params.push(("adjustment", self.adjustment.to_string()));
-            if let Some(feed) = self.feed {
+            params.push(("adjustment", self.range.adjustment.to_string()));
+            if let Some(feed) = self.range.feed {
                 params.push(("feed", feed.to_string()));
             }
         }
@@ -247,17 +256,19 @@ mod tests {
         let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let mut q = BarsQuery {
             symbols: vec![Symbol::parse("AAPL").unwrap()],
-            timeframe: Timeframe::DAY,
-            start: t0,
-            end: t0,
-            adjustment: Adjustment::raw(),
-            feed: Some(Feed::Iex),
             limit: None,
+            range: BarRange {
+                timeframe: Timeframe::DAY,
+                start: t0,
+                end: t0,
+                adjustment: Adjustment::raw(),
+                feed: Some(Feed::Iex),
+            },
         };
         assert!(q.params().is_ok());
-        q.end = t0 - chrono::Duration::seconds(1);
+        q.range.end = t0 - chrono::Duration::seconds(1);
         assert!(q.params().is_err());
-        q.end = t0;
+        q.range.end = t0;
         q.symbols.push(Symbol::parse("BTC/USD").unwrap());
         assert!(q.params().is_err());
         q.symbols.pop();

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use signal9_alpaca::{Adjustment, Bar, Feed, Symbol, Timeframe, TimeframeUnit};
+use signal9_alpaca::BarRange;
+use signal9_alpaca::{Adjustment, Bar, Symbol, Timeframe, TimeframeUnit};
 use signal9_shared::ingest::BarsRequest;
 use signal9_shared::job::FetchBars;
 use signal9_shared::store::SeriesKey;
@@ -40,20 +41,13 @@ pub enum Market {
 pub struct BarsQuery {
     /// The symbols, sorted, without repeats.
     pub symbols: Vec<Symbol>,
-    /// Bar length.
-    pub timeframe: Timeframe,
-    /// Inclusive start.
-    pub start: DateTime<Utc>,
-    /// Inclusive end (never after now).
-    pub end: DateTime<Utc>,
+    /// The range (its end never after now; adjustment `raw` and feed
+    /// `None` for crypto).
+    pub range: BarRange,
     /// Bars per page.
     pub limit: usize,
     /// Newest first within each symbol.
     pub desc: bool,
-    /// Adjustment (`raw` for crypto).
-    pub adjustment: Adjustment,
-    /// Feed (`None` for crypto, and the API's default).
-    pub feed: Option<Feed>,
     /// Where the previous page stopped.
     pub after: Option<(String, DateTime<Utc>)>,
 }
@@ -201,45 +195,51 @@ impl BarsQuery {
         };
         Ok(BarsQuery {
             symbols,
-            timeframe,
-            start,
-            end,
             limit,
             desc,
-            adjustment,
-            feed,
             after,
+            range: BarRange {
+                timeframe,
+                start,
+                end,
+                adjustment,
+                feed,
+            },
         })
     }
 
     pub(crate) fn series(&self, symbol: &Symbol) -> SeriesKey {
         SeriesKey {
             symbol: symbol.clone(),
-            timeframe: self.timeframe,
-            adjustment: self.adjustment.clone(),
-            feed: self.feed,
+            timeframe: self.range.timeframe,
+            adjustment: self.range.adjustment.clone(),
+            feed: self.range.feed,
         }
     }
 
     fn request(&self, symbol: &Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> BarsRequest {
         BarsRequest {
             symbols: vec![symbol.clone()],
-            timeframe: self.timeframe,
-            start,
-            end,
-            adjustment: self.adjustment.clone(),
-            feed: self.feed,
+            range: BarRange {
+                timeframe: self.range.timeframe,
+                start,
+                end,
+                adjustment: self.range.adjustment.clone(),
+                feed: self.range.feed,
+            },
         }
     }
 
     fn fetch(&self, symbol: &Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
         FetchBars {
             symbol: symbol.clone(),
-            timeframe: self.timeframe,
-            start,
-            end,
-            adjustment: self.adjustment.clone(),
-            feed: self.feed,
+            range: BarRange {
+                timeframe: self.range.timeframe,
+                start,
+                end,
+                adjustment: self.range.adjustment.clone(),
+                feed: self.range.feed,
+            },
         }
     }
 
@@ -251,15 +251,15 @@ impl BarsQuery {
         now: DateTime<Utc>,
         settle: std::time::Duration,
     ) -> Option<DateTime<Utc>> {
-        let settled = |t: DateTime<Utc>| self.request(symbol, self.start, t).settles_at(settle) <= now;
-        if settled(self.end) {
-            return Some(self.end);
+        let settled = |t: DateTime<Utc>| self.request(symbol, self.range.start, t).settles_at(settle) <= now;
+        if settled(self.range.end) {
+            return Some(self.range.end);
         }
-        let candidates: Vec<DateTime<Utc>> = match self.timeframe.unit() {
+        let candidates: Vec<DateTime<Utc>> = match self.range.timeframe.unit() {
             TimeframeUnit::Minute | TimeframeUnit::Hour => {
-                let step = match self.timeframe.unit() {
-                    TimeframeUnit::Minute => Duration::minutes(i64::from(self.timeframe.amount())),
-                    _ => Duration::hours(i64::from(self.timeframe.amount())),
+                let step = match self.range.timeframe.unit() {
+                    TimeframeUnit::Minute => Duration::minutes(i64::from(self.range.timeframe.amount())),
+                    _ => Duration::hours(i64::from(self.range.timeframe.amount())),
                 };
                 let back = now - Duration::from_std(settle).unwrap_or_default() - step * 2;
                 let floored = DateTime::from_timestamp(back.timestamp() - back.timestamp().rem_euclid(60), 0);
@@ -283,7 +283,7 @@ impl BarsQuery {
         };
         candidates
             .into_iter()
-            .find(|t| *t >= self.start && *t < self.end && settled(*t))
+            .find(|t| *t >= self.range.start && *t < self.range.end && settled(*t))
     }
 }
 
@@ -343,9 +343,9 @@ impl Plan {
             .map(|need| {
                 let f = &need.fetch;
                 signal9_shared::plan::calls_for(signal9_shared::plan::estimate_bars(
-                    f.timeframe,
-                    f.start,
-                    f.end,
+                    f.range.timeframe,
+                    f.range.start,
+                    f.range.end,
                     f.symbol.is_crypto_pair(),
                 ))
             })
@@ -383,7 +383,7 @@ fn split(
     max_bars: u64,
     room: usize,
 ) -> Result<Vec<FetchBars>, u64> {
-    let estimate = signal9_shared::plan::estimate_bars(query.timeframe, start, end, symbol.is_crypto_pair());
+    let estimate = signal9_shared::plan::estimate_bars(query.range.timeframe, start, end, symbol.is_crypto_pair());
     let parts = estimate.div_ceil(max_bars.max(1)).max(1);
     if parts > u64::try_from(room).unwrap_or(u64::MAX) {
         return Err(parts);
@@ -416,7 +416,7 @@ pub(crate) async fn plan(
     let max_bars = packing.max_pages * signal9_shared::plan::PAGE_BARS;
     let fresh_for = Duration::seconds(i64::try_from(state.settings.fresh_secs).unwrap_or(0));
     let mut plan = Plan::default();
-    if query.start > query.end {
+    if query.range.start > query.range.end {
         // A start after now: nothing to fetch, and no bar to answer.
         return Ok(plan);
     }
@@ -432,7 +432,7 @@ pub(crate) async fn plan(
         let cut = query.settled_until(symbol, now, packing.settle);
         let mut stored = false;
         let mut fetched_all = true;
-        if cut == Some(query.end) && state.cache.contains(&range_key(query, symbol)) {
+        if cut == Some(query.range.end) && state.cache.contains(&range_key(query, symbol)) {
             // Read from the store (its whole range covered) within the
             // cache's time: covered still, short of a corporate action.
             plan.from_store += 1;
@@ -441,14 +441,14 @@ pub(crate) async fn plan(
         if let Some(cut) = cut {
             let until = state
                 .store
-                .covered_until(&series, query.start)
+                .covered_until(&series, query.range.start)
                 .await
                 .map_err(ApiError::store)?;
             match until {
                 Some(until) if until >= cut => {
                     stored = true;
                     fetched_all = false;
-                    if cut == query.end {
+                    if cut == query.range.end {
                         // Covered whole: later requests for the range skip
                         // this check until an invalidation or the TTL.
                         state.cache.put(range_key(query, symbol), Arc::new(Vec::new()));
@@ -465,15 +465,15 @@ pub(crate) async fn plan(
                 }
                 None => {
                     let room = max_jobs.saturating_sub(plan.needs.len());
-                    match split(query, symbol, query.start, cut, max_bars, room) {
+                    match split(query, symbol, query.range.start, cut, max_bars, room) {
                         Ok(parts) => plan.needs.extend(parts.into_iter().map(|fetch| Need { fetch })),
                         Err(parts) => return Ok(plan.stop(parts)),
                     }
                 }
             }
         }
-        if cut != Some(query.end) {
-            let from = cut.map_or(query.start, |c| c + Duration::seconds(1));
+        if cut != Some(query.range.end) {
+            let from = cut.map_or(query.range.start, |c| c + Duration::seconds(1));
             let key = series.to_string();
             let recent = state
                 .fresh
@@ -482,7 +482,9 @@ pub(crate) async fn plan(
                 .get(&key)
                 .copied();
             let is_fresh = recent.is_some_and(|f| {
-                now - f.at < fresh_for && f.from <= from && (f.to >= query.end || f.to >= f.at - Duration::seconds(1))
+                now - f.at < fresh_for
+                    && f.from <= from
+                    && (f.to >= query.range.end || f.to >= f.at - Duration::seconds(1))
             });
             if is_fresh {
                 stored = true;
@@ -491,13 +493,13 @@ pub(crate) async fn plan(
                 return Ok(plan.stop(1));
             } else {
                 plan.needs.push(Need {
-                    fetch: query.fetch(symbol, from, query.end),
+                    fetch: query.fetch(symbol, from, query.range.end),
                 });
                 plan.fresh.push((
                     key,
                     Fresh {
                         from,
-                        to: query.end,
+                        to: query.range.end,
                         at: now,
                     },
                 ));
@@ -515,8 +517,8 @@ fn range_key(query: &BarsQuery, symbol: &Symbol) -> String {
     format!(
         "{}|c{}|{}",
         query.series(symbol),
-        query.start.timestamp(),
-        query.end.timestamp()
+        query.range.start.timestamp(),
+        query.range.end.timestamp()
     )
 }
 
@@ -616,9 +618,15 @@ pub(crate) async fn page(
             .map(|(_, t)| *t);
         let one = Duration::seconds(1);
         let range = match (resume, query.desc) {
-            (None, _) => (query.start, query.end),
-            (Some(r), false) => (r.checked_add_signed(one).unwrap_or(r).max(query.start), query.end),
-            (Some(r), true) => (query.start, r.checked_sub_signed(one).unwrap_or(r).min(query.end)),
+            (None, _) => (query.range.start, query.range.end),
+            (Some(r), false) => (
+                r.checked_add_signed(one).unwrap_or(r).max(query.range.start),
+                query.range.end,
+            ),
+            (Some(r), true) => (
+                query.range.start,
+                r.checked_sub_signed(one).unwrap_or(r).min(query.range.end),
+            ),
         };
         let room = query.limit.saturating_sub(count);
         let mut taken = take_bars(state, &query.series(symbol), range, query.desc, room + 1, cacheable).await?;
@@ -738,7 +746,7 @@ mod tests {
             q.symbols.iter().map(Symbol::as_str).collect::<Vec<_>>(),
             ["AAPL", "MSFT"]
         );
-        assert_eq!(q.end, t("2026-12-04T18:00:00Z"), "end defaults to now");
+        assert_eq!(q.range.end, t("2026-12-04T18:00:00Z"), "end defaults to now");
         for (params, message) in [
             (vec![("timeframe", "1Day")], "missing symbols"),
             (vec![("symbols", "AAPL")], "missing timeframe"),
@@ -801,7 +809,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             past.settled_until(&symbol, now, settle),
-            Some(past.end),
+            Some(past.range.end),
             "a past year is settled whole"
         );
         let minutes = query(

@@ -32,11 +32,11 @@ impl Need {
         format!(
             "{}|{}|{}|{}|{}|{}",
             f.symbol,
-            f.timeframe,
-            f.adjustment,
-            f.feed.map_or("default", |x| x.as_str()),
-            f.start.timestamp(),
-            f.end.timestamp()
+            f.range.timeframe,
+            f.range.adjustment,
+            f.range.feed.map_or("default", |x| x.as_str()),
+            f.range.start.timestamp(),
+            f.range.end.timestamp()
         )
     }
 }

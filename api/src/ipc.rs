@@ -92,15 +92,17 @@ pub(crate) fn batch(schema: &Arc<Schema>, symbol: &str, bars: &[Bar]) -> Result<
 /// query's timeframe, both ends inclusive, in the order the bars are asked
 /// for.
 fn windows(query: &BarsQuery) -> Vec<Window> {
-    let bar_secs = query.timeframe.fixed_seconds().unwrap_or(31 * 86_400).max(60);
+    let bar_secs = query.range.timeframe.fixed_seconds().unwrap_or(31 * 86_400).max(60);
     let span = Duration::seconds(bar_secs.saturating_mul(BARS_PER_WINDOW).clamp(86_400, 3_650 * 86_400));
     let mut out = Vec::new();
-    let mut lo = query.start;
-    while lo <= query.end {
-        let hi = lo.checked_add_signed(span).map_or(query.end, |t| t.min(query.end));
+    let mut lo = query.range.start;
+    while lo <= query.range.end {
+        let hi = lo
+            .checked_add_signed(span)
+            .map_or(query.range.end, |t| t.min(query.range.end));
         out.push((lo, hi));
         match hi.checked_add_signed(Duration::seconds(1)) {
-            Some(next) if hi < query.end => lo = next,
+            Some(next) if hi < query.range.end => lo = next,
             _ => break,
         }
     }

@@ -103,7 +103,7 @@ proptest! {
         match BarsQuery::parse(market, single.as_deref(), &params, now, 200) {
             Ok(query) => {
                 prop_assert!(!query.symbols.is_empty() && query.symbols.len() <= 200);
-                prop_assert!(query.start >= bounds::EARLIEST && query.end <= now);
+                prop_assert!(query.range.start >= bounds::EARLIEST && query.range.end <= now);
                 prop_assert!((1..=10_000).contains(&query.limit));
             }
             Err(error) => {

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use signal9_alpaca::BarRange;
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_shared::job::{FetchBars, Priority};
 use signal9_shared::settings::{AlpacaSettings, BrokerSettings, BudgetSettings, StoreSettings};
@@ -189,15 +190,17 @@ impl Scope {
         let crypto = symbol.is_crypto_pair();
         FetchBars {
             symbol,
-            timeframe: self.timeframe,
-            start,
-            end,
-            adjustment: if crypto {
-                Adjustment::raw()
-            } else {
-                self.adjustment.clone()
+            range: BarRange {
+                timeframe: self.timeframe,
+                start,
+                end,
+                adjustment: if crypto {
+                    Adjustment::raw()
+                } else {
+                    self.adjustment.clone()
+                },
+                feed: if crypto { None } else { self.feed },
             },
-            feed: if crypto { None } else { self.feed },
         }
     }
 }

@@ -117,9 +117,9 @@ async fn plan(args: &BackfillArgs, store: &dyn Store, symbols: Vec<Symbol>, now:
                     let payload = bars.payload(symbol.clone(), range.0, range.1);
                     let series = signal9_shared::store::SeriesKey {
                         symbol: symbol.clone(),
-                        timeframe: payload.timeframe,
-                        adjustment: payload.adjustment,
-                        feed: payload.feed,
+                        timeframe: payload.range.timeframe,
+                        adjustment: payload.range.adjustment,
+                        feed: payload.range.feed,
                     };
                     let covered = range.1 < now && store.covers(&series, range.0, range.1).await?;
                     Ok((symbol, covered))

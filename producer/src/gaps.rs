@@ -16,6 +16,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+use signal9_alpaca::BarRange;
 use signal9_alpaca::Symbol;
 use signal9_shared::calendar;
 use signal9_shared::ingest::BarsRequest;
@@ -189,11 +190,13 @@ pub(crate) async fn find(
             .map(|(_, from, to)| {
                 let request = BarsRequest {
                     symbols: vec![sample.clone()],
-                    timeframe: scope.timeframe,
-                    start: *from,
-                    end: *to,
-                    adjustment: scope.adjustment.clone(),
-                    feed: scope.feed,
+                    range: BarRange {
+                        timeframe: scope.timeframe,
+                        start: *from,
+                        end: *to,
+                        adjustment: scope.adjustment.clone(),
+                        feed: scope.feed,
+                    },
                 };
                 now >= request.settles_at(packing.settle)
             })
@@ -204,9 +207,9 @@ pub(crate) async fn find(
                 let payload = scope.payload(symbol.clone(), scope.start, scope.end);
                 let series = SeriesKey {
                     symbol: symbol.clone(),
-                    timeframe: payload.timeframe,
-                    adjustment: payload.adjustment,
-                    feed: payload.feed,
+                    timeframe: payload.range.timeframe,
+                    adjustment: payload.range.adjustment,
+                    feed: payload.range.feed,
                 };
                 let found = check(store, &series, all, settled).await?;
                 Ok((symbol, series, found))

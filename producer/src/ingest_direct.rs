@@ -10,6 +10,7 @@ use chrono::{Duration, DurationRound, Utc};
 use clap::Args;
 use std::time::Instant;
 
+use signal9_alpaca::BarRange;
 use signal9_alpaca::{Adjustment, AssetClass, AssetQuery, Feed, Timeframe};
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::services::Services;
@@ -76,11 +77,13 @@ pub async fn run(args: DirectArgs) -> Result<()> {
     let start = end + Duration::seconds(1) - Duration::days(args.days);
     let request = BarsRequest {
         symbols,
-        timeframe: Timeframe::DAY,
-        start,
-        end,
-        adjustment: Adjustment::raw(),
-        feed: Some(args.feed),
+        range: BarRange {
+            timeframe: Timeframe::DAY,
+            start,
+            end,
+            adjustment: Adjustment::raw(),
+            feed: Some(args.feed),
+        },
     };
     let report = ingest::fetch_bars(&client, store.as_ref(), &request, args.packing.packing(), now).await?;
 

@@ -19,6 +19,7 @@ use clap::Args;
 use croner::Cron;
 use std::time::Duration;
 
+use signal9_alpaca::BarRange;
 use signal9_alpaca::{Adjustment, Feed, Timeframe};
 use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
@@ -339,11 +340,13 @@ async fn after_run(
         .map(|(tf, symbol)| {
             let payload = FetchBars {
                 symbol: symbol.clone(),
-                timeframe: *tf,
-                start,
-                end,
-                adjustment: Adjustment::raw(),
-                feed: Some(args.backfill_feed),
+                range: BarRange {
+                    timeframe: *tf,
+                    start,
+                    end,
+                    adjustment: Adjustment::raw(),
+                    feed: Some(args.backfill_feed),
+                },
             };
             Job::new(
                 format!("backfill:{}:{tf}:{symbol}", run.run_id),

@@ -24,7 +24,7 @@ use crate::plan::{self, Packing};
 use crate::store::{SeriesKey, Store, StoreError};
 use signal9_alpaca::class::{Classify, ErrorClass};
 use signal9_alpaca::validate::{self, BarRejection, Duplicates};
-use signal9_alpaca::{Adjustment, AlpacaClient, AlpacaError, BarsQuery, Feed, Symbol, Timeframe};
+use signal9_alpaca::{AlpacaClient, AlpacaError, BarRange, BarsQuery, PageCursor, Symbol};
 
 /// A failure of a whole ingestion step (not of one asset or symbol).
 #[derive(Debug, thiserror::Error)]
@@ -66,16 +66,8 @@ impl Classify for IngestError {
 pub struct BarsRequest {
     /// The symbols (all stocks or all crypto pairs).
     pub symbols: Vec<Symbol>,
-    /// Bar length.
-    pub timeframe: Timeframe,
-    /// Inclusive start.
-    pub start: DateTime<Utc>,
-    /// Inclusive end.
-    pub end: DateTime<Utc>,
-    /// Adjustment.
-    pub adjustment: Adjustment,
-    /// Feed (API default when `None`).
-    pub feed: Option<Feed>,
+    /// The range of each.
+    pub range: BarRange,
 }
 
 impl BarsRequest {
@@ -83,9 +75,9 @@ impl BarsRequest {
     pub fn series(&self, symbol: &Symbol) -> SeriesKey {
         SeriesKey {
             symbol: symbol.clone(),
-            timeframe: self.timeframe,
-            adjustment: self.adjustment.clone(),
-            feed: self.feed,
+            timeframe: self.range.timeframe,
+            adjustment: self.range.adjustment.clone(),
+            feed: self.range.feed,
         }
     }
 
@@ -99,8 +91,8 @@ impl BarsRequest {
         use signal9_alpaca::TimeframeUnit;
         let settle = Span::from_std(settle).unwrap_or(Span::days(1));
         let crypto = self.symbols.first().is_some_and(Symbol::is_crypto_pair);
-        let amount = i64::from(self.timeframe.amount());
-        let last_day = |date: chrono::NaiveDate| match self.timeframe.unit() {
+        let amount = i64::from(self.range.timeframe.amount());
+        let last_day = |date: chrono::NaiveDate| match self.range.timeframe.unit() {
             TimeframeUnit::Week => date
                 .checked_add_days(chrono::Days::new(u64::from(6 - date.weekday().num_days_from_monday())))
                 .unwrap_or(date),
@@ -115,16 +107,24 @@ impl BarsRequest {
             }
             _ => date,
         };
-        let period_end = match self.timeframe.unit() {
-            TimeframeUnit::Minute => self.end.checked_add_signed(Span::minutes(amount)).unwrap_or(self.end),
-            TimeframeUnit::Hour => self.end.checked_add_signed(Span::hours(amount)).unwrap_or(self.end),
+        let period_end = match self.range.timeframe.unit() {
+            TimeframeUnit::Minute => self
+                .range
+                .end
+                .checked_add_signed(Span::minutes(amount))
+                .unwrap_or(self.range.end),
+            TimeframeUnit::Hour => self
+                .range
+                .end
+                .checked_add_signed(Span::hours(amount))
+                .unwrap_or(self.range.end),
             _ if crypto => {
-                let last = last_day(self.end.date_naive());
+                let last = last_day(self.range.end.date_naive());
                 let day = last.succ_opt().unwrap_or(last);
                 day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
             }
             _ => crate::calendar::ny_instant(
-                last_day(crate::calendar::ny_date(self.end)),
+                last_day(crate::calendar::ny_date(self.range.end)),
                 crate::calendar::SESSION_CLOSE_MIN,
             ),
         };
@@ -136,7 +136,7 @@ impl BarsRequest {
     /// The most bars one of the request's series can hold.
     pub(crate) fn estimate_per_symbol(&self) -> u64 {
         let crypto = self.symbols.first().is_some_and(Symbol::is_crypto_pair);
-        plan::estimate_bars(self.timeframe, self.start, self.end, crypto)
+        plan::estimate_bars(self.range.timeframe, self.range.start, self.range.end, crypto)
     }
 
     /// Where a symbol's progress in this range is kept.
@@ -144,8 +144,8 @@ impl BarsRequest {
         format!(
             "bars|{}|{}|{}",
             self.series(symbol),
-            self.start.timestamp_millis(),
-            self.end.timestamp_millis()
+            self.range.start.timestamp_millis(),
+            self.range.end.timestamp_millis()
         )
     }
 
@@ -162,9 +162,9 @@ impl BarsRequest {
                  {max_pages} pages one job may need (SIGNAL9_MAX_JOB_PAGES); split the range into shorter jobs \
                  (signal9-producer backfill does)",
                 self.symbols.first().map(Symbol::as_str).unwrap_or("?"),
-                self.timeframe,
-                self.start.to_rfc3339(),
-                self.end.to_rfc3339(),
+                self.range.timeframe,
+                self.range.start.to_rfc3339(),
+                self.range.end.to_rfc3339(),
             )));
         }
         Ok(())
@@ -268,8 +268,12 @@ pub async fn fetch_bars(
     let cached: Vec<Result<Option<usize>, StoreError>> = futures::stream::iter(request.symbols.iter().cloned())
         .map(|symbol| async move {
             let series = request.series(&symbol);
-            if closed && store.covers(&series, request.start, request.end).await? {
-                Ok(Some(store.count_bars(&series, request.start, request.end).await?))
+            if closed && store.covers(&series, request.range.start, request.range.end).await? {
+                Ok(Some(
+                    store
+                        .count_bars(&series, request.range.start, request.range.end)
+                        .await?,
+                ))
             } else {
                 Ok(None)
             }
@@ -348,7 +352,7 @@ fn plan_requests(request: &BarsRequest, state: &BTreeMap<Symbol, Checkpoint>, pa
                 }
                 planned.push(Planned {
                     symbols: resume.symbols.clone(),
-                    start: request.start,
+                    start: request.range.start,
                     token: Some(resume.token.clone()),
                 });
             }
@@ -356,10 +360,10 @@ fn plan_requests(request: &BarsRequest, state: &BTreeMap<Symbol, Checkpoint>, pa
                 symbols: vec![symbol.clone()],
                 start: checkpoint
                     .last
-                    .map_or(request.start, |t| {
+                    .map_or(request.range.start, |t| {
                         t.checked_add_signed(chrono::Duration::seconds(1)).unwrap_or(t)
                     })
-                    .max(request.start),
+                    .max(request.range.start),
                 token: None,
             }),
         }
@@ -368,7 +372,7 @@ fn plan_requests(request: &BarsRequest, state: &BTreeMap<Symbol, Checkpoint>, pa
     for symbols in packing.pack(&untouched, request.estimate_per_symbol()) {
         planned.push(Planned {
             symbols,
-            start: request.start,
+            start: request.range.start,
             token: None,
         });
     }
@@ -388,32 +392,25 @@ async fn stream_request(
 ) -> Result<(), IngestError> {
     let query = BarsQuery {
         symbols: planned.symbols.clone(),
-        timeframe: request.timeframe,
-        start: planned.start,
-        end: request.end,
-        adjustment: request.adjustment.clone(),
-        feed: request.feed,
         limit: Some(signal9_alpaca::query::MAX_LIMIT),
+        range: BarRange {
+            timeframe: request.range.timeframe,
+            start: planned.start,
+            end: request.range.end,
+            adjustment: request.range.adjustment.clone(),
+            feed: request.range.feed,
+        },
     };
-    let mut token = planned.token.clone();
+    // The pages: the client's cursor, from a checkpoint's token if any.
+    let mut pages = PageCursor::new(planned.token.clone());
     // The last symbol a page reached: pages come in symbol order.
     let mut cursor: Option<Symbol> = None;
-    let mut pages = 0u32;
     loop {
-        let page = client.bars_page(&query, token.as_deref()).await?;
+        let page = client.bars_page(&query, pages.token()).await?;
         report.calls += 1;
-        pages += 1;
         let bars = page.body.bars.unwrap_or_default();
-        let next = page.body.next_page_token.filter(|t| !t.is_empty());
         let empty = bars.values().all(Vec::is_empty);
-        if next.is_some() && !empty {
-            if next == token {
-                return Err(lying("next_page_token repeats the current token"));
-            }
-            if pages >= signal9_alpaca::client::MAX_PAGES {
-                return Err(lying(&format!("more than {} pages", signal9_alpaca::client::MAX_PAGES)));
-            }
-        }
+        let next = pages.advance("GET bars", page.body.next_page_token, empty)?;
         let mut sets = Vec::new();
         let mut touched: BTreeSet<Symbol> = BTreeSet::new();
         for (name, list) in bars {
@@ -442,7 +439,7 @@ async fn stream_request(
             } else {
                 Duplicates::Reject
             };
-            let valid = validate::bars(list, request.start, request.end, duplicates)
+            let valid = validate::bars(list, request.range.start, request.range.end, duplicates)
                 .and_then(|valid| validate::continues(&valid, checkpoint.last, duplicates).map(|()| valid));
             match valid {
                 Ok(valid) => {
@@ -453,7 +450,7 @@ async fn stream_request(
                 Err(rejection) => checkpoint.rejected = Some(rejection),
             }
         }
-        let finished = next.is_none() || empty;
+        let finished = next.is_none();
         // Series before the cursor are complete: the pages have moved on.
         let done: Vec<Symbol> = planned
             .symbols
@@ -482,7 +479,9 @@ async fn stream_request(
             store.upsert_bar_sets(&sets).await?;
             if closed && !done.is_empty() {
                 let keys: Vec<SeriesKey> = done.iter().map(|s| request.series(s)).collect();
-                store.add_coverage_many(&keys, request.start, request.end).await?;
+                store
+                    .add_coverage_many(&keys, request.range.start, request.range.end)
+                    .await?;
             }
             // A series once done needs no checkpoint: a settled one is
             // answered by its coverage, an unsettled one is fetched afresh
@@ -502,12 +501,15 @@ async fn stream_request(
             Ok::<(), StoreError>(())
         };
         write
-            .instrument(tracing::info_span!("store write", series = sets.len(), pages))
+            .instrument(tracing::info_span!(
+                "store write",
+                series = sets.len(),
+                pages = pages.pages()
+            ))
             .await?;
         if finished {
             return Ok(());
         }
-        token = next;
     }
 }
 
@@ -520,6 +522,9 @@ fn lying(detail: &str) -> IngestError {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use signal9_alpaca::Adjustment;
+    use std::time::Duration;
 
     #[test]
     fn a_settle_time_at_any_year_is_an_instant_not_a_panic() {
@@ -532,26 +537,28 @@ mod tests {
             let at: DateTime<Utc> = at.parse().unwrap();
             let request = BarsRequest {
                 symbols: vec![Symbol::parse("AAPL").unwrap()],
-                timeframe: timeframe.parse().unwrap(),
-                start: at,
-                end: at,
-                adjustment: signal9_alpaca::Adjustment::raw(),
-                feed: None,
+                range: BarRange {
+                    timeframe: timeframe.parse().unwrap(),
+                    start: at,
+                    end: at,
+                    adjustment: Adjustment::raw(),
+                    feed: None,
+                },
             };
-            let _ = request.settles_at(std::time::Duration::from_secs(900));
+            let _ = request.settles_at(Duration::from_secs(900));
         }
     }
-    use super::*;
-    use std::time::Duration;
 
     fn request(symbol: &str, timeframe: &str, end: &str) -> BarsRequest {
         BarsRequest {
             symbols: vec![Symbol::parse(symbol).unwrap_or_else(|e| panic!("{e}"))],
-            timeframe: timeframe.parse().unwrap_or_else(|e| panic!("{e}")),
-            start: "2026-01-01T00:00:00Z".parse().unwrap_or_default(),
-            end: end.parse().unwrap_or_default(),
-            adjustment: Adjustment::raw(),
-            feed: None,
+            range: BarRange {
+                timeframe: timeframe.parse().unwrap_or_else(|e| panic!("{e}")),
+                start: "2026-01-01T00:00:00Z".parse().unwrap_or_default(),
+                end: end.parse().unwrap_or_default(),
+                adjustment: Adjustment::raw(),
+                feed: None,
+            },
         }
     }
 

@@ -17,7 +17,7 @@ use std::fmt;
 
 use signal9_alpaca::class::{Classify, ErrorClass};
 pub use signal9_alpaca::Priority;
-use signal9_alpaca::{Adjustment, AssetClass, AssetStatus, Feed, Symbol, Timeframe};
+use signal9_alpaca::{Adjustment, AssetClass, AssetStatus, BarRange, Feed, Symbol, Timeframe};
 
 /// The envelope version this build reads and writes.
 pub(crate) const ENVELOPE_VERSION: u32 = 1;
@@ -63,24 +63,70 @@ impl fmt::Display for JobKind {
     }
 }
 
-/// `fetch-bars`: one symbol's bars over an inclusive range.
+/// `fetch-bars`: one symbol's bars over one [`BarRange`]. On the wire the
+/// range's fields sit beside `symbol` ([`FetchBarsWire`]: serde cannot
+/// refuse unknown fields through a flattened struct, and the schema does).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "FetchBarsWire", into = "FetchBarsWire")]
 pub struct FetchBars {
     /// The symbol.
     pub symbol: Symbol,
-    /// Bar length.
-    pub timeframe: Timeframe,
+    /// The range of its bars.
+    pub range: BarRange,
+}
+
+/// The payload of a `fetch-bars` job as `shared/schema/job.schema.json`
+/// spells it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchBarsWire {
+    symbol: Symbol,
+    timeframe: Timeframe,
     /// Inclusive start (RFC 3339).
-    pub start: DateTime<Utc>,
+    start: DateTime<Utc>,
     /// Inclusive end (RFC 3339).
-    pub end: DateTime<Utc>,
-    /// Adjustment; `raw` when absent.
+    end: DateTime<Utc>,
+    /// `raw` when absent.
     #[serde(default)]
-    pub adjustment: Adjustment,
-    /// Feed; the API's default when absent.
+    adjustment: Adjustment,
+    /// The API's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feed: Option<Feed>,
+    feed: Option<Feed>,
+}
+
+impl From<FetchBarsWire> for FetchBars {
+    fn from(w: FetchBarsWire) -> Self {
+        FetchBars {
+            symbol: w.symbol,
+            range: BarRange {
+                timeframe: w.timeframe,
+                start: w.start,
+                end: w.end,
+                adjustment: w.adjustment,
+                feed: w.feed,
+            },
+        }
+    }
+}
+
+impl From<FetchBars> for FetchBarsWire {
+    fn from(f: FetchBars) -> Self {
+        let BarRange {
+            timeframe,
+            start,
+            end,
+            adjustment,
+            feed,
+        } = f.range;
+        FetchBarsWire {
+            symbol: f.symbol,
+            timeframe,
+            start,
+            end,
+            adjustment,
+            feed,
+        }
+    }
 }
 
 /// `status-check`: one asset, by symbol.
@@ -246,9 +292,9 @@ impl Job {
             JobKind::StatusCheck => Payload::StatusCheck(serde_json::from_value(wire.payload).map_err(bad)?),
             JobKind::FetchBars => {
                 let p: FetchBars = serde_json::from_value(wire.payload).map_err(bad)?;
-                crate::bounds::check_range(p.start, p.end, now)
+                crate::bounds::check_range(p.range.start, p.range.end, now)
                     .map_err(|e| JobError(format!("fetch-bars payload: {e}")))?;
-                if p.symbol.is_crypto_pair() && (p.feed.is_some() || p.adjustment != Adjustment::raw()) {
+                if p.symbol.is_crypto_pair() && (p.range.feed.is_some() || p.range.adjustment != Adjustment::raw()) {
                     return Err(JobError(
                         "fetch-bars payload: crypto bars take no feed or adjustment".into(),
                     ));

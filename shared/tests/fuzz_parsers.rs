@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
+use signal9_alpaca::BarRange;
 
 use signal9_alpaca::{Symbol, Timeframe};
 use signal9_shared::bounds;
@@ -116,18 +117,11 @@ proptest! {
         let now = Utc::now();
         let Ok(job) = Job::parse_at(text.as_bytes(), now) else { return Ok(()) };
         if let Payload::FetchBars(p) = job.payload {
-            prop_assert!(bounds::check_range(p.start, p.end, now).is_ok());
+            prop_assert!(bounds::check_range(p.range.start, p.range.end, now).is_ok());
             let crypto = p.symbol.is_crypto_pair();
-            let _ = signal9_shared::plan::estimate_bars(p.timeframe, p.start, p.end, crypto);
-            let request = BarsRequest {
-                symbols: vec![p.symbol.clone()],
-                timeframe: p.timeframe,
-                start: p.start,
-                end: p.end,
-                adjustment: p.adjustment.clone(),
-                feed: p.feed,
-            };
-            prop_assert!(request.settles_at(std::time::Duration::from_secs(900)) >= p.end);
+            let _ = signal9_shared::plan::estimate_bars(p.range.timeframe, p.range.start, p.range.end, crypto);
+            let request = BarsRequest { symbols: vec![p.symbol.clone()], range: BarRange { timeframe: p.range.timeframe, start: p.range.start, end: p.range.end, adjustment: p.range.adjustment.clone(), feed: p.range.feed } };
+            prop_assert!(request.settles_at(std::time::Duration::from_secs(900)) >= p.range.end);
         }
     }
 
@@ -193,14 +187,7 @@ proptest! {
         let _ = signal9_shared::calendar::ny_day_range(date);
         let _ = signal9_shared::calendar::previous_trading_day(date);
         let symbol = Symbol::parse(if crypto { "BTC/USD" } else { "AAPL" }).map_err(|_| TestCaseError::fail("symbol"))?;
-        let request = BarsRequest {
-            symbols: vec![symbol],
-            timeframe,
-            start,
-            end,
-            adjustment: signal9_alpaca::Adjustment::raw(),
-            feed: None,
-        };
+        let request = BarsRequest { symbols: vec![symbol], range: BarRange { timeframe, start, end, adjustment: signal9_alpaca::Adjustment::raw(), feed: None } };
         let _ = request.settles_at(std::time::Duration::from_secs(900));
     }
 }

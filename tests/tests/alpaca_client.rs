@@ -7,6 +7,7 @@ use alpaca_sim::{spawn, Faults, SimConfig};
 use chrono::{DateTime, Utc};
 use signal9_alpaca::class::{Classify, ErrorClass};
 use signal9_alpaca::validate;
+use signal9_alpaca::BarRange;
 use signal9_alpaca::{
     Adjustment, AlpacaError, AssetQuery, AssetStatus, BarsQuery, Credentials, Feed, Symbol, Timeframe, Unmetered,
 };
@@ -31,12 +32,14 @@ fn config() -> SimConfig {
 fn query(symbols: &[&str], timeframe: Timeframe, start: &str, end: &str, limit: Option<u32>) -> BarsQuery {
     BarsQuery {
         symbols: symbols.iter().map(|s| Symbol::parse(s).unwrap()).collect(),
-        timeframe,
-        start: start.parse().unwrap(),
-        end: end.parse().unwrap(),
-        adjustment: Adjustment::raw(),
-        feed: Some(Feed::Iex),
         limit,
+        range: BarRange {
+            timeframe,
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+            adjustment: Adjustment::raw(),
+            feed: Some(Feed::Iex),
+        },
     }
 }
 
@@ -72,7 +75,13 @@ async fn multi_symbol_bars_across_pages_arrive_exactly_once() {
         assert_eq!(got, expected, "{symbol}: every bar once, in order");
         let unique: HashSet<_> = got.iter().collect();
         assert_eq!(unique.len(), got.len());
-        validate::bars(fetch.bars[symbol].clone(), q.start, q.end, validate::Duplicates::Reject).unwrap();
+        validate::bars(
+            fetch.bars[symbol].clone(),
+            q.range.start,
+            q.range.end,
+            validate::Duplicates::Reject,
+        )
+        .unwrap();
     }
     let total: usize = fetch.bars.values().map(Vec::len).sum();
     assert_eq!(

@@ -6,6 +6,7 @@
 
 use alpaca_sim::bars::Frame;
 use chrono::{DateTime, Utc};
+use signal9_alpaca::BarRange;
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, fetch_iex_minutes, fetch_interactive_week, sim_bar_count, text, Stack};
 use signal9_shared::ingest::BarsRequest;
@@ -23,17 +24,19 @@ fn t(s: &str) -> DateTime<Utc> {
 fn three_months(symbols: &[String]) -> BarsRequest {
     BarsRequest {
         symbols: symbols.iter().map(|s| Symbol::parse(s).unwrap()).collect(),
-        timeframe: Timeframe::MINUTE,
-        start: t("2026-08-24T00:00:00Z"),
-        end: t("2026-11-20T23:59:59Z"),
-        adjustment: Adjustment::raw(),
-        feed: Some(Feed::Iex),
+        range: BarRange {
+            timeframe: Timeframe::MINUTE,
+            start: t("2026-08-24T00:00:00Z"),
+            end: t("2026-11-20T23:59:59Z"),
+            adjustment: Adjustment::raw(),
+            feed: Some(Feed::Iex),
+        },
     }
 }
 
 /// The simulator's bars of every series of the request, and the pages they fill.
 fn truth(symbols: &[String], request: &BarsRequest) -> (usize, u64) {
-    let bars = sim_bar_count(symbols, Frame::Min(1), request.start, request.end);
+    let bars = sim_bar_count(symbols, Frame::Min(1), request.range.start, request.range.end);
     (bars, (bars as u64).div_ceil(PAGE_BARS))
 }
 
@@ -43,9 +46,15 @@ async fn stored_and_covered(stack: &Stack, request: &BarsRequest) -> usize {
     let mut stored = 0;
     for symbol in &request.symbols {
         let series = request.series(symbol);
-        stored += store.count_bars(&series, request.start, request.end).await.unwrap();
+        stored += store
+            .count_bars(&series, request.range.start, request.range.end)
+            .await
+            .unwrap();
         assert!(
-            store.covers(&series, request.start, request.end).await.unwrap(),
+            store
+                .covers(&series, request.range.start, request.range.end)
+                .await
+                .unwrap(),
             "{symbol}"
         );
     }

@@ -4,6 +4,7 @@
 
 use alpaca_sim::{spawn, SimConfig};
 use signal9_alpaca::class::Classify;
+use signal9_alpaca::BarRange;
 use signal9_alpaca::{Adjustment, AlpacaError, AssetQuery, BarsQuery, Credentials, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, client_with, fetch_day, fetch_interactive_week, queue_depth, text, Stack, SIM_NOW};
 use signal9_shared::breaker::BreakerPolicy;
@@ -30,12 +31,14 @@ fn new_gate(redis: &str, limit: u32, window: Duration, wait: Duration) -> ApiGat
 fn bars_query() -> BarsQuery {
     BarsQuery {
         symbols: vec![Symbol::parse("AAPL").unwrap()],
-        timeframe: Timeframe::DAY,
-        start: "2026-11-02T00:00:00Z".parse().unwrap(),
-        end: "2026-11-20T00:00:00Z".parse().unwrap(),
-        adjustment: Adjustment::raw(),
-        feed: Some(Feed::Iex),
         limit: None,
+        range: BarRange {
+            timeframe: Timeframe::DAY,
+            start: "2026-11-02T00:00:00Z".parse().unwrap(),
+            end: "2026-11-20T00:00:00Z".parse().unwrap(),
+            adjustment: Adjustment::raw(),
+            feed: Some(Feed::Iex),
+        },
     }
 }
 

@@ -8,6 +8,7 @@ use alpaca_sim::bars::{bar_times, Frame, Market, Series};
 use alpaca_sim::{spawn, SimConfig};
 use chrono::{DateTime, Utc};
 use signal9_alpaca::class::{Classify, ErrorClass};
+use signal9_alpaca::BarRange;
 use signal9_alpaca::{Adjustment, AssetClass, AssetQuery, AssetStatus, Feed, Symbol, Timeframe};
 use signal9_e2e::{active_symbols, sim_client, SIM_NOW};
 use signal9_shared::breaker::BreakerPolicy;
@@ -90,8 +91,8 @@ fn truth(symbol: &Symbol, request: &BarsRequest, now: DateTime<Utc>) -> Vec<Date
             },
             frame: Frame::Min(1),
         },
-        request.start,
-        request.end,
+        request.range.start,
+        request.range.end,
         now,
     )
 }
@@ -100,11 +101,13 @@ fn truth(symbol: &Symbol, request: &BarsRequest, now: DateTime<Utc>) -> Vec<Date
 fn minute_request(symbols: &[Symbol]) -> BarsRequest {
     BarsRequest {
         symbols: symbols.to_vec(),
-        timeframe: Timeframe::MINUTE,
-        start: t("2026-11-02T00:00:00Z"),
-        end: t("2026-11-13T23:59:00Z"),
-        adjustment: Adjustment::raw(),
-        feed: Some(Feed::Iex),
+        range: BarRange {
+            timeframe: Timeframe::MINUTE,
+            start: t("2026-11-02T00:00:00Z"),
+            end: t("2026-11-13T23:59:00Z"),
+            adjustment: Adjustment::raw(),
+            feed: Some(Feed::Iex),
+        },
     }
 }
 
@@ -170,11 +173,13 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
         .collect();
     let request = BarsRequest {
         symbols: symbols.clone(),
-        timeframe: Timeframe::DAY,
-        start: t("2026-11-16T00:00:00Z"),
-        end: t("2026-11-20T23:59:59Z"),
-        adjustment: Adjustment::raw(),
-        feed: Some(Feed::Iex),
+        range: BarRange {
+            timeframe: Timeframe::DAY,
+            start: t("2026-11-16T00:00:00Z"),
+            end: t("2026-11-20T23:59:59Z"),
+            adjustment: Adjustment::raw(),
+            feed: Some(Feed::Iex),
+        },
     };
     let now = t(SIM_NOW);
 
@@ -189,8 +194,8 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
                 market: Market::Stocks,
                 frame: Frame::Day,
             },
-            request.start,
-            request.end,
+            request.range.start,
+            request.range.end,
             now,
         );
         assert_eq!(
@@ -199,12 +204,12 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
             "{symbol}"
         );
         let stored = store
-            .bars(&request.series(symbol), request.start, request.end)
+            .bars(&request.series(symbol), request.range.start, request.range.end)
             .await
             .unwrap();
         assert_eq!(stored.iter().map(|b| b.time).collect::<Vec<_>>(), truth, "{symbol}");
         assert!(store
-            .covers(&request.series(symbol), request.start, request.end)
+            .covers(&request.series(symbol), request.range.start, request.range.end)
             .await
             .unwrap());
     }
@@ -219,7 +224,10 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
 
     // A range that is not closed yet is fetched again and not recorded as covered.
     let open = BarsRequest {
-        end: now + chrono::Duration::days(1),
+        range: BarRange {
+            end: now + chrono::Duration::days(1),
+            ..request.range.clone()
+        },
         ..request.clone()
     };
     let fresh = fetch_bars(&client, &store, &open, Packing::default(), now)
@@ -227,7 +235,7 @@ async fn bars_are_fetched_in_coalesced_calls_then_answered_from_the_store() {
         .unwrap();
     assert_eq!(fresh.calls, 1);
     assert!(!store
-        .covers(&open.series(&symbols[0]), open.start, open.end)
+        .covers(&open.series(&symbols[0]), open.range.start, open.range.end)
         .await
         .unwrap());
 }
@@ -299,12 +307,18 @@ async fn stop_and_resume(store: &dyn Store) {
     let mut stored = 0;
     for symbol in &symbols {
         let series = request.series(symbol);
-        let n = store.count_bars(&series, request.start, request.end).await.unwrap();
+        let n = store
+            .count_bars(&series, request.range.start, request.range.end)
+            .await
+            .unwrap();
         let all = truth(symbol, &request, now).len();
         stored += n;
         // Only a series stored in full is recorded as covered.
         assert_eq!(
-            store.covers(&series, request.start, request.end).await.unwrap(),
+            store
+                .covers(&series, request.range.start, request.range.end)
+                .await
+                .unwrap(),
             n == all,
             "{symbol}: {n} of {all}"
         );
@@ -326,14 +340,17 @@ async fn stop_and_resume(store: &dyn Store) {
     for symbol in &symbols {
         let series = request.series(symbol);
         let times: Vec<_> = store
-            .bars(&series, request.start, request.end)
+            .bars(&series, request.range.start, request.range.end)
             .await
             .unwrap()
             .iter()
             .map(|b| b.time)
             .collect();
         assert_eq!(times, truth(symbol, &request, now), "{symbol}");
-        assert!(store.covers(&series, request.start, request.end).await.unwrap());
+        assert!(store
+            .covers(&series, request.range.start, request.range.end)
+            .await
+            .unwrap());
         // A series finished before the stop is now answered from the store.
         assert!(
             matches!(resumed.outcomes[symbol], SymbolOutcome::Stored { bars } | SymbolOutcome::Cached { bars } if bars == times.len()),
@@ -368,7 +385,7 @@ async fn a_stopped_series_regrouped_with_others_goes_on_from_its_last_bar() {
     let mut requests = 0u64;
     for symbol in &symbols[1..] {
         let held = store
-            .count_bars(&regrouped.series(symbol), regrouped.start, regrouped.end)
+            .count_bars(&regrouped.series(symbol), regrouped.range.start, regrouped.range.end)
             .await
             .unwrap();
         let all = truth(symbol, &regrouped, now).len();
@@ -393,7 +410,7 @@ async fn a_stopped_series_regrouped_with_others_goes_on_from_its_last_bar() {
     );
     for symbol in &symbols[1..] {
         let times: Vec<_> = store
-            .bars(&regrouped.series(symbol), regrouped.start, regrouped.end)
+            .bars(&regrouped.series(symbol), regrouped.range.start, regrouped.range.end)
             .await
             .unwrap()
             .iter()
@@ -420,9 +437,13 @@ async fn a_bar_repeated_across_a_page_boundary_is_rejected_for_stocks_and_last_w
 
     // One stock over more than a page: the repeated bar is caught.
     let stock = Symbol::parse(&active_symbols(42, ASSETS, 1)[0]).unwrap();
+    let minute = minute_request(std::slice::from_ref(&stock));
     let request = BarsRequest {
-        start: t("2026-10-01T00:00:00Z"),
-        ..minute_request(std::slice::from_ref(&stock))
+        range: BarRange {
+            start: t("2026-10-01T00:00:00Z"),
+            ..minute.range.clone()
+        },
+        ..minute
     };
     assert!(truth(&stock, &request, now).len() as u64 > PAGE_BARS);
     let report = fetch_bars(&client, &store, &request, Packing::default(), now)
@@ -435,10 +456,16 @@ async fn a_bar_repeated_across_a_page_boundary_is_rejected_for_stocks_and_last_w
         other => panic!("expected a rejection, got {other:?}"),
     }
     let series = request.series(&stock);
-    assert!(!store.covers(&series, request.start, request.end).await.unwrap());
+    assert!(!store
+        .covers(&series, request.range.start, request.range.end)
+        .await
+        .unwrap());
     // What the first page held was valid and stays; nothing after the bad page is stored.
     assert_eq!(
-        store.count_bars(&series, request.start, request.end).await.unwrap() as u64,
+        store
+            .count_bars(&series, request.range.start, request.range.end)
+            .await
+            .unwrap() as u64,
         PAGE_BARS
     );
 
@@ -449,7 +476,7 @@ async fn a_bar_repeated_across_a_page_boundary_is_rejected_for_stocks_and_last_w
         .await
         .unwrap();
     let times: Vec<_> = store
-        .bars(&crypto.series(&pair), crypto.start, crypto.end)
+        .bars(&crypto.series(&pair), crypto.range.start, crypto.range.end)
         .await
         .unwrap()
         .iter()
@@ -463,11 +490,13 @@ async fn a_bar_repeated_across_a_page_boundary_is_rejected_for_stocks_and_last_w
 fn a_job_longer_than_the_page_limit_is_refused_naming_the_limit() {
     let request = BarsRequest {
         symbols: vec![Symbol::parse("AAPL").unwrap()],
-        timeframe: Timeframe::MINUTE,
-        start: t("2020-01-01T00:00:00Z"),
-        end: t("2025-12-31T00:00:00Z"),
-        adjustment: Adjustment::raw(),
-        feed: None,
+        range: BarRange {
+            timeframe: Timeframe::MINUTE,
+            start: t("2020-01-01T00:00:00Z"),
+            end: t("2025-12-31T00:00:00Z"),
+            adjustment: Adjustment::raw(),
+            feed: None,
+        },
     };
     let error = request.check_size(100).unwrap_err();
     assert_eq!(error.class(), ErrorClass::Permanent);
@@ -477,7 +506,10 @@ fn a_job_longer_than_the_page_limit_is_refused_naming_the_limit() {
         "{text}"
     );
     let year = BarsRequest {
-        start: t("2025-01-01T00:00:00Z"),
+        range: BarRange {
+            start: t("2025-01-01T00:00:00Z"),
+            ..request.range.clone()
+        },
         ..request
     };
     year.check_size(100).unwrap();
@@ -499,7 +531,11 @@ async fn calls_twice(
         calls.push(report.calls);
     }
     let covered = store
-        .covers(&request.series(&request.symbols[0]), request.start, request.end)
+        .covers(
+            &request.series(&request.symbols[0]),
+            request.range.start,
+            request.range.end,
+        )
         .await
         .unwrap();
     (calls, covered)
@@ -526,16 +562,21 @@ async fn a_range_that_has_not_settled_is_fetched_again_by_the_next_request() {
         .collect();
     let minutes = |start: i64, end: i64| BarsRequest {
         symbols: symbols.clone(),
-        timeframe: Timeframe::MINUTE,
-        start: now - chrono::Duration::minutes(start),
-        end: now - chrono::Duration::minutes(end),
-        adjustment: Adjustment::raw(),
-        feed: Some(Feed::Iex),
+        range: BarRange {
+            timeframe: Timeframe::MINUTE,
+            start: now - chrono::Duration::minutes(start),
+            end: now - chrono::Duration::minutes(end),
+            adjustment: Adjustment::raw(),
+            feed: Some(Feed::Iex),
+        },
     };
     let days = |end: &str| BarsRequest {
-        timeframe: Timeframe::DAY,
-        start: t("2026-11-16T05:00:00Z"),
-        end: t(end),
+        range: BarRange {
+            timeframe: Timeframe::DAY,
+            start: t("2026-11-16T05:00:00Z"),
+            end: t(end),
+            ..minutes(0, 0).range
+        },
         ..minutes(0, 0)
     };
     // Minute bars up to one minute ago: the last bars may still change.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
+use signal9_alpaca::BarRange;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,12 +207,14 @@ async fn the_projects_client_reads_bars_through_signal9_api_across_pages() {
             .iter()
             .map(|s| Symbol::parse(s).unwrap())
             .collect(),
-        timeframe: Timeframe::HOUR,
-        start: "2026-10-01T00:00:00Z".parse().unwrap(),
-        end: "2026-11-20T00:00:00Z".parse().unwrap(),
-        adjustment: Adjustment::raw(),
-        feed: None,
         limit: Some(200),
+        range: BarRange {
+            timeframe: Timeframe::HOUR,
+            start: "2026-10-01T00:00:00Z".parse().unwrap(),
+            end: "2026-11-20T00:00:00Z".parse().unwrap(),
+            adjustment: Adjustment::raw(),
+            feed: None,
+        },
     };
     let through_api = client_with(
         &api.base_url(),
@@ -371,12 +374,14 @@ async fn on_dynamodb_a_missing_range_is_fetched_once_then_answered_from_the_stor
     let truth = sim_client(&stack.sim.base_url(), Duration::from_secs(30))
         .fetch_bars(&BarsQuery {
             symbols: vec![Symbol::parse("AAPL").unwrap(), Symbol::parse("MSFT").unwrap()],
-            timeframe: Timeframe::DAY,
-            start: "2026-09-01T00:00:00Z".parse().unwrap(),
-            end: "2026-10-31T00:00:00Z".parse().unwrap(),
-            adjustment: Adjustment::raw(),
-            feed: None,
             limit: None,
+            range: BarRange {
+                timeframe: Timeframe::DAY,
+                start: "2026-09-01T00:00:00Z".parse().unwrap(),
+                end: "2026-10-31T00:00:00Z".parse().unwrap(),
+                adjustment: Adjustment::raw(),
+                feed: None,
+            },
         })
         .await
         .unwrap();

@@ -3,13 +3,12 @@
 //! moment for each other, then go as one batch. Each job in a batch still
 //! succeeds, retries or dead-letters on its own.
 
-use chrono::{DateTime, Utc};
 use lapin::message::Delivery;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use signal9_alpaca::{Adjustment, Feed, Timeframe};
+use signal9_alpaca::BarRange;
 use signal9_shared::job::{FetchBars, Job, Priority};
 use signal9_shared::plan::Packing;
 
@@ -54,11 +53,7 @@ impl Pending {
 /// What compatible jobs share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct BatchKey {
-    timeframe: Timeframe,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    adjustment: Adjustment,
-    feed: Option<Feed>,
+    range: BarRange,
     crypto: bool,
     /// Jobs of different priorities never share a batch.
     pub(crate) priority: Priority,
@@ -70,20 +65,17 @@ pub(crate) struct BatchKey {
 impl BatchKey {
     /// The key of a fetch-bars job.
     pub(crate) fn of(payload: &FetchBars, priority: Priority) -> Self {
+        let range = &payload.range;
         BatchKey {
-            timeframe: payload.timeframe,
-            start: payload.start,
-            end: payload.end,
-            adjustment: payload.adjustment.clone(),
-            feed: payload.feed,
-            crypto: payload.symbol.is_crypto_pair(),
-            priority,
             bars: signal9_shared::plan::estimate_bars(
-                payload.timeframe,
-                payload.start,
-                payload.end,
+                range.timeframe,
+                range.start,
+                range.end,
                 payload.symbol.is_crypto_pair(),
             ),
+            range: range.clone(),
+            crypto: payload.symbol.is_crypto_pair(),
+            priority,
         }
     }
 }
