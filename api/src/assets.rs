@@ -11,7 +11,12 @@ use std::collections::HashMap;
 use signal9_alpaca::{AssetClass, AssetStatus, Symbol};
 use signal9_shared::store::{AssetFilter, StoredAsset};
 
-use crate::{ApiError, AppState};
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::Router;
+
+use crate::auth::{Read, RequireRole};
+use crate::{ApiError, AppState, Shared};
 
 fn unprocessable(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
@@ -118,4 +123,29 @@ pub(crate) async fn one(state: &AppState, wanted: &str) -> Result<Response, ApiE
         }
     }
     Err(not_found())
+}
+
+/// The assets routes.
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v2/assets", get(list_assets))
+        .route("/v2/assets/{symbol_or_id}", get(one_asset))
+}
+
+/// `GET /v2/assets`.
+async fn list_assets(
+    State(state): State<Shared>,
+    _: RequireRole<Read>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    list(&state, &params).await
+}
+
+/// `GET /v2/assets/{symbol_or_id}`.
+async fn one_asset(
+    State(state): State<Shared>,
+    _: RequireRole<Read>,
+    Path(wanted): Path<String>,
+) -> Result<Response, ApiError> {
+    one(&state, &wanted).await
 }

@@ -1,13 +1,17 @@
 //! `signal9-api`: signal9 as the company's Alpaca endpoint, and its
 //! operator console.
 //!
+//! Each route module has its own `routes()`, merged by [`router`]'s layers:
+//!
 //! - [`bars`]: Alpaca's bars routes, answered from the store; what the
 //!   store lacks is fetched by interactive jobs through [`fetch`]; with
 //!   `Accept: application/vnd.apache.arrow.stream`, the whole range as an
-//!   Arrow IPC stream ([`ipc`]);
+//!   Arrow IPC stream (`bars/ipc.rs`);
 //! - [`assets`]: `/v2/assets` and `/v2/assets/{symbol_or_id}` from the store;
-//! - [`auth`]: tokens with roles, from a file of SHA-256 hashes;
-//! - [`console`]: the operator's pages at `/console`;
+//! - [`auth`]: tokens with roles, from a file of SHA-256 hashes, and the
+//!   `RequireRole` extractor every read route takes;
+//! - [`console`]: the operator's pages at `/console` (sessions, pages, actions);
+//! - [`error`]: the one error type, [`ApiError`], Alpaca-shaped;
 //! - [`quota`]: every fetching request priced in calls and paid from its
 //!   token's quota;
 //! - [`serve`]: the HTTP server and its hardening (timeouts, load shedding,
@@ -22,19 +26,22 @@ mod auth;
 mod bars;
 mod cache;
 mod console;
+mod error;
 mod fetch;
-mod ipc;
 mod quota;
 mod serve;
 mod settings;
 
 pub use auth::Tokens;
 pub use bars::{decode_token, encode_token, BarsQuery, Market};
+pub(crate) use error::request_id;
+pub use error::ApiError;
+use error::REQUEST_ID;
 pub use settings::ApiSettings;
 
 use anyhow::Context;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -46,10 +53,8 @@ use std::time::{Duration, Instant};
 use signal9_shared::gate::ApiGate;
 use signal9_shared::services::Services;
 use signal9_shared::shutdown::Shutdown;
-use signal9_shared::store::{Store, StoreError};
+use signal9_shared::store::Store;
 use signal9_shared::telemetry::metrics;
-
-use auth::{Denied, Role};
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -76,264 +81,8 @@ pub(crate) struct AppState {
     pub(crate) quota: quota::Quota,
 }
 
-tokio::task_local! {
-    /// The id of the request being served, for its error bodies and logs.
-    static REQUEST_ID: String;
-}
-
-/// The id of the request this task serves (`-` outside one).
-pub(crate) fn request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
-}
-
-/// An error answer, as Alpaca shapes them: `{"code": N, "message": "..."}`.
-/// A server-side error's message names the request id, never its cause:
-/// causes go to the log under that id.
-#[derive(Debug)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// What went wrong.
-    pub message: String,
-    /// Seconds the client should wait (`Retry-After`), for 429 and 503.
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error with `status`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// With `Retry-After: secs`.
-    pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs.max(1));
-        self
-    }
-
-    /// A failure inside: logged with its cause under the request id; the
-    /// client is told what failed and the id, not the cause.
-    pub fn internal(status: StatusCode, what: &str, cause: &dyn std::fmt::Display) -> Self {
-        let id = request_id();
-        tracing::error!(request_id = %id, error = %cause, "{what}");
-        ApiError::new(status, format!("{what} (request id {id})"))
-    }
-
-    /// The store failed.
-    pub fn store(error: StoreError) -> Self {
-        ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable", &error).retry_after(5)
-    }
-
-    fn denied(denied: Denied) -> Self {
-        match denied {
-            Denied::Unauthenticated(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
-            Denied::Forbidden(role) => ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("this token lacks the `{}` role", role.as_str()),
-            ),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let code = u32::from(self.status.as_u16()) * 100_000;
-        let body = serde_json::json!({"code": code, "message": self.message});
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-type Shared = Arc<AppState>;
-
-fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<auth::Caller, ApiError> {
-    state.tokens.current().check(headers, role).map_err(ApiError::denied)
-}
-
-async fn stock_bars(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    serve_bars(&state, &headers, Market::Stocks, None, &params).await
-}
-
-async fn stock_symbol_bars(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Path(symbol): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    serve_bars(&state, &headers, Market::Stocks, Some(&symbol), &params).await
-}
-
-async fn crypto_bars(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    serve_bars(&state, &headers, Market::Crypto, None, &params).await
-}
-
-async fn serve_bars(
-    state: &Shared,
-    headers: &HeaderMap,
-    market: Market,
-    single: Option<&str>,
-    params: &HashMap<String, String>,
-) -> Result<Response, ApiError> {
-    use tracing::Instrument;
-    // The request's span: the fetch jobs it publishes continue its trace.
-    let span = tracing::info_span!(
-        "read bars",
-        market = ?market,
-        symbols = %params.get("symbols").map_or(single.unwrap_or_default(), String::as_str).chars().take(200).collect::<String>(),
-        timeframe = params.get("timeframe").map_or("", String::as_str),
-        source = tracing::field::Empty
-    );
-    answer_bars(state, headers, market, single, params)
-        .instrument(span)
-        .await
-}
-
-async fn answer_bars(
-    state: &Shared,
-    headers: &HeaderMap,
-    market: Market,
-    single: Option<&str>,
-    params: &HashMap<String, String>,
-) -> Result<Response, ApiError> {
-    let caller = authorize(state, headers, Role::Read)?;
-    let settings = &state.settings;
-    let now = chrono::Utc::now();
-    let query = BarsQuery::parse(market, single, params, now, settings.max_symbols)?;
-    let arrow = ipc::wanted(headers);
-    if arrow && (params.contains_key("limit") || params.contains_key("page_token")) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "limit and page_token do not apply to an Arrow stream: it carries the whole range",
-        ));
-    }
-    if let Some(fault) = settings.fault_panic_symbol.as_deref().filter(|s| !s.is_empty()) {
-        if query.symbols.iter().any(|s| s.as_str() == fault) {
-            panic!("fault injected for {fault} (SIGNAL9_FAULT_PANIC_SYMBOL)");
-        }
-    }
-    let plan = bars::plan(state, &query, now, settings.max_jobs_per_request).await?;
-    if let Some(jobs) = plan.over_cap {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "this request would need at least {jobs} fetch jobs, more than the {} one request may cause \
-                 (SIGNAL9_API_MAX_JOBS_PER_REQUEST): ask for a shorter range or fewer symbols, \
-                 or load the history with `signal9-producer backfill` and read it from the store",
-                settings.max_jobs_per_request
-            ),
-        ));
-    }
-    let calls = plan.calls();
-    let source = plan.source();
-    tracing::Span::current().record("source", source.as_str());
-    if !plan.needs.is_empty() {
-        state
-            .fetcher
-            .room(&plan.needs, settings.max_inflight_jobs)
-            .map_err(|busy| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, busy.to_string()).retry_after(5))?;
-        state
-            .quota
-            .take(&caller.hash, caller.calls, calls)
-            .await
-            .map_err(|refused| match refused {
-                quota::Refused::Later { retry_secs, .. } => {
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string()).retry_after(retry_secs)
-                }
-                quota::Refused::TooDear { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string()),
-                quota::Refused::Unavailable => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refused.to_string()).retry_after(5)
-                }
-            })?;
-        let wait = Duration::from_secs(settings.fetch_timeout_secs);
-        match state.fetcher.fetch(&plan.needs, wait, settings.max_inflight_jobs).await {
-            Ok(()) => {
-                let mut fresh = state.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                fresh.extend(plan.fresh.iter().cloned());
-                if fresh.len() > 100_000 {
-                    fresh.clear();
-                }
-            }
-            Err(error @ fetch::FetchError::Timeout { .. }) => {
-                return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, error.to_string()))
-            }
-            Err(error @ fetch::FetchError::Failed { .. }) => {
-                return Err(ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()))
-            }
-            Err(error @ fetch::FetchError::Busy { .. }) => {
-                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).retry_after(5))
-            }
-            Err(fetch::FetchError::Broker(error)) => {
-                return Err(
-                    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "the job queue is unavailable", &error)
-                        .retry_after(5),
-                )
-            }
-        }
-    }
-    let cacheable = source == bars::Source::Store;
-    metrics::get().read_bars.with_label_values(&[source.as_str()]).inc();
-    let (content_type, body) = if arrow {
-        (ipc::MEDIA_TYPE, ipc::body(Arc::clone(state), query))
-    } else {
-        let page = bars::page(state, &query, single.is_some(), cacheable).await?;
-        ("application/json", axum::body::Body::from(page))
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::HeaderName::from_static("x-signal9-source"),
-                HeaderValue::from_static(source.as_str()),
-            ),
-            (
-                header::HeaderName::from_static("x-signal9-calls"),
-                HeaderValue::from(calls),
-            ),
-        ],
-        body,
-    )
-        .into_response())
-}
-
-async fn list_assets(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Read)?;
-    assets::list(&state, &params).await
-}
-
-async fn one_asset(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Path(wanted): Path<String>,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Read)?;
-    assets::one(&state, &wanted).await
-}
+/// The state every handler and extractor shares.
+pub(crate) type Shared = Arc<AppState>;
 
 async fn record(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
@@ -384,11 +133,8 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub(crate) fn router(state: Shared) -> Router {
     let settings = &state.settings;
     let limited = Router::new()
-        .route("/v2/stocks/bars", get(stock_bars))
-        .route("/v2/stocks/{symbol}/bars", get(stock_symbol_bars))
-        .route("/v1beta3/crypto/us/bars", get(crypto_bars))
-        .route("/v2/assets", get(list_assets))
-        .route("/v2/assets/{symbol_or_id}", get(one_asset))
+        .merge(bars::routes())
+        .merge(assets::routes())
         .merge(console::routes())
         .layer(
             tower::ServiceBuilder::new()

@@ -13,11 +13,15 @@
 //! shipped in `compose/api-tokens` (whose tokens are public) are refused
 //! unless `SIGNAL9_API_ALLOW_EXAMPLE_TOKENS=1`.
 
+mod require;
+
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+
+pub(crate) use require::{Operate, Read, RequireRole, RoleMark};
 
 /// The key id a client sends with a token as its secret key.
 pub(crate) const KEY_ID: &str = "signal9";
@@ -430,7 +434,7 @@ mod tests {
 
     #[test]
     fn the_example_hashes_are_the_compose_files_and_refused_unless_allowed() {
-        let compose = include_str!("../../compose/api-tokens");
+        let compose = include_str!("../../../compose/api-tokens");
         for example in EXAMPLE_HASHES {
             assert!(compose.contains(example), "{example} is not in compose/api-tokens");
         }
