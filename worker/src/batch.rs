@@ -3,52 +3,13 @@
 //! moment for each other, then go as one batch. Each job in a batch still
 //! succeeds, retries or dead-letters on its own.
 
-use lapin::message::Delivery;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
 use signal9_alpaca::BarRange;
-use signal9_shared::job::{FetchBars, Job, Priority};
+use signal9_shared::job::{FetchBars, Priority};
 use signal9_shared::plan::Packing;
-
-/// A parsed job and the delivery it came in.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    /// The job.
-    pub(crate) job: Job,
-    /// Its delivery, to ack or republish.
-    pub(crate) delivery: Delivery,
-    /// The job's span, a child of the producer's trace when the message
-    /// carries one; stable fields job_id, kind, symbol, attempt, run_id.
-    pub(crate) span: tracing::Span,
-    /// When it was delivered, for its duration.
-    pub(crate) received: std::time::Instant,
-}
-
-impl Pending {
-    /// Wraps a delivered job with its span.
-    pub(crate) fn new(job: Job, delivery: Delivery) -> Self {
-        let kind = job.payload.kind();
-        let symbol = job.payload.symbol().map(ToString::to_string).unwrap_or_default();
-        let attempt = crate::outcome::attempts(&delivery);
-        let span = tracing::info_span!(
-            "job",
-            job_id = %job.id,
-            %kind,
-            %symbol,
-            attempt,
-            run_id = job.run_id.as_deref().unwrap_or("")
-        );
-        signal9_shared::telemetry::continue_trace(&span, delivery.properties.headers().as_ref());
-        Pending {
-            job,
-            delivery,
-            span,
-            received: std::time::Instant::now(),
-        }
-    }
-}
 
 /// What compatible jobs share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,23 +42,26 @@ impl BatchKey {
 }
 
 #[derive(Debug)]
-struct Group {
+struct Group<T> {
     opened: Instant,
     /// Jobs that make one well-packed request, within the batch cap.
     capacity: usize,
-    items: Vec<Pending>,
+    items: Vec<T>,
 }
 
-/// Groups waiting jobs by key until a group is full or has waited long enough.
+/// Groups waiting jobs (`T`: the worker's delivered jobs; anything in the
+/// tests) by key until a group is full or has waited long enough. It keeps
+/// no clock of its own: callers say what time it is, so it is tested
+/// without a broker or a timer.
 #[derive(Debug)]
-pub(crate) struct Batcher {
-    groups: HashMap<BatchKey, Group>,
+pub(crate) struct Batcher<T> {
+    groups: HashMap<BatchKey, Group<T>>,
     max: usize,
     wait: Duration,
     packing: Packing,
 }
 
-impl Batcher {
+impl<T> Batcher<T> {
     /// Batches of at most `max` jobs, none waiting longer than `wait`; a
     /// batch also closes when it holds as many symbols as one request packed
     /// by `packing` should carry.
@@ -110,11 +74,11 @@ impl Batcher {
         }
     }
 
-    /// Adds a job; returns its group if that made the group full.
-    pub(crate) fn add(&mut self, key: BatchKey, item: Pending) -> Option<(BatchKey, Vec<Pending>)> {
+    /// Adds a job at `now`; returns its group if that made the group full.
+    pub(crate) fn add(&mut self, key: BatchKey, item: T, now: Instant) -> Option<(BatchKey, Vec<T>)> {
         let (max, packing) = (self.max, self.packing);
         let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
-            opened: Instant::now(),
+            opened: now,
             capacity: packing.symbols_per_request(key.bars).min(max),
             items: Vec::new(),
         });
@@ -133,7 +97,7 @@ impl Batcher {
     }
 
     /// Removes and returns every group that has waited long enough.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<(BatchKey, Vec<Pending>)> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(BatchKey, Vec<T>)> {
         let keys: Vec<BatchKey> = self
             .groups
             .iter()
@@ -146,7 +110,111 @@ impl Batcher {
     }
 
     /// Removes every waiting job (for shutdown).
-    pub(crate) fn drain(&mut self) -> Vec<Pending> {
+    pub(crate) fn drain(&mut self) -> Vec<T> {
         self.groups.drain().flat_map(|(_, g)| g.items).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use signal9_alpaca::{Adjustment, Symbol, Timeframe};
+
+    fn key(symbol: &str, days: i64, priority: Priority) -> BatchKey {
+        let end: DateTime<Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+        let payload = FetchBars {
+            symbol: Symbol::parse(symbol).unwrap(),
+            range: BarRange {
+                timeframe: Timeframe::DAY,
+                start: end - chrono::Duration::days(days),
+                end,
+                adjustment: Adjustment::raw(),
+                feed: None,
+            },
+        };
+        BatchKey::of(&payload, priority)
+    }
+
+    #[test]
+    fn compatible_jobs_share_a_batch_until_it_is_full() {
+        let mut batcher = Batcher::new(3, Duration::from_secs(1), Packing::default());
+        let now = Instant::now();
+        assert!(batcher.add(key("AAPL", 5, Priority::Bulk), 1, now).is_none());
+        assert!(batcher.add(key("MSFT", 5, Priority::Bulk), 2, now).is_none());
+        let (_, full) = batcher.add(key("NVDA", 5, Priority::Bulk), 3, now).expect("full at 3");
+        assert_eq!(full, vec![1, 2, 3]);
+        assert_eq!(batcher.next_deadline(), None, "nothing waits");
+    }
+
+    #[test]
+    fn different_ranges_or_priorities_never_share_a_batch() {
+        let mut batcher = Batcher::new(10, Duration::from_secs(1), Packing::default());
+        let now = Instant::now();
+        batcher.add(key("AAPL", 5, Priority::Bulk), "a", now);
+        batcher.add(key("MSFT", 6, Priority::Bulk), "b", now);
+        batcher.add(key("NVDA", 5, Priority::Backfill), "c", now);
+        let mut groups: Vec<Vec<&str>> = batcher
+            .due(now + Duration::from_secs(1))
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
+        groups.sort();
+        assert_eq!(groups, vec![vec!["a"], vec!["b"], vec!["c"]]);
+    }
+
+    #[test]
+    fn a_group_is_due_after_its_wait_and_interactive_jobs_go_at_once() {
+        let mut batcher = Batcher::new(10, Duration::from_millis(50), Packing::default());
+        let now = Instant::now();
+        batcher.add(key("AAPL", 5, Priority::Bulk), 1, now);
+        batcher.add(key("MSFT", 5, Priority::Bulk), 2, now + Duration::from_millis(10));
+        assert_eq!(batcher.next_deadline(), Some(now + Duration::from_millis(50)));
+        assert!(batcher.due(now + Duration::from_millis(49)).is_empty());
+        let due = batcher.due(now + Duration::from_millis(50));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, vec![1, 2]);
+        let (_, alone) = batcher
+            .add(key("TSLA", 5, Priority::Interactive), 3, now)
+            .expect("an interactive job is not held");
+        assert_eq!(alone, vec![3]);
+    }
+
+    #[test]
+    fn a_long_range_closes_its_batch_at_fewer_symbols_and_shutdown_drains_all() {
+        // A year of minute bars per symbol fills a request's pages with a
+        // few symbols: the group closes at that count, not at the cap.
+        let packing = Packing::default();
+        let end: DateTime<Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+        let long = |symbol: &str| {
+            let payload = FetchBars {
+                symbol: Symbol::parse(symbol).unwrap(),
+                range: BarRange {
+                    timeframe: Timeframe::MINUTE,
+                    start: end - chrono::Duration::days(365),
+                    end,
+                    adjustment: Adjustment::raw(),
+                    feed: None,
+                },
+            };
+            BatchKey::of(&payload, Priority::Backfill)
+        };
+        let fits = packing.symbols_per_request(long("AAPL").bars);
+        assert!((1..50).contains(&fits), "{fits}");
+        let mut batcher = Batcher::new(50, Duration::from_secs(5), packing);
+        let now = Instant::now();
+        for n in 1..fits {
+            assert!(batcher.add(long(&format!("S{n}")), n, now).is_none());
+        }
+        let (_, closed) = batcher
+            .add(long("LAST"), fits, now)
+            .expect("closed at the count that fits");
+        assert_eq!(closed.len(), fits);
+        batcher.add(key("AAPL", 5, Priority::Bulk), 100, now);
+        batcher.add(key("MSFT", 6, Priority::Bulk), 200, now);
+        let mut drained = batcher.drain();
+        drained.sort_unstable();
+        assert_eq!(drained, vec![100, 200]);
+        assert_eq!(batcher.next_deadline(), None);
     }
 }

@@ -4,20 +4,25 @@
 //! confirmed before the ack, so a crash in between duplicates a job (which
 //! is idempotent) and never loses one.
 
+use crate::dispatch::Pending;
+use crate::Shared;
+use anyhow::Result;
 use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use signal9_shared::reply::{Detail, JobReply};
-use signal9_shared::telemetry::events::{Emit, FailureRouted};
-
 use signal9_alpaca::class::ErrorClass;
+use signal9_shared::reply::{Detail, JobReply};
+use signal9_shared::telemetry::events::FailureRouted;
+use tracing::Instrument;
+
 use signal9_shared::broker::{
     header_str, header_u32, set_str, set_u32, BrokerError, Publisher, Topology, HEADER_ATTEMPT, HEADER_ERROR_CLASS,
     HEADER_FIRST_FAILURE, HEADER_LAST_ERROR, HEADER_LAST_FAILURE, HEADER_ROUTING_KEY,
 };
-use signal9_shared::job::{is_routing_key, Job};
+use signal9_shared::job::{is_routing_key, Job, JobKind};
+use signal9_shared::telemetry::events::{Emit, JobEnd, JobFinished, Outcome};
 
 /// Why a job failed, as the queue needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +186,68 @@ async fn reply(publisher: &Publisher, delivery: &Delivery, body: &JobReply) -> R
 
 fn cut(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(500).collect()
+}
+
+/// Acks, retries or dead-letters one finished job, and tells of it.
+pub(crate) async fn finish(
+    shared: &Shared,
+    publisher: &Publisher,
+    pending: Pending,
+    result: Result<signal9_shared::reply::Detail, Failure>,
+) -> Outcome {
+    let job = &pending.job;
+    let kind = job.payload.kind();
+    async {
+        // What the end's log line borrows from.
+        let (broker_error, failure): (String, Failure);
+        shared
+            .deps
+            .record_job(result.as_ref().err().and_then(|f| f.dependency), result.is_ok());
+        let end = match result {
+            Ok(detail) => match succeed(publisher, &pending.delivery, &job.id, detail).await {
+                // Bar jobs come by the thousand: one line per batch at info,
+                // each job at debug and in its trace.
+                Ok(()) => JobEnd::Succeeded {
+                    quiet: kind == JobKind::FetchBars,
+                },
+                Err(error) => {
+                    broker_error = error.to_string();
+                    JobEnd::AckFailed { error: &broker_error }
+                }
+            },
+            Err(failed) => {
+                failure = failed;
+                match fail(publisher, &shared.topology, &pending.delivery, Some(job), &failure).await {
+                    Ok(Route::Defer) => JobEnd::Deferred {
+                        reason: &failure.message,
+                    },
+                    Ok(route) => JobEnd::Failed {
+                        class: failure.class,
+                        error: &failure.message,
+                        dead: route == Route::Dead,
+                    },
+                    Err(error) => {
+                        broker_error = error.to_string();
+                        JobEnd::RouteFailed { error: &broker_error }
+                    }
+                }
+            }
+        };
+        let outcome = end.outcome();
+        JobFinished {
+            kind,
+            end,
+            elapsed: pending.received.elapsed(),
+        }
+        .emit();
+        shared
+            .health
+            .jobs_done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outcome
+    }
+    .instrument(pending.span.clone())
+    .await
 }
 
 #[cfg(test)]

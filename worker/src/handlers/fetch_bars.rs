@@ -9,7 +9,7 @@ use signal9_shared::job::Payload;
 use signal9_shared::reply::{BarsSource, Detail, FetchBarsDetail};
 
 use super::Context;
-use crate::batch::Pending;
+use crate::dispatch::Pending;
 use crate::outcome::Failure;
 
 /// Runs a batch; returns one result per job, in the batch's order.
