@@ -26,8 +26,8 @@ use chrono::{Datelike, Duration, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::bars::{hash, level, mix, unit, Market};
 use crate::calendar::{is_trading_day, ny_instant};
+use crate::prices::{hash, level, mix, unit, Market};
 
 /// The kinds of action the simulator models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

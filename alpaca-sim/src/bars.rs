@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use std::ops::ControlFlow;
 
 use crate::calendar::{self, ny_date, ny_instant, SESSION_CLOSE_MIN, SESSION_OPEN_MIN};
+pub use crate::prices::Market;
+use crate::prices::{hash_str, level, splitmix, unit};
 
 /// A bar length as the sim understands it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,30 +66,6 @@ impl Frame {
             Frame::Month(n) => 400 + u64::from(n),
         }
     }
-}
-
-/// Stocks trade on the NYSE calendar; crypto around the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Market {
-    /// US equities.
-    Stocks,
-    /// Crypto pairs.
-    Crypto,
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn hash_str(seed: u64, s: &str) -> u64 {
-    s.bytes().fold(splitmix(seed), |h, b| splitmix(h ^ u64::from(b)))
-}
-
-pub(crate) fn unit(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The first day of month `month0` (months counted from year 0) in the given zone's calendar.
@@ -272,20 +250,6 @@ pub fn bar_json(series: Series<'_>, t: DateTime<Utc>) -> Value {
     }
 }
 
-/// The price level of a series at `t` before any split: the smooth path
-/// its bars scatter around.
-pub(crate) fn level(seed: u64, symbol: &str, market: Market, t: DateTime<Utc>) -> f64 {
-    let sym = hash_str(seed, symbol);
-    let base = match symbol {
-        "BTC/USD" => 60_000.0,
-        "ETH/USD" => 3_000.0,
-        _ if market == Market::Crypto => 0.05 + 200.0 * unit(sym),
-        _ => 0.5 + 500.0 * unit(sym),
-    };
-    let days = t.timestamp() as f64 / 86_400.0;
-    base * (0.35 * (days / 37.0 + 6.0 * unit(splitmix(sym))).sin()).exp()
-}
-
 /// Scales a bar's prices by `price` and its volume by `volume` (an
 /// adjustment, or a split the bar was produced before), rounded as the
 /// API rounds.
@@ -302,16 +266,6 @@ pub fn scale(bar: &mut Value, price: f64, volume: f64) {
             bar["v"] = json!((v as f64 * volume).round() as u64);
         }
     }
-}
-
-/// The sim's hash of a string under a seed, for other modules' draws.
-pub(crate) fn hash(seed: u64, s: &str) -> u64 {
-    hash_str(seed, s)
-}
-
-/// The sim's mixing function.
-pub(crate) fn mix(x: u64) -> u64 {
-    splitmix(x)
 }
 
 fn round(x: f64) -> f64 {

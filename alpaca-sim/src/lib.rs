@@ -14,6 +14,7 @@
 pub mod actions;
 pub mod bars;
 pub mod calendar;
+mod prices;
 pub mod server;
 pub mod universe;
 

@@ -15,7 +15,6 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use signal9_alpaca::class::{Classify, ErrorClass};
-use signal9_alpaca::Timeframe;
 
 /// The earliest instant any range may start (or end) at: 1990-01-01T00:00:00Z.
 pub const EARLIEST: DateTime<Utc> = match NaiveDate::from_ymd_opt(1990, 1, 1) {
@@ -78,32 +77,9 @@ pub fn check_range(start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>)
     Ok(())
 }
 
-/// Checks that a range of `timeframe` bars needs no more than `max_pages`
-/// pages of 10,000 bars for one series (the same estimate the workers and
-/// the backfill planner use). Call it only on a range [`check_range`]
-/// passed: the estimate walks the range's days.
-pub fn check_pages(
-    timeframe: Timeframe,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    crypto: bool,
-    max_pages: u64,
-) -> Result<u64, OutOfBounds> {
-    let bars = crate::plan::estimate_bars(timeframe, start, end, crypto);
-    let pages = bars.div_ceil(crate::plan::PAGE_BARS);
-    if pages > max_pages {
-        return Err(OutOfBounds(format!(
-            "{timeframe} bars from {} to {} need about {pages} pages, more than the {max_pages} one job may need",
-            show(start),
-            show(end)
-        )));
-    }
-    Ok(pages)
-}
-
 /// An instant as RFC 3339, also for years chrono prints oddly (a year
 /// before 0 or after 9999 is written with its sign).
-fn show(t: DateTime<Utc>) -> String {
+pub(crate) fn show(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -133,15 +109,10 @@ mod tests {
     }
 
     #[test]
-    fn a_range_ends_after_it_starts_and_fits_its_pages() {
+    fn a_range_ends_after_it_starts() {
         let now = t("2026-12-06T12:00:00Z");
         let (a, b) = (t("2026-01-01T00:00:00Z"), t("2026-02-01T00:00:00Z"));
         assert!(check_range(a, b, now).is_ok());
         assert!(check_range(b, a, now).unwrap_err().0.contains("before start"));
-        let minute: Timeframe = "1Min".parse().unwrap();
-        let refused = check_pages(minute, t("1990-01-01T00:00:00Z"), b, true, 100).unwrap_err();
-        assert!(refused.0.contains("more than the 100"), "{refused}");
-        assert_eq!(check_pages(minute, a, b, false, 100), Ok(2));
-        assert_eq!(refused.class(), ErrorClass::Permanent);
     }
 }

@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::broker::{BrokerError, Publisher, Topology};
-use crate::store::{AssetChange, RunStatus, RunTotals, SeriesKey, StoredAsset};
-use signal9_alpaca::{Asset, CorporateAction};
+use signal9_alpaca::Asset;
 
 /// The namespace of event ids (UUID v5 over a description of the change).
 const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e9a_1e00_0000_4000_8000_0000_0000_0009);
@@ -118,84 +117,6 @@ impl Event {
         )
     }
 
-    /// The event an upsert's change raises, if any: `asset.listed` for a new
-    /// or relisted asset, `asset.status_changed` for a status or tradable
-    /// change. `before` is the stored record the change was found against.
-    pub(crate) fn for_change(
-        before: Option<&StoredAsset>,
-        after: &Asset,
-        change: &AssetChange,
-        run_id: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Option<Self> {
-        match (change, before) {
-            (AssetChange::New, _) => Some(Event::listed(after, run_id, at)),
-            (AssetChange::Updated { relisted: true, .. }, Some(before)) => {
-                let delisted = before.delisted_at.map(|t| t.to_rfc3339()).unwrap_or_default();
-                Some(Event::stable(
-                    EventType::AssetListed,
-                    &format!("{}|relisted|{delisted}", after.id),
-                    run_id,
-                    listed_data(after, true),
-                    at,
-                ))
-            }
-            (AssetChange::Updated { status, tradable, .. }, Some(before)) if status.is_some() || tradable.is_some() => {
-                let data = json!({
-                    "id": after.id, "symbol": after.symbol, "status": status, "tradable": tradable,
-                });
-                let identity = format!(
-                    "{}|{}|{status:?}|{tradable:?}",
-                    after.id,
-                    before.updated_at.to_rfc3339()
-                );
-                Some(Event::stable(
-                    EventType::AssetStatusChanged,
-                    &identity,
-                    run_id,
-                    data,
-                    at,
-                ))
-            }
-            _ => None,
-        }
-    }
-
-    /// `asset.delisted` for a stored asset a run stopped seeing.
-    pub fn delisted(before: &StoredAsset, run_id: Option<&str>, at: DateTime<Utc>) -> Self {
-        let data = json!({"asset_id": before.asset.id, "symbol": before.asset.symbol});
-        let identity = format!("{}|{}", before.asset.id, before.updated_at.to_rfc3339());
-        Event::stable(EventType::AssetDelisted, &identity, run_id, data, at)
-    }
-
-    /// `sync.completed` or `sync.suspect` for a closed run.
-    pub(crate) fn run_closed(run_id: &str, status: RunStatus, totals: &RunTotals, at: DateTime<Utc>) -> Self {
-        let kind = if status == RunStatus::Suspect {
-            EventType::SyncSuspect
-        } else {
-            EventType::SyncCompleted
-        };
-        let data = serde_json::to_value(totals).unwrap_or_default();
-        Event::stable(kind, run_id, Some(run_id), data, at)
-    }
-
-    /// `bars.invalidated` for one series a corporate action changed.
-    pub(crate) fn bars_invalidated(action: &CorporateAction, series: &SeriesKey, at: DateTime<Utc>) -> Self {
-        let data = json!({
-            "symbol": series.symbol, "series": series.to_string(), "timeframe": series.timeframe.to_string(),
-            "adjustment": series.adjustment.to_string(), "feed": series.feed.map(|f| f.as_str()),
-            "action": {"id": action.id, "type": action.kind.as_str(), "ex_date": action.ex_date.to_string(),
-                       "terms": action.terms},
-        });
-        Event::stable(
-            EventType::BarsInvalidated,
-            &format!("{}|{series}", action.id),
-            None,
-            data,
-            at,
-        )
-    }
-
     /// The event as stored in an outbox.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -214,7 +135,7 @@ impl Event {
     }
 }
 
-fn listed_data(asset: &Asset, relisted: bool) -> Value {
+pub(crate) fn listed_data(asset: &Asset, relisted: bool) -> Value {
     json!({
         "asset_id": asset.id, "symbol": asset.symbol, "class": asset.class, "exchange": asset.exchange,
         "name": asset.name, "status": asset.status, "tradable": asset.tradable,

@@ -10,6 +10,7 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
+use crate::bounds::{show, OutOfBounds, EARLIEST};
 use crate::calendar::{self, SESSION_CLOSE_MIN, SESSION_OPEN_MIN};
 use signal9_alpaca::query::MAX_LIMIT;
 use signal9_alpaca::{Timeframe, TimeframeUnit};
@@ -120,7 +121,7 @@ pub fn estimate_bars(timeframe: Timeframe, start: DateTime<Utc>, end: DateTime<U
     // No bar exists before the earliest accepted date, and clamping the
     // far end keeps every step below in range and every loop bounded for
     // a caller that did not check its range at a door.
-    let (start, end) = (start.max(crate::bounds::EARLIEST), end.min(LAST_ESTIMATED));
+    let (start, end) = (start.max(EARLIEST), end.min(LAST_ESTIMATED));
     if end < start {
         return 0;
     }
@@ -186,9 +187,44 @@ pub fn estimate_bars(timeframe: Timeframe, start: DateTime<Utc>, end: DateTime<U
     }
 }
 
+/// Checks that a range of `timeframe` bars needs no more than `max_pages`
+/// pages of 10,000 bars for one series (the same estimate the workers and
+/// the backfill planner use). Call it only on a range [`crate::bounds::check_range`]
+/// passed: the estimate walks the range's days.
+pub fn check_pages(
+    timeframe: Timeframe,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    crypto: bool,
+    max_pages: u64,
+) -> Result<u64, OutOfBounds> {
+    let bars = estimate_bars(timeframe, start, end, crypto);
+    let pages = bars.div_ceil(PAGE_BARS);
+    if pages > max_pages {
+        return Err(OutOfBounds(format!(
+            "{timeframe} bars from {} to {} need about {pages} pages, more than the {max_pages} one job may need",
+            show(start),
+            show(end)
+        )));
+    }
+    Ok(pages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_fits_its_pages_or_is_refused_permanently() {
+        use signal9_alpaca::class::{Classify, ErrorClass};
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let (a, b) = (t("2026-01-01T00:00:00Z"), t("2026-02-01T00:00:00Z"));
+        let minute: Timeframe = "1Min".parse().unwrap();
+        let refused = check_pages(minute, t("1990-01-01T00:00:00Z"), b, true, 100).unwrap_err();
+        assert!(refused.0.contains("more than the 100"), "{refused}");
+        assert_eq!(check_pages(minute, a, b, false, 100), Ok(2));
+        assert_eq!(refused.class(), ErrorClass::Permanent);
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

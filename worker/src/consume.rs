@@ -5,7 +5,8 @@
 use tracing::{info, warn};
 
 use crate::batch::Batcher;
-use crate::dispatch::{dispatch, spawn_batch, Lanes, Pending};
+use crate::dispatch::{dispatch, spawn_batch, Incoming, Lanes};
+use crate::pending::Pending;
 use crate::{relay, Shared};
 use lapin::types::FieldTable;
 use lapin::Connection;
@@ -20,8 +21,6 @@ use futures::stream::{select_all, BoxStream, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use signal9_shared::broker::{self, Publisher, Topology};
 use signal9_shared::job::{JobKind, Priority};
-
-pub(crate) type Incoming = (Priority, Result<lapin::message::Delivery, lapin::Error>);
 
 /// How often a session checks that the broker has not closed one of its
 /// channels.

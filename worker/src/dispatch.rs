@@ -2,11 +2,10 @@
 //! batch, run each job or batch in its priority lane, contain a panic.
 
 use crate::batch::{BatchKey, Batcher};
-use crate::consume::Incoming;
 use crate::outcome::{finish, Failure};
+use crate::pending::Pending;
 use crate::settings::WorkerSettings;
 use crate::{handlers, outcome, Shared};
-use lapin::message::Delivery;
 use signal9_shared::broker::Publisher;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -16,6 +15,9 @@ use tracing::{info, warn, Instrument};
 use anyhow::{Context as _, Result};
 use signal9_shared::job::{Job, Payload, Priority};
 use signal9_shared::telemetry::events::{Emit, MalformedJob, Outcome};
+
+/// A delivery from one of the job queues, with the priority lane of its queue.
+pub(crate) type Incoming = (Priority, Result<lapin::message::Delivery, lapin::Error>);
 
 #[derive(Debug, Clone)]
 pub(crate) struct Lanes {
@@ -199,43 +201,5 @@ pub(crate) fn fault(settings: &WorkerSettings, items: &[Pending]) {
         .any(|p| p.job.payload.symbol().is_some_and(|s| s.as_str() == symbol))
     {
         panic!("fault injected for {symbol} (SIGNAL9_FAULT_PANIC_SYMBOL)");
-    }
-}
-
-/// A parsed job and the delivery it came in.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    /// The job.
-    pub(crate) job: Job,
-    /// Its delivery, to ack or republish.
-    pub(crate) delivery: Delivery,
-    /// The job's span, a child of the producer's trace when the message
-    /// carries one; stable fields job_id, kind, symbol, attempt, run_id.
-    pub(crate) span: tracing::Span,
-    /// When it was delivered, for its duration.
-    pub(crate) received: std::time::Instant,
-}
-
-impl Pending {
-    /// Wraps a delivered job with its span.
-    pub(crate) fn new(job: Job, delivery: Delivery) -> Self {
-        let kind = job.payload.kind();
-        let symbol = job.payload.symbol().map(ToString::to_string).unwrap_or_default();
-        let attempt = crate::outcome::attempts(&delivery);
-        let span = tracing::info_span!(
-            "job",
-            job_id = %job.id,
-            %kind,
-            %symbol,
-            attempt,
-            run_id = job.run_id.as_deref().unwrap_or("")
-        );
-        signal9_shared::telemetry::continue_trace(&span, delivery.properties.headers().as_ref());
-        Pending {
-            job,
-            delivery,
-            span,
-            received: std::time::Instant::now(),
-        }
     }
 }

@@ -17,6 +17,7 @@ mod dispatch;
 mod handlers;
 mod health;
 mod outcome;
+mod pending;
 mod relay;
 mod settings;
 

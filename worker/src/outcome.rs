@@ -4,7 +4,7 @@
 //! confirmed before the ack, so a crash in between duplicates a job (which
 //! is idempotent) and never loses one.
 
-use crate::dispatch::Pending;
+use crate::pending::{attempts, Pending};
 use crate::Shared;
 use anyhow::Result;
 use chrono::Utc;
@@ -18,7 +18,7 @@ use signal9_shared::telemetry::events::FailureRouted;
 use tracing::Instrument;
 
 use signal9_shared::broker::{
-    header_str, header_u32, set_str, set_u32, BrokerError, Publisher, Topology, HEADER_ATTEMPT, HEADER_ERROR_CLASS,
+    header_str, set_str, set_u32, BrokerError, Publisher, Topology, HEADER_ATTEMPT, HEADER_ERROR_CLASS,
     HEADER_FIRST_FAILURE, HEADER_LAST_ERROR, HEADER_LAST_FAILURE, HEADER_ROUTING_KEY,
 };
 use signal9_shared::job::{is_routing_key, Job, JobKind};
@@ -79,11 +79,6 @@ pub(crate) fn route(class: ErrorClass, attempt: u32, tiers: usize) -> Route {
         ErrorClass::Transient if (attempt as usize) < tiers => Route::Retry(attempt as usize),
         ErrorClass::Transient => Route::Dead,
     }
-}
-
-/// The failures a job has had so far, from our own header.
-pub(crate) fn attempts(delivery: &Delivery) -> u32 {
-    header_u32(delivery.properties.headers().as_ref(), HEADER_ATTEMPT).unwrap_or(0)
 }
 
 /// Acks a succeeded job and sends its reply, if it asked for one.

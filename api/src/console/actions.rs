@@ -1,8 +1,9 @@
 //! The console's actions: log in and out, replay and purge dead letters
 //! (one at a time, `operate` role, CSRF token).
 
+use super::extract::{Action, LoggedIn, WithCsrf};
 use super::render::{error_page, esc, login_page, page};
-use super::sessions::{Action, LoggedIn, Login, WithCsrf, COOKIE, SECURE_COOKIE, SESSION_TTL};
+use super::sessions::{Login, COOKIE, SECURE_COOKIE, SESSION_TTL};
 use super::{broker, hidden, Filters};
 use crate::auth::Role;
 use crate::{AppState, Shared};

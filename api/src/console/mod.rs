@@ -16,12 +16,14 @@
 //! and the session's CSRF token in the form; so do dead-letter bodies (the
 //! `read` role sees counts and metadata).
 //!
-//! - `sessions`: the session store and the extractors of a page and an action;
+//! - `sessions`: the session store; `extract`: the extractors of a page
+//!   and an action;
 //! - `pages`: what a logged-in operator reads;
 //! - `actions`: login, logout, replay, purge;
 //! - `render`: the HTML.
 
 mod actions;
+mod extract;
 mod pages;
 mod render;
 mod sessions;

@@ -1,8 +1,8 @@
 //! The console's pages: the overview, the dead letters with filters, one
 //! dead letter shown.
 
+use super::extract::LoggedIn;
 use super::render::{chart, depth, enc, error_page, esc, login_page, page};
-use super::sessions::LoggedIn;
 use super::{broker, hidden};
 use crate::auth::Role;
 use crate::Shared;

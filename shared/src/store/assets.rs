@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
-use crate::events::Event;
+use crate::events::{listed_data, Event, EventType};
+use serde_json::json;
 use signal9_alpaca::{Asset, AssetClass, AssetStatus, Symbol};
 
 /// An asset as the store keeps it: the API's record plus our bookkeeping.
@@ -230,5 +231,59 @@ pub(crate) fn classify_change(stored: Option<&StoredAsset>, fresh: &Asset) -> As
         status,
         tradable,
         relisted,
+    }
+}
+
+/// The events of asset changes: built here, beside the store types they
+/// describe, so the event module needs no store type.
+impl Event {
+    /// The event an upsert's change raises, if any: `asset.listed` for a new
+    /// or relisted asset, `asset.status_changed` for a status or tradable
+    /// change. `before` is the stored record the change was found against.
+    pub(crate) fn for_change(
+        before: Option<&StoredAsset>,
+        after: &Asset,
+        change: &AssetChange,
+        run_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Option<Self> {
+        match (change, before) {
+            (AssetChange::New, _) => Some(Event::listed(after, run_id, at)),
+            (AssetChange::Updated { relisted: true, .. }, Some(before)) => {
+                let delisted = before.delisted_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+                Some(Event::stable(
+                    EventType::AssetListed,
+                    &format!("{}|relisted|{delisted}", after.id),
+                    run_id,
+                    listed_data(after, true),
+                    at,
+                ))
+            }
+            (AssetChange::Updated { status, tradable, .. }, Some(before)) if status.is_some() || tradable.is_some() => {
+                let data = json!({
+                    "id": after.id, "symbol": after.symbol, "status": status, "tradable": tradable,
+                });
+                let identity = format!(
+                    "{}|{}|{status:?}|{tradable:?}",
+                    after.id,
+                    before.updated_at.to_rfc3339()
+                );
+                Some(Event::stable(
+                    EventType::AssetStatusChanged,
+                    &identity,
+                    run_id,
+                    data,
+                    at,
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// `asset.delisted` for a stored asset a run stopped seeing.
+    pub fn delisted(before: &StoredAsset, run_id: Option<&str>, at: DateTime<Utc>) -> Self {
+        let data = json!({"asset_id": before.asset.id, "symbol": before.asset.symbol});
+        let identity = format!("{}|{}", before.asset.id, before.updated_at.to_rfc3339());
+        Event::stable(EventType::AssetDelisted, &identity, run_id, data, at)
     }
 }

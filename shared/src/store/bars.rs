@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use super::StoreError;
-use crate::events::Event;
+use crate::events::{Event, EventType};
+use serde_json::json;
 use signal9_alpaca::{Adjustment, Bar, CorporateAction, Feed, Symbol, Timeframe};
 
 /// One bar series: bars of one symbol at one timeframe, adjustment and feed.
@@ -165,4 +166,24 @@ pub trait BarStore: Send + Sync {
 
     /// Removes checkpoints; a key with none is no error.
     async fn delete_checkpoints(&self, keys: &[String]) -> Result<(), StoreError>;
+}
+
+/// The event of a series a corporate action changed.
+impl Event {
+    /// `bars.invalidated` for one series a corporate action changed.
+    pub(crate) fn bars_invalidated(action: &CorporateAction, series: &SeriesKey, at: DateTime<Utc>) -> Self {
+        let data = json!({
+            "symbol": series.symbol, "series": series.to_string(), "timeframe": series.timeframe.to_string(),
+            "adjustment": series.adjustment.to_string(), "feed": series.feed.map(|f| f.as_str()),
+            "action": {"id": action.id, "type": action.kind.as_str(), "ex_date": action.ex_date.to_string(),
+                       "terms": action.terms},
+        });
+        Event::stable(
+            EventType::BarsInvalidated,
+            &format!("{}|{series}", action.id),
+            None,
+            data,
+            at,
+        )
+    }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::StoreError;
+use crate::events::{Event, EventType};
 
 use crate::job::SyncPage;
 use signal9_alpaca::AssetClass;
@@ -241,6 +242,20 @@ pub trait RunStore: Send + Sync {
 
     /// The most recently started run that completed.
     async fn last_completed_run(&self) -> Result<Option<SyncRun>, StoreError>;
+}
+
+/// The event that closes a run.
+impl Event {
+    /// `sync.completed` or `sync.suspect` for a closed run.
+    pub(crate) fn run_closed(run_id: &str, status: RunStatus, totals: &RunTotals, at: DateTime<Utc>) -> Self {
+        let kind = if status == RunStatus::Suspect {
+            EventType::SyncSuspect
+        } else {
+            EventType::SyncCompleted
+        };
+        let data = serde_json::to_value(totals).unwrap_or_default();
+        Event::stable(kind, run_id, Some(run_id), data, at)
+    }
 }
 
 #[cfg(test)]

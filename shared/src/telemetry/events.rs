@@ -17,7 +17,7 @@ use super::metrics;
 const WORKER: &str = "signal9_worker";
 const BREAKER: &str = "signal9_shared::breaker";
 const SYNC: &str = "signal9_shared::sync";
-use crate::breaker::BreakerState;
+use crate::breaker::state::BreakerState;
 use crate::job::JobKind;
 
 /// Something that happened, told once: a log line and its metrics.

@@ -9,8 +9,8 @@ use signal9_shared::job::Payload;
 use signal9_shared::reply::{BarsSource, Detail, FetchBarsDetail};
 
 use super::Context;
-use crate::dispatch::Pending;
 use crate::outcome::Failure;
+use crate::pending::Pending;
 
 /// Runs a batch; returns one result per job, in the batch's order.
 pub(crate) async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Detail, Failure>> {

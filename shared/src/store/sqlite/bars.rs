@@ -1,9 +1,8 @@
 //! Bars in SQLite: compressed chunks (`bar_chunks`), the ranges held in
 //! full (`coverage`), corporate actions and fetch checkpoints.
 
-use super::legacy::{has_legacy_bars, read_legacy};
+use super::series::{has_legacy_bars, merge_sets, read_bars};
 use super::*;
-use crate::store::legacy::merge_legacy;
 
 /// Records `[lo, hi]` for one series: every recorded range that overlaps or
 /// touches it merges into it.
@@ -39,93 +38,6 @@ pub(super) fn merge_coverage(
     )
     .map_err(backend)?;
     Ok(())
-}
-
-/// Merges bars into their chunks, in the transaction: each chunk touched
-/// is read, merged by time ([`chunk::merge`]; `new_wins` false keeps the
-/// stored bar of a time) and written back with its version bumped. Returns
-/// how many bars were given.
-pub(super) fn merge_sets(tx: &Connection, sets: &[(SeriesKey, Vec<Bar>)], new_wins: bool) -> Result<usize, StoreError> {
-    let (chunks, given) = chunk::group(sets);
-    let mut read = tx
-        .prepare_cached("SELECT data, version FROM bar_chunks WHERE series = ?1 AND chunk = ?2")
-        .map_err(backend)?;
-    let mut write = tx
-        .prepare_cached(
-            "INSERT INTO bar_chunks (series, chunk, n, first_t, last_t, version, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (series, chunk) DO UPDATE SET n = excluded.n, first_t = excluded.first_t,
-                 last_t = excluded.last_t, version = excluded.version, data = excluded.data",
-        )
-        .map_err(backend)?;
-    for ((key, chunk_start), new) in chunks {
-        let stored: Option<(Vec<u8>, i64)> = read
-            .query_row(params![key, chunk_start], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(backend)?;
-        let (old, version) = match stored {
-            Some((data, version)) => (decode_chunk(&key, &data)?, version),
-            None => (Vec::new(), 0),
-        };
-        let merged = chunk::merge(old, &chunk::dedup_last_wins(&new), new_wins);
-        let (first, last) = match (merged.first(), merged.last()) {
-            (Some(f), Some(l)) => (f.time.timestamp_millis(), l.time.timestamp_millis()),
-            _ => continue,
-        };
-        write
-            .execute(params![
-                key,
-                chunk_start,
-                merged.len(),
-                first,
-                last,
-                version + 1,
-                chunk::encode(&merged)
-            ])
-            .map_err(backend)?;
-    }
-    Ok(given)
-}
-
-pub(super) fn decode_chunk(key: &str, data: &[u8]) -> Result<Vec<Bar>, StoreError> {
-    chunk::decode(data).map_err(|e| StoreError::Corrupt(format!("bar chunk of {key}: {e}")))
-}
-
-/// The series' bars with `start <= t <= end`: from its chunks, and from the
-/// per-bar table while one is left to migrate (a chunk's bar wins).
-pub(super) fn read_bars(
-    conn: &Connection,
-    series: &SeriesKey,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    with_legacy: bool,
-) -> Result<Vec<Bar>, StoreError> {
-    if end < start {
-        return Ok(Vec::new());
-    }
-    let key = series.to_string();
-    let span = Span::of(series.timeframe);
-    let (lo, hi) = (start.timestamp_millis(), end.timestamp_millis());
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT data FROM bar_chunks WHERE series = ?1 AND chunk >= ?2 AND chunk <= ?3 AND last_t >= ?4 ORDER BY chunk",
-        )
-        .map_err(backend)?;
-    let rows = stmt
-        .query_map(params![key, span.chunk_of(start), hi, lo], |r| r.get::<_, Vec<u8>>(0))
-        .map_err(backend)?;
-    let mut bars = Vec::new();
-    for data in rows {
-        let data = data.map_err(backend)?;
-        bars.extend(
-            decode_chunk(&key, &data)?
-                .into_iter()
-                .filter(|b| (lo..=hi).contains(&b.time.timestamp_millis())),
-        );
-    }
-    if with_legacy && has_legacy_bars(conn)? {
-        bars = merge_legacy(bars, read_legacy(conn, &key, lo, hi)?);
-    }
-    Ok(bars)
 }
 
 #[async_trait]

@@ -1,61 +1,8 @@
 //! The per-bar `bars` table of versions before chunks: read beside the
 //! chunks until `migrate-store` has moved it, then dropped.
 
-use super::bars::{merge_sets, read_bars};
+use super::series::{has_legacy_bars, legacy_bar, legacy_row, merge_sets, read_bars};
 use super::*;
-
-/// True while the file still has the per-bar table of versions before
-/// chunks (`migrate-store` moves it into chunks and drops it).
-pub(super) fn has_legacy_bars(conn: &Connection) -> Result<bool, StoreError> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bars')",
-        [],
-        |r| r.get(0),
-    )
-    .map_err(backend)
-}
-
-/// Bars of the per-bar table (versions before chunks) with `lo <= t <= hi`.
-pub(super) fn read_legacy(conn: &Connection, key: &str, lo: i64, hi: i64) -> Result<Vec<Bar>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT series, t, o, h, l, c, v, n, vw FROM bars WHERE series = ?1 AND t >= ?2 AND t <= ?3 ORDER BY t",
-        )
-        .map_err(backend)?;
-    let rows = stmt.query_map(params![key, lo, hi], legacy_row).map_err(backend)?;
-    rows.map(|row| legacy_bar(row.map_err(backend)?).map(|(_, bar)| bar))
-        .collect()
-}
-
-/// One row of the per-bar table: series, time, o h l c v vw, trade count.
-pub(super) type LegacyRow = (String, i64, [f64; 6], i64);
-
-/// Reads `SELECT series, t, o, h, l, c, v, n, vw`.
-pub(super) fn legacy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LegacyRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(8)?],
-        r.get(7)?,
-    ))
-}
-
-pub(super) fn legacy_bar(
-    (series, t, [open, high, low, close, volume, vwap], n): LegacyRow,
-) -> Result<(String, Bar), StoreError> {
-    let time = DateTime::from_timestamp_millis(t).ok_or_else(|| StoreError::Corrupt(format!("bar time {t}")))?;
-    let bar = Bar {
-        time,
-        open,
-        high,
-        low,
-        close,
-        volume,
-        trade_count: u64::try_from(n).unwrap_or(0),
-        vwap,
-    };
-    Ok((series, bar))
-}
 
 #[async_trait]
 impl LegacyStore for SqliteStore {

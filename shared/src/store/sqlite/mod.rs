@@ -5,14 +5,16 @@
 //! file: WAL lets readers run beside the writer, and a busy timeout makes a
 //! second writer wait instead of failing.
 //!
-//! One file per domain: [`assets`], [`bars`], [`legacy`], [`runs`], [`outbox`];
-//! this one opens the file, holds the schema and the helpers they share.
+//! One file per domain: `assets`, `bars`, `legacy`, `runs`, `outbox`, on
+//! `series` (one series' chunks and older per-bar rows); this one opens the
+//! file, holds the schema and the helpers they share.
 
 mod assets;
 mod bars;
 mod legacy;
 mod outbox;
 mod runs;
+mod series;
 
 use super::chunk::{self, Span};
 use super::{

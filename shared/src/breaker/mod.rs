@@ -18,6 +18,10 @@
 //! counted its own failures, so 20 workers cost 20 × 5 failures and 20
 //! probes per back-off.
 
+pub(crate) mod state;
+
+pub use state::BreakerState;
+
 use crate::telemetry::events::{BreakerCreated, BreakerOpened, BreakerStateSeen, Emit};
 use deadpool_redis::redis::Script;
 use rand::Rng;
@@ -27,53 +31,6 @@ use std::time::Duration;
 
 use crate::keys::RedisKeys;
 use crate::redis_conn::{RedisPool, REDIS_TIMEOUT};
-
-/// The breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Calls flow.
-    Closed,
-    /// Calls are stopped until the back-off ends.
-    Open,
-    /// One probe may pass.
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// Lowercase name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
-        }
-    }
-
-    fn from_code(code: u8) -> Self {
-        match code {
-            1 => BreakerState::Open,
-            2 => BreakerState::HalfOpen,
-            _ => BreakerState::Closed,
-        }
-    }
-
-    /// The gauge's value: 0 closed, 1 half-open, 2 open.
-    pub(crate) fn gauge(self) -> i64 {
-        match self {
-            BreakerState::Closed => 0,
-            BreakerState::HalfOpen => 1,
-            BreakerState::Open => 2,
-        }
-    }
-}
 
 /// When a breaker opens and how long it stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
