@@ -26,8 +26,6 @@ use crate::priority::Priority;
 pub(crate) const HEADER_KEY_ID: &str = "APCA-API-KEY-ID";
 /// Header carrying the secret key.
 pub(crate) const HEADER_SECRET_KEY: &str = "APCA-API-SECRET-KEY";
-/// The most pages one fetch follows before it calls the API a liar.
-pub use crate::pages::MAX_PAGES;
 /// The longest excerpt of an API message kept in an error.
 const MAX_MESSAGE_CHARS: usize = 200;
 

@@ -2,21 +2,26 @@
 //! typed query pieces, the HTTP client and the [`Gate`] every call passes,
 //! the error classes, and the validation rules for what comes back.
 //!
+//! Its modules are private, each type has one path (`signal9_alpaca::X`),
+//! but for three namespaces kept public: [`class`] (transient or
+//! permanent), [`validate`] (the rules for what comes back) and [`urls`]
+//! (the API bases).
+//!
 //! It knows nothing of queues, budgets or stores: `signal9-shared` builds
 //! the system (the Redis budget and breaker behind [`Gate`], the store, the
 //! broker) on top of it.
 
-pub mod account;
-pub mod actions;
+mod account;
+mod actions;
 pub mod class;
-pub mod client;
-pub mod error;
+mod client;
+mod error;
 pub(crate) mod model;
-pub mod pages;
-pub mod priority;
-pub mod query;
-pub mod symbol;
-pub mod timeframe;
+mod pages;
+mod priority;
+mod query;
+mod symbol;
+mod timeframe;
 pub mod urls;
 pub mod validate;
 
@@ -30,8 +35,8 @@ pub use client::{
 };
 pub use error::AlpacaError;
 pub use model::{Asset, AssetClass, AssetStatus, Bar, MultiBarsPage};
-pub use pages::PageCursor;
+pub use pages::{PageCursor, MAX_PAGES};
 pub use priority::Priority;
-pub use query::{Adjustment, AssetQuery, BarRange, BarsQuery, Feed};
+pub use query::{Adjustment, AssetQuery, BarRange, BarsQuery, Feed, MAX_LIMIT};
 pub use symbol::Symbol;
 pub use timeframe::{Timeframe, TimeframeUnit};

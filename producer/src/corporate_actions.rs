@@ -3,13 +3,14 @@
 //! breaker) and drops the stored adjusted series they change, as the
 //! scheduler does each day after the sync. `--dry-run` only lists them.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{NaiveDate, Utc};
 use clap::Args;
 use serde_json::json;
 
 use crate::args::ApiAccess;
 use signal9_shared::corporate::{self, ActionsCheck, DEFAULT_LOOKBACK_DAYS};
+use signal9_shared::services::Services;
 use signal9_shared::settings::StoreSettings;
 
 /// Settings of `corporate-actions`.
@@ -43,8 +44,9 @@ pub async fn run(args: ActionsArgs) -> Result<()> {
     let end = args.end.unwrap_or(today);
     let start = args.start.unwrap_or(default_start - (today - end));
     anyhow::ensure!(start <= end, "--start {start} is after --end {end}");
-    let client = args.api.client().await?;
-    let store = args.store.open().await.context("opening the store")?;
+    let services = Services::open(&args.store, &args.api.budget, &args.api.broker.namespace).await?;
+    let client = services.client(&args.api.alpaca).await?;
+    let store = services.store;
     let report = corporate::check(&client, store.as_ref(), start, end, !args.dry_run, now).await?;
     if args.json {
         println!("{}", to_json(&report, args.dry_run));

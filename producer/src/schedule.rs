@@ -25,6 +25,7 @@ use signal9_shared::calendar::{ny_date, ny_day_range, previous_trading_day};
 use signal9_shared::job::{FetchBars, Job, Payload, Priority};
 use signal9_shared::keys::RedisKeys;
 use signal9_shared::limiter::redis_pool;
+use signal9_shared::services::Services;
 use signal9_shared::settings::{AlpacaSettings, BudgetSettings, PackingSettings, StoreSettings};
 use signal9_shared::store::{active_equity_symbols, RunStatus};
 
@@ -102,18 +103,15 @@ pub async fn run(args: ScheduleArgs) -> Result<()> {
 /// Runs the scheduler until `shutdown` fires.
 pub async fn run_until(args: ScheduleArgs, mut shutdown: signal9_shared::shutdown::Shutdown) -> Result<()> {
     let pool = redis_pool(&args.budget.redis_url)?;
-    let store = args.store.open().await.context("opening the store")?;
     let namespace = args.options.namespace().to_owned();
+    let services = Services::open(&args.store, &args.budget, &namespace).await?;
     let client = match args.actions_days {
         0 => None,
-        _ => {
-            let gate = std::sync::Arc::new(args.budget.gate(&namespace).context("building the API budget")?);
-            let client = args.alpaca.client(gate).await.context(
-                "the corporate-actions check needs the Alpaca key (or SIGNAL9_ACTIONS_LOOKBACK_DAYS=0 to turn it off)",
-            )?;
-            Some(client)
-        }
+        _ => Some(services.client(&args.alpaca).await.context(
+            "the corporate-actions check needs the Alpaca key (or SIGNAL9_ACTIONS_LOOKBACK_DAYS=0 to turn it off)",
+        )?),
     };
+    let store = services.store;
     let me = uuid::Uuid::new_v4().to_string();
     let lease_key = RedisKeys::new(&namespace).scheduler_leader();
     let lease_ms = args.lease_secs * 1000;

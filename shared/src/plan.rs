@@ -12,7 +12,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
 use crate::bounds::{show, OutOfBounds, EARLIEST};
 use crate::calendar::{self, SESSION_CLOSE_MIN, SESSION_OPEN_MIN};
-use signal9_alpaca::query::MAX_LIMIT;
+use signal9_alpaca::MAX_LIMIT;
 use signal9_alpaca::{Timeframe, TimeframeUnit};
 
 /// Bars one page holds at most.

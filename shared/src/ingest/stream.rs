@@ -22,7 +22,7 @@ pub(crate) async fn stream_request(
 ) -> Result<(), IngestError> {
     let query = BarsQuery {
         symbols: planned.symbols.clone(),
-        limit: Some(signal9_alpaca::query::MAX_LIMIT),
+        limit: Some(signal9_alpaca::MAX_LIMIT),
         range: BarRange {
             timeframe: request.range.timeframe,
             start: planned.start,
