@@ -32,12 +32,8 @@ pub struct ApiAccess {
 impl ApiAccess {
     /// The client, every call through the shared budget and breaker.
     pub(crate) async fn client(&self) -> Result<signal9_alpaca::AlpacaClient> {
-        let gate = std::sync::Arc::new(
-            self.budget
-                .gate(&self.broker.namespace)
-                .context("building the API budget")?,
-        );
-        self.alpaca.client(gate).await.context("setting up the Alpaca client")
+        let gate = signal9_shared::services::gate(&self.budget, &self.broker.namespace)?;
+        signal9_shared::services::client(&self.alpaca, gate).await
     }
 }
 

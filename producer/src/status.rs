@@ -32,11 +32,8 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     let connection = broker::connect(&args.broker.amqp_url, "signal9-producer status")
         .await
         .context("connecting to RabbitMQ")?;
-    let guard = args
-        .budget
-        .gate(&args.broker.namespace)
-        .context("connecting to Redis")?;
-    let snap = snapshot(&connection, &topology, &guard, &args.broker.namespace).await;
+    let gate = signal9_shared::services::gate(&args.budget, &args.broker.namespace)?;
+    let snap = snapshot(&connection, &topology, &gate, &args.broker.namespace).await;
     let _ = connection.close(200, "status".into()).await;
     let Snapshot {
         queues,

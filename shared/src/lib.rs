@@ -5,7 +5,8 @@
 //! - [`broker`]: the RabbitMQ topology, confirms and headers;
 //! - [`limiter`], [`breaker`], [`gate`]: the global API budget in Redis, the
 //!   circuit breaker per API, and the gate that puts both before every call;
-//! - [`store`]: the `Store` trait, the embedded SQLite and the DynamoDB backends;
+//! - [`store`]: the store's traits by domain (`Store` is all of them), the
+//!   embedded SQLite and the DynamoDB backends, a folder each;
 //! - [`secrets`]: the Alpaca key pair from AWS Secrets Manager;
 //! - [`aws`]: the AWS SDK configuration;
 //! - [`telemetry`]: logs, OpenTelemetry traces across the queue, Prometheus

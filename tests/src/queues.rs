@@ -6,9 +6,25 @@ use std::time::Duration;
 
 use crate::*;
 
+/// A connection to the test broker that cannot hang: lapin's own connect
+/// never resolves when the broker answers `connection.open` with a close
+/// (amqp-rs/lapin#470), so tests connect through signal9's, which bounds
+/// each attempt, and try a few times.
+pub async fn amqp_connection() -> anyhow::Result<lapin::Connection> {
+    let mut last = None;
+    for _ in 0..3 {
+        match signal9_shared::broker::connect(AMQP_URL, "signal9-tests").await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no connection"), anyhow::Error::from))
+}
+
 /// Messages waiting in a queue (0 if it does not exist).
 pub async fn queue_depth(queue: &str) -> anyhow::Result<u32> {
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+    let connection = amqp_connection().await?;
     let channel = connection.create_channel().await?;
     let options = lapin::options::QueueDeclareOptions {
         passive: true,
@@ -64,7 +80,7 @@ pub async fn events_queue(stack: &Stack, channel: &lapin::Channel, durable: Opti
 /// Consumes (no ack) every event of the stack's namespace from the queue
 /// `events_queue` declares; keep the connection as long as the consumer.
 pub async fn event_tap(stack: &Stack, durable: Option<&str>) -> anyhow::Result<(lapin::Connection, lapin::Consumer)> {
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+    let connection = amqp_connection().await?;
     let channel = connection.create_channel().await?;
     let queue = events_queue(stack, &channel, durable).await?;
     let consumer = channel

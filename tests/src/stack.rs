@@ -243,12 +243,17 @@ impl Stack {
             .find(|(k, _)| k == "SIGNAL9_AMQP_URL")
             .map_or(AMQP_URL, |(_, v)| v.as_str())
             .to_owned();
-        if let Ok(connection) = signal9_shared::broker::connect(&url, "signal9-tests cleanup").await {
-            if let Ok(channel) = connection.create_channel().await {
-                let _ = self.topology().delete(&channel).await;
+        let topology = self.topology();
+        // Bounded: a broker that stops answering must not hold the test.
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            if let Ok(connection) = signal9_shared::broker::connect(&url, "signal9-tests cleanup").await {
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = topology.delete(&channel).await;
+                }
+                let _ = connection.close(200, "cleanup".into()).await;
             }
-            let _ = connection.close(200, "cleanup".into()).await;
-        }
+        })
+        .await;
         if let Some(dynamo) = self.dynamo.take() {
             let _ = dynamo.drop_tables().await;
         }

@@ -13,7 +13,7 @@ use alpaca_sim::bars::{bar_json, bar_times, Frame, Market, Series};
 use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
-use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, rabbitmqctl, start_redis, Stack, AMQP_URL, SIM_NOW};
+use signal9_e2e::{active_symbols, fetch_iex_days, queue_depth, rabbitmqctl, start_redis, Stack, SIM_NOW};
 use signal9_shared::job::{JobKind, Priority};
 use signal9_shared::store::BarStore;
 use signal9_shared::store::{SeriesKey, SqliteStore};
@@ -281,9 +281,7 @@ async fn a_thousand_hostile_messages_mixed_into_the_queues() {
     let _one = ONE_AT_A_TIME.lock().await;
     let run = start("hostile_messages").await;
     let topology = run.stack.topology();
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     // Confirmed, so none is still in the client's buffer when it closes.
     channel

@@ -72,9 +72,7 @@ async fn a_running_worker_serves_health_and_metrics_that_move_with_its_work() {
     assert!(out.status.success(), "{}", text(&out));
     // One hostile message: a dead letter of class permanent.
     let topology = stack.topology();
-    let connection = lapin::Connection::connect(signal9_e2e::AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     channel
         .basic_publish(

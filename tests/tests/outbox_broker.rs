@@ -6,14 +6,12 @@
 
 use futures::StreamExt;
 use lapin::options::QueueDeleteOptions;
-use signal9_e2e::{outbox_settled, rabbitmqctl, text, Stack, AMQP_URL};
+use signal9_e2e::{outbox_settled, rabbitmqctl, text, Stack};
 use std::collections::HashSet;
 use std::time::Duration;
 
 async fn channel() -> (lapin::Connection, lapin::Channel) {
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     (connection, channel)
 }

@@ -9,7 +9,7 @@ use lapin::BasicProperties;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use signal9_e2e::{eventually, fetch_iex_days, queue_depth, text, Stack, AMQP_URL};
+use signal9_e2e::{eventually, fetch_iex_days, queue_depth, text, Stack};
 use signal9_shared::broker::{header_str, HEADER_ERROR_CLASS, HEADER_LAST_ERROR};
 
 const START: &str = "2026-11-02T00:00:00Z";
@@ -31,9 +31,7 @@ fn bars(id: &str, symbol: &str, timeframe: &str, start: &str, end: &str) -> Vec<
 
 /// Publishes `bodies` to the jobs exchange with confirms.
 async fn publish(stack: &Stack, routing_key: &str, bodies: &[Vec<u8>]) {
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     stack.topology().declare(&channel).await.unwrap();
     channel
@@ -61,9 +59,7 @@ async fn publish(stack: &Stack, routing_key: &str, bodies: &[Vec<u8>]) {
 /// Every dead letter's job id (or `?`) → (class, last error); the letters
 /// go back to the queue.
 async fn dead_letters(stack: &Stack) -> HashMap<String, (String, String)> {
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let dlq = stack.topology().dead_letter_queue();
     let total = queue_depth(&dlq).await.unwrap();

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::BasicProperties;
 use signal9_alpaca::{Adjustment, Feed, Symbol, Timeframe};
-use signal9_e2e::{active_symbols, eventually, fetch_iex_days, queue_depth, text, Stack, AMQP_URL, SIM_NOW};
+use signal9_e2e::{active_symbols, eventually, fetch_iex_days, queue_depth, text, Stack, SIM_NOW};
 use signal9_shared::broker::{header_str, HEADER_ERROR_CLASS, HEADER_LAST_ERROR};
 use signal9_shared::store::AssetStore;
 use signal9_shared::store::BarStore;
@@ -168,9 +168,7 @@ async fn publish_to(
     bodies: Vec<Vec<u8>>,
     properties: BasicProperties,
 ) {
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     stack.topology().declare(&channel).await.unwrap();
     // Confirmed, so none is still in the client's buffer when it closes.
@@ -262,9 +260,7 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_valid_jobs_succeed
         queue_depth(&dlq).await.unwrap(),
         stack.worker_logs()
     );
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let mut seen = 0;
     while let Some(message) = channel
@@ -475,9 +471,7 @@ async fn coalescing_spends_a_handful_of_calls_and_a_repeat_spends_none() {
 #[tokio::test]
 async fn the_topology_declares_twice_without_error() {
     let stack = Stack::start(&["--assets", "100"]).unwrap();
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     stack.topology().declare(&channel).await.unwrap();
     stack.topology().declare(&channel).await.unwrap();
@@ -665,9 +659,7 @@ async fn dlq_list_reads_at_most_what_the_queue_held_at_its_start_and_ends_while_
     let flood = {
         let (stop, flooded, exchange) = (stop.clone(), flooded.clone(), dead_exchange.clone());
         tokio::spawn(async move {
-            let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
+            let connection = signal9_e2e::amqp_connection().await.unwrap();
             let channel = connection.create_channel().await.unwrap();
             channel
                 .confirm_select(lapin::options::ConfirmSelectOptions::default())
@@ -771,9 +763,7 @@ async fn a_publisher_channel_the_broker_closes_is_rebuilt_and_every_job_complete
     // publisher channel; the connection lives on.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let topology = stack.topology();
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = signal9_e2e::amqp_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     channel
         .exchange_delete(

@@ -17,7 +17,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
 use std::time::{Duration, Instant};
 
-use signal9_e2e::{flag, queue_depth, Stack, AMQP_URL};
+use signal9_e2e::{flag, queue_depth, Stack};
 
 /// Runs a producer command, polling its peak RSS until it exits.
 fn timed(stack: &Stack, args: &[&str]) -> Result<(f64, f64, String)> {
@@ -70,7 +70,7 @@ async fn main() -> Result<()> {
     let letters: u64 = flag("--letters", 1_000_000);
     let mut stack = Stack::start(&[])?;
     let topology = stack.topology();
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+    let connection = signal9_e2e::amqp_connection().await?;
     let channel = connection.create_channel().await?;
     topology.declare(&channel).await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
