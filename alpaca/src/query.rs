@@ -145,6 +145,17 @@ pub struct BarRange {
     pub feed: Option<Feed>,
 }
 
+impl BarRange {
+    /// The same bars (timeframe, adjustment, feed) over `[start, end]`.
+    pub fn between(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> BarRange {
+        BarRange {
+            start,
+            end,
+            ..self.clone()
+        }
+    }
+}
+
 /// A bars request: symbols and one [`BarRange`] of them, with a page size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BarsQuery {

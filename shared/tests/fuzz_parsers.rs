@@ -120,7 +120,7 @@ proptest! {
             prop_assert!(bounds::check_range(p.range.start, p.range.end, now).is_ok());
             let crypto = p.symbol.is_crypto_pair();
             let _ = signal9_shared::plan::estimate_bars(p.range.timeframe, p.range.start, p.range.end, crypto);
-            let request = BarsRequest { symbols: vec![p.symbol.clone()], range: BarRange { timeframe: p.range.timeframe, start: p.range.start, end: p.range.end, adjustment: p.range.adjustment.clone(), feed: p.range.feed } };
+            let request = BarsRequest { symbols: vec![p.symbol.clone()], range: p.range.clone() };
             prop_assert!(request.settles_at(std::time::Duration::from_secs(900)) >= p.range.end);
         }
     }

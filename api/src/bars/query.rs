@@ -205,26 +205,14 @@ impl BarsQuery {
     pub(crate) fn request(&self, symbol: &Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> BarsRequest {
         BarsRequest {
             symbols: vec![symbol.clone()],
-            range: BarRange {
-                timeframe: self.range.timeframe,
-                start,
-                end,
-                adjustment: self.range.adjustment.clone(),
-                feed: self.range.feed,
-            },
+            range: self.range.between(start, end),
         }
     }
 
     pub(crate) fn fetch(&self, symbol: &Symbol, start: DateTime<Utc>, end: DateTime<Utc>) -> FetchBars {
         FetchBars {
             symbol: symbol.clone(),
-            range: BarRange {
-                timeframe: self.range.timeframe,
-                start,
-                end,
-                adjustment: self.range.adjustment.clone(),
-                feed: self.range.feed,
-            },
+            range: self.range.between(start, end),
         }
     }
 

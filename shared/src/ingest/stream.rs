@@ -5,7 +5,7 @@ use super::plan::Planned;
 use super::{BarsReport, BarsRequest, Checkpoint, IngestError, Resume};
 use crate::store::{SeriesKey, Store, StoreError};
 use signal9_alpaca::validate::{self, Duplicates};
-use signal9_alpaca::{AlpacaClient, AlpacaError, BarRange, BarsQuery, PageCursor, Symbol};
+use signal9_alpaca::{AlpacaClient, AlpacaError, BarsQuery, PageCursor, Symbol};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::Instrument;
 
@@ -23,13 +23,7 @@ pub(crate) async fn stream_request(
     let query = BarsQuery {
         symbols: planned.symbols.clone(),
         limit: Some(signal9_alpaca::MAX_LIMIT),
-        range: BarRange {
-            timeframe: request.range.timeframe,
-            start: planned.start,
-            end: request.range.end,
-            adjustment: request.range.adjustment.clone(),
-            feed: request.range.feed,
-        },
+        range: request.range.between(planned.start, request.range.end),
     };
     // The pages: the client's cursor, from a checkpoint's token if any.
     let mut pages = PageCursor::new(planned.token.clone());

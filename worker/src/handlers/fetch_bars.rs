@@ -2,7 +2,6 @@
 //! each job's symbol is validated and stored on its own.
 
 use chrono::Utc;
-use signal9_alpaca::BarRange;
 
 use signal9_shared::ingest::{self, BarsRequest, SymbolOutcome};
 use signal9_shared::job::Payload;
@@ -32,13 +31,7 @@ pub(crate) async fn run(ctx: &Context, batch: &[Pending]) -> Vec<Result<Detail, 
     symbols.dedup();
     let request = BarsRequest {
         symbols,
-        range: BarRange {
-            timeframe: first.range.timeframe,
-            start: first.range.start,
-            end: first.range.end,
-            adjustment: first.range.adjustment.clone(),
-            feed: first.range.feed,
-        },
+        range: first.range.clone(),
     };
     if let Err(error) = request.check_size(ctx.packing.max_pages) {
         return batch.iter().map(|_| Err(Failure::from_error(&error))).collect();
